@@ -1,1 +1,993 @@
-// placeholder: being written
+// trainer/config.c: the key table, and loading, checking, printing and writing configs.
+//
+// Every key lives in one static table (config_keys below): its full name, type, place
+// in anvil_config, default, range and one-line description. Nothing else knows the
+// keys: defaults are the table's default strings run through the same parser as user
+// values, validation is that parser plus the table's range, `anvil help config` prints
+// the table, and config_write_yaml walks it. Adding a key is one line here plus the
+// struct member in config.h.
+//
+// A config is built in three layers: table defaults, then the YAML file, then the
+// command-line overrides "section.key=value" in order. The YAML file may nest keys
+// under their section (`train:` / `  lr: 3e-4`) or spell them flat (`train.lr: 3e-4`).
+//
+// Everything here handles user input, so nothing asserts: each problem is reported as
+// exactly one line on stderr naming the file (and line) or the override, the key, and
+// what is wrong, and config_load returns 2 (the "bad input" exit code of DESIGN.md).
+// libfyaml is told to collect its diagnostics instead of printing them, so its errors
+// come out in the same one-line form.
+#include "trainer/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <float.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libfyaml.h>
+
+// Enums are stored through an int (see value_set); that needs them int-sized.
+_Static_assert(sizeof(model_family) == sizeof(int), "enum size");
+_Static_assert(sizeof(rope_scaling) == sizeof(int), "enum size");
+_Static_assert(sizeof(lr_schedule) == sizeof(int), "enum size");
+_Static_assert(sizeof(data_order) == sizeof(int), "enum size");
+_Static_assert(sizeof(device_kind) == sizeof(int), "enum size");
+
+// ---------------------------------------------------------------------------------
+// The key table
+
+typedef enum key_type {
+    KEY_TYPE_INT,     // int
+    KEY_TYPE_LONG,    // long (64-bit on every platform anvil builds on)
+    KEY_TYPE_U64,     // unsigned long long, any value 0 .. 2^64-1
+    KEY_TYPE_FLOAT,   // float
+    KEY_TYPE_DOUBLE,  // double
+    KEY_TYPE_BOOL,    // int holding 0 or 1
+    KEY_TYPE_STRING,  // char array of `size` bytes
+    KEY_TYPE_ENUM     // int-sized enum; the value is the index into `values`
+} key_type;
+
+#define KEY_LO_OPEN   1   // range excludes lo: (lo, ...
+#define KEY_HI_OPEN   2   // range excludes hi: ..., hi)
+#define KEY_AUTO_ZERO 4   // the word "auto" is accepted (and written) for 0
+
+typedef struct config_key {
+    const char *name;            // "section.key", or "key" for a top-level key
+    key_type type;
+    size_t offset;               // offsetof(anvil_config, member)
+    size_t size;                 // sizeof the member (strings: capacity incl. NUL)
+    const char *def;             // default, parsed like a user value
+    double lo, hi;               // numeric range; hi = INFINITY: no upper bound
+    int flags;                   // KEY_*
+    const char *const *values;   // enum names, NULL-terminated, index = enum value
+    const char *help;            // one line
+} config_key;
+
+static const char *const family_names[] = {"gpt2", "llama", NULL};
+static const char *const rope_scaling_names[] = {"none", "llama3", NULL};
+static const char *const schedule_names[] = {"cosine", "linear", "constant", "wsd", NULL};
+static const char *const order_names[] = {"random", "sequential", NULL};
+static const char *const device_names[] = {"auto", "cpu", "cuda", NULL};
+
+#define MEMBER(m) offsetof(anvil_config, m), sizeof(((anvil_config *)0)->m)
+#define INF INFINITY
+#define SHAPE_MAX 1048576.0   // 1<<20: far above any real shape, small enough for int math
+#define KINT(n, m, d, lo, hi, fl, h)  {n, KEY_TYPE_INT, MEMBER(m), d, lo, hi, fl, NULL, h}
+#define KLONG(n, m, d, lo, hi, h)     {n, KEY_TYPE_LONG, MEMBER(m), d, lo, hi, 0, NULL, h}
+#define KU64(n, m, d, h)              {n, KEY_TYPE_U64, MEMBER(m), d, 0, INF, 0, NULL, h}
+#define KFLOAT(n, m, d, lo, hi, fl, h) {n, KEY_TYPE_FLOAT, MEMBER(m), d, lo, hi, fl, NULL, h}
+#define KDOUBLE(n, m, d, lo, hi, h)   {n, KEY_TYPE_DOUBLE, MEMBER(m), d, lo, hi, 0, NULL, h}
+#define KBOOL(n, m, d, h)             {n, KEY_TYPE_BOOL, MEMBER(m), d, 0, 1, 0, NULL, h}
+#define KSTR(n, m, d, h)              {n, KEY_TYPE_STRING, MEMBER(m), d, 0, 0, 0, NULL, h}
+#define KENUM(n, m, d, v, h)          {n, KEY_TYPE_ENUM, MEMBER(m), d, 0, 0, 0, v, h}
+
+static const config_key config_keys[] = {
+    // model.*
+    KENUM("model.family", model.family, "gpt2", family_names,
+          "architecture: gpt2 (LayerNorm, GELU, learned positions) or llama (RMSNorm, SwiGLU, RoPE)"),
+    KSTR("model.preset", model.preset, "",
+         "named shape such as gpt2-124m (\"\": none); explicit shape keys override it"),
+    KINT("model.n_layer", model.n_layer, "0", 0, SHAPE_MAX, 0,
+         "transformer blocks (0: from the preset, else the family default)"),
+    KINT("model.d_model", model.d_model, "0", 0, SHAPE_MAX, 0,
+         "residual width C (0: from the preset, else the family default)"),
+    KINT("model.n_head", model.n_head, "0", 0, SHAPE_MAX, 0,
+         "attention heads (0: from the preset, else the family default)"),
+    KINT("model.n_kv_head", model.n_kv_head, "0", 0, SHAPE_MAX, 0,
+         "key/value heads for grouped-query attention (0: from the preset, else n_head)"),
+    KINT("model.ffn_dim", model.ffn_dim, "0", 0, SHAPE_MAX, 0,
+         "MLP hidden width (0: from the preset, else 4*d_model for gpt2, SwiGLU rule for llama)"),
+    KINT("model.vocab_size", model.vocab_size, "0", 0, SHAPE_MAX, 0,
+         "vocabulary size (0: from the preset, else the family default)"),
+    KINT("model.max_seq_len", model.max_seq_len, "0", 0, SHAPE_MAX, 0,
+         "longest sequence the model supports (0: from the preset, else the family default)"),
+    KBOOL("model.tie_embeddings", model.tie_embeddings, "true",
+          "share the token embedding with the LM head"),
+    KBOOL("model.qkv_bias", model.qkv_bias, "false",
+          "biases on the q/k/v projections (llama family only, as in Qwen2)"),
+    KFLOAT("model.rope_theta", model.rope_theta, "10000", 0, INF, KEY_LO_OPEN,
+           "RoPE base frequency (llama family)"),
+    KENUM("model.rope_scaling", model.rope_scaling, "none", rope_scaling_names,
+          "RoPE frequency scaling: none or llama3 (Llama 3.1 long-context rule)"),
+    KFLOAT("model.rope_factor", model.rope_factor, "8", 0, INF, KEY_LO_OPEN,
+           "llama3 scaling: overall factor"),
+    KFLOAT("model.rope_low_freq_factor", model.rope_low_freq_factor, "1", 0, INF, KEY_LO_OPEN,
+           "llama3 scaling: low-frequency factor"),
+    KFLOAT("model.rope_high_freq_factor", model.rope_high_freq_factor, "4", 0, INF,
+           KEY_LO_OPEN, "llama3 scaling: high-frequency factor"),
+    KINT("model.rope_original_max_pos", model.rope_original_max_pos, "8192", 1, SHAPE_MAX, 0,
+         "llama3 scaling: context length the model was trained with"),
+    KFLOAT("model.norm_eps", model.norm_eps, "0", 0, 1, 0,
+           "epsilon of LayerNorm / RMSNorm (0: 1e-5)"),
+    KFLOAT("model.init_std", model.init_std, "0.02", 0, 10, 0,
+           "standard deviation of the initial weights"),
+
+    // train.*
+    KLONG("train.steps", train.steps, "1000", 1, INF, "optimizer steps to run"),
+    KINT("train.seq_len", train.seq_len, "256", 1, SHAPE_MAX, 0,
+         "tokens per sequence (T)"),
+    KINT("train.micro_batch", train.micro_batch, "8", 1, SHAPE_MAX, 0,
+         "sequences per forward/backward pass on one rank (B)"),
+    KLONG("train.global_batch_tokens", train.global_batch_tokens, "0", 0, INF,
+          "tokens per optimizer step, reached by gradient accumulation (0: micro_batch*seq_len*dp)"),
+    KFLOAT("train.lr", train.lr, "6e-4", 0, 10, 0, "peak learning rate"),
+    KFLOAT("train.min_lr", train.min_lr, "6e-5", 0, 10, 0,
+           "learning rate at the end of the decay"),
+    KLONG("train.warmup_steps", train.warmup_steps, "0", 0, INF,
+          "steps of linear warmup from 0 to train.lr"),
+    KENUM("train.schedule", train.schedule, "cosine", schedule_names,
+          "learning-rate decay after warmup (wsd: warmup-stable-decay)"),
+    KFLOAT("train.decay_frac", train.decay_frac, "0.2", 0, 1, 0,
+           "wsd: fraction of the steps spent in the final decay"),
+    KU64("train.seed", train.seed, "1337", "seed of every random stream (init, data order, sampling)"),
+    KLONG("train.log_every", train.log_every, "10", 1, INF,
+          "steps between log lines and metrics.jsonl records"),
+    KLONG("train.eval_every", train.eval_every, "0", 0, INF,
+          "steps between validation-loss evaluations (0: never)"),
+    KLONG("train.eval_tokens", train.eval_tokens, "65536", 1, INF,
+          "validation tokens per evaluation"),
+    KLONG("train.sample_every", train.sample_every, "0", 0, INF,
+          "steps between printed samples (0: never)"),
+    KINT("train.sample_tokens", train.sample_tokens, "128", 1, SHAPE_MAX, 0,
+         "tokens generated per sample"),
+    KDOUBLE("train.peak_flops", train.peak_flops, "0", 0, INF,
+            "peak FLOP/s of one rank, for MFU (0: estimate from the device)"),
+
+    // optim.*
+    KFLOAT("optim.beta1", optim.beta1, "0.9", 0, 1, KEY_HI_OPEN, "AdamW first-moment decay"),
+    KFLOAT("optim.beta2", optim.beta2, "0.95", 0, 1, KEY_HI_OPEN, "AdamW second-moment decay"),
+    KFLOAT("optim.eps", optim.eps, "1e-8", 0, 1, KEY_LO_OPEN, "AdamW epsilon"),
+    KFLOAT("optim.weight_decay", optim.weight_decay, "0.1", 0, 10, 0,
+           "decoupled weight decay, applied to matrices only"),
+    KBOOL("optim.decay_embeddings", optim.decay_embeddings, "false",
+          "apply weight decay to the embeddings too"),
+    KFLOAT("optim.grad_clip", optim.grad_clip, "1.0", 0, INF, 0,
+           "clip the global gradient norm to this (0: off)"),
+
+    // data.*
+    KSTR("data.train", data.train, "runs/data/fortunes/train_*.bin",
+         "training token shards: files or glob patterns, comma separated (a YAML list is joined)"),
+    KSTR("data.val", data.val, "runs/data/fortunes/val_*.bin",
+         "validation token shards, same form (\"\": none)"),
+    KENUM("data.order", data.order, "random", order_names,
+          "order of the training sequences: random (seeded) or sequential"),
+
+    // run.*
+    KSTR("run.dir", run.dir, "runs/default",
+         "where the effective config, metrics.jsonl and checkpoints/ go"),
+
+    // parallel.*
+    KINT("parallel.dp", parallel.dp, "auto", 0, SHAPE_MAX, KEY_AUTO_ZERO,
+         "data-parallel ranks (auto or 0: world size / (tp*pp))"),
+    KINT("parallel.tp", parallel.tp, "1", 1, SHAPE_MAX, 0, "tensor-parallel ranks"),
+    KINT("parallel.pp", parallel.pp, "1", 1, SHAPE_MAX, 0, "pipeline-parallel stages"),
+    KINT("parallel.zero", parallel.zero, "0", 0, 1, 0,
+         "ZeRO stage: 0 (replicated optimizer state) or 1 (sharded over dp)"),
+
+    // checkpoint.*
+    KLONG("checkpoint.every", checkpoint.every, "0", 0, INF,
+          "steps between checkpoints (0: only at the end and on a stop signal)"),
+    KINT("checkpoint.keep", checkpoint.keep, "3", 1, SHAPE_MAX, 0,
+         "how many of the newest checkpoints to keep"),
+    KSTR("checkpoint.resume", checkpoint.resume, "auto",
+         "auto (newest valid checkpoint in run.dir, if any), none, or a checkpoint path"),
+
+    // top level
+    KENUM("device", device, "auto", device_names,
+          "compute backend: auto (cuda if a GPU is usable, else cpu), cpu or cuda"),
+};
+
+#define N_KEYS ((int)(sizeof(config_keys) / sizeof(config_keys[0])))
+
+#define MSG_MAX 2048        // one error line
+#define NAME_MAX_LEN 256    // longest key name looked up; longer ones are unknown anyway
+#define QUOTE_MAX 80        // user text shown in a message is cut to this many bytes
+
+// ---------------------------------------------------------------------------------
+// Small helpers
+
+// Copy `len` bytes of user text into dst as a printable single-line excerpt (control
+// bytes escaped, cut at QUOTE_MAX with "..."), so an error message stays one line.
+static void text_excerpt(char *dst, size_t n, const char *s, size_t len) {
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char tmp[8];
+        if (c == '\n') snprintf(tmp, sizeof tmp, "\\n");
+        else if (c == '\t') snprintf(tmp, sizeof tmp, "\\t");
+        else if (c < 0x20 || c == 0x7f) snprintf(tmp, sizeof tmp, "\\x%02x", c);
+        else { tmp[0] = (char)c; tmp[1] = '\0'; }
+        size_t t = strlen(tmp);
+        if (i >= QUOTE_MAX || o + t + 4 >= n) {
+            if (o + 4 <= n) { memcpy(dst + o, "...", 3); o += 3; }
+            break;
+        }
+        memcpy(dst + o, tmp, t);
+        o += t;
+    }
+    dst[o < n ? o : n - 1] = '\0';
+}
+
+// Return the table entry for a full key name of `len` bytes, or NULL.
+static const config_key *key_find(const char *name, size_t len) {
+    for (int i = 0; i < N_KEYS; i++)
+        if (strlen(config_keys[i].name) == len && memcmp(config_keys[i].name, name, len) == 0)
+            return &config_keys[i];
+    return NULL;
+}
+
+// Return 1 if `name` (len bytes) is a section, i.e. some key starts with "name.".
+static int key_is_section(const char *name, size_t len) {
+    for (int i = 0; i < N_KEYS; i++)
+        if (strncmp(config_keys[i].name, name, len) == 0 && config_keys[i].name[len] == '.')
+            return 1;
+    return 0;
+}
+
+// Return the Levenshtein distance between a and b (each cut at NAME_MAX_LEN bytes).
+static int levenshtein(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > NAME_MAX_LEN) la = NAME_MAX_LEN;
+    if (lb > NAME_MAX_LEN) lb = NAME_MAX_LEN;
+    int row[NAME_MAX_LEN + 1];
+    for (size_t j = 0; j <= lb; j++) row[j] = (int)j;
+    for (size_t i = 1; i <= la; i++) {
+        int diag = row[0];   // distance(a[:i-1], b[:j-1])
+        row[0] = (int)i;
+        for (size_t j = 1; j <= lb; j++) {
+            int up = row[j];
+            int best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best) best = up + 1;
+            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+// Return the last dotted component of a name ("lr" for "train.lr").
+static const char *key_leaf(const char *name) {
+    const char *dot = strrchr(name, '.');
+    return dot ? dot + 1 : name;
+}
+
+// Return the valid key closest to `name`: the smallest Levenshtein distance over full
+// names, where matching only the part after the last dot ("lr" for train.lr, or
+// "optim.lr") counts one more than its own distance, so a key put in the wrong section
+// or with its section left out still finds its home.
+static const char *key_closest(const char *name) {
+    const char *best = config_keys[0].name;
+    int best_d = INT_MAX;
+    for (int i = 0; i < N_KEYS; i++) {
+        int d = levenshtein(name, config_keys[i].name);
+        int dl = levenshtein(key_leaf(name), key_leaf(config_keys[i].name)) + 1;
+        if (dl < d) d = dl;
+        if (d < best_d) { best_d = d; best = config_keys[i].name; }
+    }
+    return best;
+}
+
+// Write "unknown key 'x' (did you mean 'y'?)" for a name of len bytes into msg.
+static void msg_unknown_key(char *msg, size_t n, const char *name, size_t len) {
+    char shown[4 * QUOTE_MAX], cut[NAME_MAX_LEN + 1];
+    text_excerpt(shown, sizeof shown, name, len);
+    size_t l = len < NAME_MAX_LEN ? len : NAME_MAX_LEN;
+    memcpy(cut, name, l);
+    cut[l] = '\0';
+    snprintf(msg, n, "unknown key '%s' (did you mean '%s'?)", shown, key_closest(cut));
+}
+
+// Format a table number for help, messages and docs: integers in full, else %g.
+static void num_format(char *buf, size_t n, double v) {
+    if (isinf(v)) snprintf(buf, n, v > 0 ? "inf" : "-inf");
+    else if (v == floor(v) && fabs(v) < 1e15) snprintf(buf, n, "%.0f", v);
+    else snprintf(buf, n, "%g", v);
+}
+
+// Write the allowed values of key k ("[0, 1)", "gpt2 | llama", ...) into buf; "" for strings.
+static void key_range(const config_key *k, char *buf, size_t n) {
+    char lo[32], hi[32];
+    buf[0] = '\0';
+    switch (k->type) {
+    case KEY_TYPE_INT: case KEY_TYPE_LONG: case KEY_TYPE_FLOAT: case KEY_TYPE_DOUBLE:
+        num_format(lo, sizeof lo, k->lo);
+        num_format(hi, sizeof hi, k->hi);
+        snprintf(buf, n, "%c%s, %s%c%s", (k->flags & KEY_LO_OPEN) ? '(' : '[', lo, hi,
+                 ((k->flags & KEY_HI_OPEN) || isinf(k->hi)) ? ')' : ']',
+                 (k->flags & KEY_AUTO_ZERO) ? " or auto" : "");
+        break;
+    case KEY_TYPE_U64: snprintf(buf, n, "[0, 2^64-1]"); break;
+    case KEY_TYPE_BOOL: snprintf(buf, n, "true | false"); break;
+    case KEY_TYPE_ENUM:
+        for (int i = 0; k->values[i]; i++) {
+            size_t o = strlen(buf);
+            snprintf(buf + o, n - o, "%s%s", i ? " | " : "", k->values[i]);
+        }
+        break;
+    case KEY_TYPE_STRING: break;
+    }
+}
+
+// Return the type name shown in help and docs.
+static const char *key_type_name(const config_key *k) {
+    switch (k->type) {
+    case KEY_TYPE_INT: case KEY_TYPE_LONG: return "int";
+    case KEY_TYPE_U64: return "uint64";
+    case KEY_TYPE_FLOAT: case KEY_TYPE_DOUBLE: return "float";
+    case KEY_TYPE_BOOL: return "bool";
+    case KEY_TYPE_STRING: return "string";
+    case KEY_TYPE_ENUM: return "enum";
+    }
+    return "?";
+}
+
+// ---------------------------------------------------------------------------------
+// Parsing one value
+
+// Return 1 if the len bytes of s look like a decimal number ([+-] digits . e E) and
+// nothing else, so strtod's extras (hex, inf, nan, leading blanks) are refused.
+static int number_chars_ok(const char *s, size_t len) {
+    if (len == 0) return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!isdigit((unsigned char)s[i]) && !strchr("+-.eE", s[i])) return 0;
+    return 1;
+}
+
+// Return 1 if v lies in the range of key k.
+static int range_ok(const config_key *k, double v) {
+    if ((k->flags & KEY_LO_OPEN) ? !(v > k->lo) : !(v >= k->lo)) return 0;
+    if ((k->flags & KEY_HI_OPEN) ? !(v < k->hi) : !(v <= k->hi)) return 0;
+    return 1;
+}
+
+// Parse the len bytes of `text` as the value of key k and store it in cfg. Returns 0,
+// or -1 with a message (no location prefix) in err. Used for defaults, YAML scalars and
+// overrides alike.
+static int value_set(const config_key *k, anvil_config *cfg, const char *text, size_t len,
+                     char *err, size_t errn) {
+    char *dst = (char *)cfg + k->offset;
+    char shown[4 * QUOTE_MAX];
+    char num[64];
+    text_excerpt(shown, sizeof shown, text, len);
+
+    if (k->type == KEY_TYPE_STRING) {
+        if (memchr(text, '\0', len)) {
+            snprintf(err, errn, "key '%s': the value contains a NUL byte", k->name);
+            return -1;
+        }
+        if (len >= k->size) {
+            snprintf(err, errn, "key '%s': the value is %zu bytes long, at most %zu allowed",
+                     k->name, len, k->size - 1);
+            return -1;
+        }
+        memcpy(dst, text, len);
+        dst[len] = '\0';
+        return 0;
+    }
+    if (k->type == KEY_TYPE_ENUM) {
+        for (int i = 0; k->values[i]; i++) {
+            if (strlen(k->values[i]) == len && memcmp(k->values[i], text, len) == 0) {
+                int v = i;
+                memcpy(dst, &v, sizeof v);
+                return 0;
+            }
+        }
+        char allowed[256] = "";
+        for (int i = 0; k->values[i]; i++) {
+            size_t o = strlen(allowed);
+            snprintf(allowed + o, sizeof allowed - o, "%s%s", i ? ", " : "", k->values[i]);
+        }
+        snprintf(err, errn, "key '%s': unknown value '%s' (expected one of: %s)",
+                 k->name, shown, allowed);
+        return -1;
+    }
+    if (k->type == KEY_TYPE_BOOL) {
+        static const char *const yes[] = {"true", "yes", "on", "1", NULL};
+        static const char *const no[] = {"false", "no", "off", "0", NULL};
+        for (int i = 0; yes[i]; i++) {
+            if (strlen(yes[i]) == len && strncasecmp(yes[i], text, len) == 0) {
+                *(int *)dst = 1;
+                return 0;
+            }
+            if (strlen(no[i]) == len && strncasecmp(no[i], text, len) == 0) {
+                *(int *)dst = 0;
+                return 0;
+            }
+        }
+        snprintf(err, errn, "key '%s': expected true or false, got '%s'", k->name, shown);
+        return -1;
+    }
+
+    // Numbers. "auto" stands for 0 where the key allows it.
+    if ((k->flags & KEY_AUTO_ZERO) && len == 4 && memcmp(text, "auto", 4) == 0) {
+        text = "0";
+        len = 1;
+    }
+    int is_int = k->type == KEY_TYPE_INT || k->type == KEY_TYPE_LONG || k->type == KEY_TYPE_U64;
+    const char *want = k->type == KEY_TYPE_U64 ? "a non-negative integer"
+                       : is_int ? "an integer" : "a number";
+    if (!number_chars_ok(text, len) || len >= sizeof num ||
+        (k->type == KEY_TYPE_U64 && memchr(text, '-', len))) {
+        if (len == 0)
+            snprintf(err, errn, "key '%s': expected %s, got nothing", k->name, want);
+        else
+            snprintf(err, errn, "key '%s': expected %s%s, got '%s'", k->name, want,
+                     (k->flags & KEY_AUTO_ZERO) ? " or auto" : "", shown);
+        return -1;
+    }
+    memcpy(num, text, len);
+    num[len] = '\0';
+
+    if (is_int) {
+        // Plain integers first (exact over the whole 64-bit range); then forms such as
+        // 1e6 or 2.5e3, accepted when they denote an exact integer.
+        char *end;
+        errno = 0;
+        long long ll = 0;
+        unsigned long long ull = 0;
+        int too_big = 0;
+        if (k->type == KEY_TYPE_U64) ull = strtoull(num, &end, 10);
+        else ll = strtoll(num, &end, 10);
+        if (*end == '\0' && errno == ERANGE) too_big = 1;
+        if (*end != '\0') {
+            errno = 0;
+            double d = strtod(num, &end);
+            if (*end != '\0' || errno == ERANGE || d != floor(d)) {
+                snprintf(err, errn, "key '%s': expected %s, got '%s'", k->name, want, shown);
+                return -1;
+            }
+            // 2^63 and 2^64 are exact doubles; anything at or above them does not fit.
+            if (k->type == KEY_TYPE_U64) {
+                if (d >= 18446744073709551616.0) too_big = 1;
+                else ull = (unsigned long long)d;
+            } else {
+                if (d >= 9223372036854775808.0 || d < -9223372036854775808.0) too_big = 1;
+                else ll = (long long)d;
+            }
+        }
+        if (too_big) {
+            snprintf(err, errn, "key '%s' = %s does not fit in a 64-bit integer", k->name, shown);
+            return -1;
+        }
+        if (k->type == KEY_TYPE_U64) {
+            *(unsigned long long *)dst = ull;
+            return 0;
+        }
+        if (!range_ok(k, (double)ll)) goto out_of_range;
+        if (k->type == KEY_TYPE_INT) *(int *)dst = (int)ll;   // the range fits in int
+        else *(long *)dst = (long)ll;
+        return 0;
+    }
+
+    char *end;
+    errno = 0;
+    double d = strtod(num, &end);
+    if (*end != '\0' || !isfinite(d)) {
+        snprintf(err, errn, "key '%s': expected %s, got '%s'", k->name, want, shown);
+        return -1;
+    }
+    if (!range_ok(k, d)) goto out_of_range;
+    if (k->type == KEY_TYPE_FLOAT) {
+        if (fabs(d) > FLT_MAX) {
+            snprintf(err, errn, "key '%s' = %s does not fit in a 32-bit float", k->name, shown);
+            return -1;
+        }
+        *(float *)dst = (float)d;
+    } else {
+        *(double *)dst = d;
+    }
+    return 0;
+
+out_of_range: {
+        char range[64];
+        key_range(k, range, sizeof range);
+        snprintf(err, errn, "key '%s' = %s is out of range %s", k->name, shown, range);
+        return -1;
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Defaults
+
+void config_defaults(anvil_config *cfg) {
+    char err[MSG_MAX];
+    memset(cfg, 0, sizeof *cfg);
+    for (int i = 0; i < N_KEYS; i++) {
+        const config_key *k = &config_keys[i];
+        if (value_set(k, cfg, k->def, strlen(k->def), err, sizeof err) != 0) {
+            // A bad table default is a programming error, never user input.
+            fprintf(stderr, "anvil: internal error: bad default in the config table: %s\n", err);
+            abort();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The YAML file
+
+typedef struct yaml_load {
+    anvil_config *cfg;
+    const char *path;       // for messages
+    int line_of[N_KEYS];    // line where each key was set (0: not yet), to catch repeats
+} yaml_load;
+
+// Print "anvil: PATH:LINE: msg" (or without the line when line <= 0) to stderr.
+static void file_error(const yaml_load *ld, int line, const char *msg) {
+    if (line > 0) fprintf(stderr, "anvil: %s:%d: %s\n", ld->path, line, msg);
+    else fprintf(stderr, "anvil: %s: %s\n", ld->path, msg);
+}
+
+// Return the 1-based line of a scalar node, or `fallback` when libfyaml has no token.
+static int node_line(struct fy_node *n, int fallback) {
+    struct fy_token *t = n ? fy_node_get_scalar_token(n) : NULL;
+    const struct fy_mark *m = t ? fy_token_start_mark(t) : NULL;
+    return m ? m->line + 1 : fallback;
+}
+
+// Return 1 if node n is a YAML null: absent, empty plain, ~ or null.
+static int node_is_null(struct fy_node *n) {
+    if (!n) return 1;
+    if (fy_node_get_type(n) != FYNT_SCALAR || fy_node_get_style(n) != FYNS_PLAIN) return 0;
+    size_t len;
+    const char *s = fy_node_get_scalar(n, &len);
+    if (!s || len == 0) return 1;
+    return (len == 1 && s[0] == '~') ||
+           (len == 4 && (!memcmp(s, "null", 4) || !memcmp(s, "Null", 4) || !memcmp(s, "NULL", 4)));
+}
+
+// Set key k from YAML node v (a scalar, or a list for string keys). Returns 0 or 2
+// after printing the error.
+static int yaml_set_key(yaml_load *ld, const config_key *k, struct fy_node *v, int line) {
+    char err[MSG_MAX];
+    int idx = (int)(k - config_keys);
+    if (ld->line_of[idx]) {
+        snprintf(err, sizeof err, "key '%s' is set twice (first on line %d)", k->name,
+                 ld->line_of[idx]);
+        file_error(ld, line, err);
+        return 2;
+    }
+    ld->line_of[idx] = line;
+
+    enum fy_node_type t = v ? fy_node_get_type(v) : FYNT_SCALAR;
+    if (t == FYNT_SCALAR) {
+        size_t len = 0;
+        const char *s = v ? fy_node_get_scalar(v, &len) : NULL;
+        if (!s) { s = ""; len = 0; }
+        if (k->type == KEY_TYPE_STRING && node_is_null(v)) { s = ""; len = 0; }
+        if (value_set(k, ld->cfg, s, len, err, sizeof err) != 0) {
+            file_error(ld, line, err);
+            return 2;
+        }
+        return 0;
+    }
+    if (t == FYNT_SEQUENCE && k->type == KEY_TYPE_STRING) {
+        // A list of strings is joined with commas (data.train: [a.bin, b.bin]).
+        char joined[CONFIG_STR + 1];
+        size_t o = 0;
+        void *it = NULL;
+        struct fy_node *e;
+        while ((e = fy_node_sequence_iterate(v, &it)) != NULL) {
+            size_t len = 0;
+            const char *s = fy_node_get_type(e) == FYNT_SCALAR ? fy_node_get_scalar(e, &len) : NULL;
+            if (!s) {
+                snprintf(err, sizeof err, "key '%s': expected a list of strings, got a nested %s",
+                         k->name, fy_node_get_type(e) == FYNT_MAPPING ? "mapping" : "list");
+                file_error(ld, node_line(e, line), err);
+                return 2;
+            }
+            if (o + (o > 0) + len > CONFIG_STR) {
+                snprintf(err, sizeof err, "key '%s': the list is longer than %d bytes joined",
+                         k->name, CONFIG_STR - 1);
+                file_error(ld, line, err);
+                return 2;
+            }
+            if (o > 0) joined[o++] = ',';
+            memcpy(joined + o, s, len);
+            o += len;
+        }
+        if (value_set(k, ld->cfg, joined, o, err, sizeof err) != 0) {
+            file_error(ld, line, err);
+            return 2;
+        }
+        return 0;
+    }
+    const char *want = "a single value";
+    switch (k->type) {
+    case KEY_TYPE_INT: case KEY_TYPE_LONG: want = "an integer"; break;
+    case KEY_TYPE_U64: want = "a non-negative integer"; break;
+    case KEY_TYPE_FLOAT: case KEY_TYPE_DOUBLE: want = "a number"; break;
+    case KEY_TYPE_BOOL: want = "true or false"; break;
+    case KEY_TYPE_STRING: want = "a string or a list of strings"; break;
+    case KEY_TYPE_ENUM: want = "one name"; break;
+    }
+    snprintf(err, sizeof err, "key '%s': expected %s, got a %s", k->name, want,
+             t == FYNT_MAPPING ? "mapping" : "list");
+    file_error(ld, line, err);
+    return 2;
+}
+
+// Apply every pair of mapping `map`, whose keys are prefixed with `prefix` ("" at the
+// top). A mapping under a name that is not a key is a section (or a misspelt one, in
+// which case its first key is reported with a suggestion). Returns 0 or 2.
+static int yaml_apply_mapping(yaml_load *ld, struct fy_node *map, const char *prefix,
+                              int parent_line) {
+    char err[MSG_MAX];
+    void *it = NULL;
+    struct fy_node_pair *p;
+    while ((p = fy_node_mapping_iterate(map, &it)) != NULL) {
+        struct fy_node *kn = fy_node_pair_key(p);
+        struct fy_node *v = fy_node_pair_value(p);
+        size_t klen = 0;
+        const char *ks = kn && fy_node_get_type(kn) == FYNT_SCALAR ? fy_node_get_scalar(kn, &klen) : NULL;
+        if (!ks) {
+            file_error(ld, parent_line, "a mapping key must be a plain name, not a list or mapping");
+            return 2;
+        }
+        int line = node_line(kn, parent_line);
+
+        // name = prefix "." key (or key alone at the top)
+        char name[NAME_MAX_LEN + 1];
+        size_t plen = strlen(prefix);
+        size_t nlen = plen + (plen > 0) + klen;
+        if (nlen > NAME_MAX_LEN) {
+            char shown[4 * QUOTE_MAX];
+            text_excerpt(shown, sizeof shown, ks, klen);
+            snprintf(err, sizeof err, "unknown key '%s'", shown);
+            file_error(ld, line, err);
+            return 2;
+        }
+        memcpy(name, prefix, plen);
+        if (plen) name[plen] = '.';
+        memcpy(name + plen + (plen > 0), ks, klen);
+        name[nlen] = '\0';
+
+        const config_key *k = key_find(name, nlen);
+        if (k) {
+            if (yaml_set_key(ld, k, v, line) != 0) return 2;
+            continue;
+        }
+        int is_map = v && fy_node_get_type(v) == FYNT_MAPPING;
+        int is_section = key_is_section(name, nlen);
+        if (is_map && (is_section || fy_node_mapping_item_count(v) > 0)) {
+            if (yaml_apply_mapping(ld, v, name, line) != 0) return 2;
+            continue;
+        }
+        if (is_section && node_is_null(v)) continue;   // "train:" with every key commented out
+        if (is_section) {
+            snprintf(err, sizeof err, "'%s' is a section: expected a mapping of its keys", name);
+            file_error(ld, line, err);
+            return 2;
+        }
+        msg_unknown_key(err, sizeof err, name, nlen);
+        file_error(ld, line, err);
+        return 2;
+    }
+    return 0;
+}
+
+// Read the whole file into a malloc'd buffer. Returns 0, or -1 with errno set.
+static int file_read_all(const char *path, char **buf, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    size_t cap = 4096, n = 0;
+    char *b = malloc(cap);
+    int saved = 0;
+    if (!b) { saved = ENOMEM; goto fail; }
+    for (;;) {
+        if (n == cap) {
+            char *nb = realloc(b, cap * 2);
+            if (!nb) { saved = ENOMEM; goto fail; }
+            b = nb;
+            cap *= 2;
+        }
+        size_t got = fread(b + n, 1, cap - n, f);
+        n += got;
+        if (got == 0) {
+            if (ferror(f)) { saved = errno ? errno : EIO; goto fail; }
+            break;
+        }
+    }
+    fclose(f);
+    *buf = b;
+    *len = n;
+    return 0;
+fail:
+    free(b);
+    fclose(f);
+    errno = saved;
+    return -1;
+}
+
+static void diag_silent(struct fy_diag *diag, void *user, const char *buf, size_t len) {
+    (void)diag; (void)user; (void)buf; (void)len;
+}
+
+// Print the first error libfyaml collected as "anvil: PATH:LINE:COL: YAML syntax error: ..."
+// (or a generic line when it collected none).
+static void yaml_syntax_error(const yaml_load *ld, struct fy_diag *diag) {
+    void *it = NULL;
+    struct fy_diag_error *e;
+    while ((e = fy_diag_errors_iterate(diag, &it)) != NULL) {
+        if (e->type < FYET_ERROR) continue;
+        char shown[4 * QUOTE_MAX];
+        text_excerpt(shown, sizeof shown, e->msg ? e->msg : "?", strlen(e->msg ? e->msg : "?"));
+        if (e->line > 0)
+            fprintf(stderr, "anvil: %s:%d:%d: YAML syntax error: %s\n", ld->path, e->line,
+                    e->column, shown);
+        else
+            fprintf(stderr, "anvil: %s: YAML syntax error: %s\n", ld->path, shown);
+        return;
+    }
+    fprintf(stderr, "anvil: %s: YAML syntax error\n", ld->path);
+}
+
+// Apply the YAML file `path` on top of cfg. Returns 0 or 2 after printing one line.
+static int yaml_load_file(anvil_config *cfg, const char *path) {
+    int rc = 2;
+    char *buf = NULL;
+    size_t len = 0;
+    struct fy_diag *diag = NULL;
+    struct fy_parser *fyp = NULL;
+    struct fy_document *doc = NULL, *extra = NULL;
+    yaml_load *ld = calloc(1, sizeof *ld);
+    if (!ld) {
+        fprintf(stderr, "anvil: config file '%s': out of memory\n", path);
+        goto out;
+    }
+    ld->cfg = cfg;
+    ld->path = path;
+
+    if (file_read_all(path, &buf, &len) != 0) {
+        fprintf(stderr, "anvil: config file '%s': %s\n", path, strerror(errno));
+        goto out;
+    }
+
+    struct fy_diag_cfg dcfg;
+    fy_diag_cfg_default(&dcfg);
+    dcfg.fp = NULL;                   // no FILE: everything goes to diag_silent...
+    dcfg.output_fn = diag_silent;
+    dcfg.colorize = false;
+    diag = fy_diag_create(&dcfg);
+    if (!diag) {
+        fprintf(stderr, "anvil: %s: cannot start the YAML parser\n", path);
+        goto out;
+    }
+    fy_diag_set_collect_errors(diag, true);   // ...and errors are kept for yaml_syntax_error
+    struct fy_parse_cfg pcfg;
+    memset(&pcfg, 0, sizeof pcfg);
+    pcfg.flags = FYPCF_QUIET | FYPCF_RESOLVE_DOCUMENT;   // resolve: aliases become values
+    pcfg.diag = diag;
+    fyp = fy_parser_create(&pcfg);
+    if (!fyp || fy_parser_set_string(fyp, buf, len) != 0) {
+        fprintf(stderr, "anvil: %s: cannot start the YAML parser\n", path);
+        goto out;
+    }
+    doc = fy_parse_load_document(fyp);
+    if (fy_diag_got_error(diag)) {
+        yaml_syntax_error(ld, diag);
+        goto out;
+    }
+    if (doc) {
+        extra = fy_parse_load_document(fyp);
+        if (fy_diag_got_error(diag)) {
+            yaml_syntax_error(ld, diag);
+            goto out;
+        }
+        if (extra) {
+            file_error(ld, 0, "holds more than one YAML document (only one is allowed)");
+            goto out;
+        }
+    }
+
+    struct fy_node *root = doc ? fy_document_root(doc) : NULL;
+    if (!root || node_is_null(root)) {
+        rc = 0;   // an empty file: every key keeps its default
+        goto out;
+    }
+    if (fy_node_get_type(root) != FYNT_MAPPING) {
+        file_error(ld, node_line(root, 1), "expected a mapping of keys at the top level");
+        goto out;
+    }
+    rc = yaml_apply_mapping(ld, root, "", 1);
+
+out:
+    if (extra) fy_parse_document_destroy(fyp, extra);
+    if (doc) fy_parse_document_destroy(fyp, doc);
+    if (fyp) fy_parser_destroy(fyp);
+    if (diag) fy_diag_unref(diag);
+    free(buf);
+    free(ld);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------
+// Overrides
+
+// Apply one "section.key=value" override. Returns 0 or 2 after printing one line.
+static int override_apply(anvil_config *cfg, const char *ov) {
+    char err[MSG_MAX], shown[4 * QUOTE_MAX];
+    text_excerpt(shown, sizeof shown, ov, strlen(ov));
+    const char *eq = strchr(ov, '=');
+    if (!eq || eq == ov) {
+        fprintf(stderr, "anvil: override '%s': expected section.key=value\n", shown);
+        return 2;
+    }
+    size_t klen = (size_t)(eq - ov);
+    const config_key *k = key_find(ov, klen);
+    if (!k) {
+        msg_unknown_key(err, sizeof err, ov, klen);
+        fprintf(stderr, "anvil: override '%s': %s\n", shown, err);
+        return 2;
+    }
+    if (value_set(k, cfg, eq + 1, strlen(eq + 1), err, sizeof err) != 0) {
+        fprintf(stderr, "anvil: override '%s': %s\n", shown, err);
+        return 2;
+    }
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------
+// Loading
+
+int config_load(anvil_config *cfg, const char *path, int n_overrides,
+                char *const *overrides) {
+    config_defaults(cfg);
+    if (path && yaml_load_file(cfg, path) != 0) return 2;
+    for (int i = 0; i < n_overrides; i++)
+        if (override_apply(cfg, overrides[i]) != 0) return 2;
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------
+// Writing and printing
+
+// Write the value of key k in cfg as YAML text into buf: numbers in the shortest form
+// that reads back to the same bits, strings double-quoted with escapes.
+static void value_format(const config_key *k, const anvil_config *cfg, char *buf, size_t n) {
+    const char *src = (const char *)cfg + k->offset;
+    switch (k->type) {
+    case KEY_TYPE_INT: {
+        int v = *(const int *)src;
+        if (v == 0 && (k->flags & KEY_AUTO_ZERO)) snprintf(buf, n, "auto");
+        else snprintf(buf, n, "%d", v);
+        break;
+    }
+    case KEY_TYPE_LONG: snprintf(buf, n, "%ld", *(const long *)src); break;
+    case KEY_TYPE_U64: snprintf(buf, n, "%llu", *(const unsigned long long *)src); break;
+    case KEY_TYPE_FLOAT: {
+        float v = *(const float *)src;
+        for (int p = 6; p <= 9; p++) {   // 9 significant digits always round-trip a float
+            snprintf(buf, n, "%.*g", p, (double)v);
+            if (strtof(buf, NULL) == v) break;
+        }
+        break;
+    }
+    case KEY_TYPE_DOUBLE: {
+        double v = *(const double *)src;
+        for (int p = 15; p <= 17; p++) {   // 17 always round-trip a double
+            snprintf(buf, n, "%.*g", p, v);
+            if (strtod(buf, NULL) == v) break;
+        }
+        break;
+    }
+    case KEY_TYPE_BOOL: snprintf(buf, n, "%s", *(const int *)src ? "true" : "false"); break;
+    case KEY_TYPE_ENUM: {
+        int v;
+        memcpy(&v, src, sizeof v);
+        int count = 0;
+        while (k->values[count]) count++;
+        snprintf(buf, n, "%s", v >= 0 && v < count ? k->values[v] : "?");
+        break;
+    }
+    case KEY_TYPE_STRING: {
+        size_t o = 0;
+        buf[o++] = '"';
+        for (const unsigned char *s = (const unsigned char *)src; *s && o + 6 < n; s++) {
+            if (*s == '"' || *s == '\\') { buf[o++] = '\\'; buf[o++] = (char)*s; }
+            else if (*s == '\n') { buf[o++] = '\\'; buf[o++] = 'n'; }
+            else if (*s == '\t') { buf[o++] = '\\'; buf[o++] = 't'; }
+            else if (*s < 0x20 || *s == 0x7f) o += (size_t)snprintf(buf + o, n - o, "\\x%02x", *s);
+            else buf[o++] = (char)*s;
+        }
+        buf[o++] = '"';
+        buf[o] = '\0';
+        break;
+    }
+    }
+}
+
+// Copy the section of a key name ("train" for "train.lr", "" for "device") into buf.
+static void key_section(const char *name, char *buf, size_t n) {
+    const char *dot = strchr(name, '.');
+    size_t l = dot ? (size_t)(dot - name) : 0;
+    if (l >= n) l = n - 1;
+    memcpy(buf, name, l);
+    buf[l] = '\0';
+}
+
+int config_write_yaml(const anvil_config *cfg, FILE *f) {
+    // Strings can grow up to 4x when escaped (\xNN), plus quotes.
+    static char val[4 * CONFIG_STR + 8];
+    int err = 0;
+    if (fprintf(f, "# anvil effective config: every key (see `anvil help config`)\n") < 0) err = 1;
+    // Sections in order of first appearance in the table, each with all its keys.
+    for (int i = 0; i < N_KEYS && !err; i++) {
+        char sec[64], other[64];
+        key_section(config_keys[i].name, sec, sizeof sec);
+        int seen = 0;
+        for (int j = 0; j < i && !seen; j++) {
+            key_section(config_keys[j].name, other, sizeof other);
+            seen = strcmp(sec, other) == 0;
+        }
+        if (seen) continue;
+        if (sec[0] && fprintf(f, "%s:\n", sec) < 0) err = 1;
+        for (int j = i; j < N_KEYS && !err; j++) {
+            const config_key *k = &config_keys[j];
+            key_section(k->name, other, sizeof other);
+            if (strcmp(sec, other) != 0) continue;
+            value_format(k, cfg, val, sizeof val);
+            if (sec[0]) {
+                if (fprintf(f, "  %s: %s\n", key_leaf(k->name), val) < 0) err = 1;
+            } else if (fprintf(f, "%s: %s\n", k->name, val) < 0) {
+                err = 1;
+            }
+        }
+    }
+    if (fflush(f) != 0 || ferror(f)) err = 1;
+    return err ? -1 : 0;
+}
+
+void config_print_help(FILE *f) {
+    // Column widths from the table, so the columns line up whatever the keys are.
+    int wk = 3, wt = 4, wd = 7, wr = 5;
+    char buf[256];
+    for (int i = 0; i < N_KEYS; i++) {
+        const config_key *k = &config_keys[i];
+        int l;
+        if ((l = (int)strlen(k->name)) > wk) wk = l;
+        if ((l = (int)strlen(key_type_name(k))) > wt) wt = l;
+        if ((l = (int)strlen(k->def) + (k->def[0] ? 0 : 2)) > wd) wd = l;
+        key_range(k, buf, sizeof buf);
+        if ((l = (int)strlen(buf)) > wr) wr = l;
+    }
+    fprintf(f, "Configuration keys. Set them in the YAML file (nested under their section, or\n"
+               "flat as section.key), or after the file on the command line as section.key=value;\n"
+               "later settings win. Bad input stops anvil with exit code 2.\n\n");
+    fprintf(f, "%-*s  %-*s  %-*s  %-*s  %s\n", wk, "KEY", wt, "TYPE", wd, "DEFAULT", wr, "RANGE",
+            "DESCRIPTION");
+    char prev[64] = "", sec[64];
+    for (int i = 0; i < N_KEYS; i++) {
+        const config_key *k = &config_keys[i];
+        key_section(k->name, sec, sizeof sec);
+        if (i > 0 && strcmp(sec, prev) != 0) fputc('\n', f);
+        snprintf(prev, sizeof prev, "%s", sec);
+        key_range(k, buf, sizeof buf);
+        fprintf(f, "%-*s  %-*s  %-*s  %-*s  %s\n", wk, k->name, wt, key_type_name(k), wd,
+                k->def[0] ? k->def : "\"\"", wr, buf, k->help);
+    }
+}

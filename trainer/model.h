@@ -115,14 +115,17 @@ typedef struct model {
     int have_targets;           // last forward had targets
 } model;
 
-// Fill zeros of `mc` from its preset and the family rules, and check the shape
+// Fill the zeros of `mc` (shape keys no preset or key set) from the family rules and
+// the small default model, and check the shape
 // (heads divide d_model, kv heads divide heads, head size even for RoPE, ...).
 // Returns 0, or 2 after printing one line naming the key.
 int model_config_resolve(model_config *mc);
 
 // Names of the presets, NULL-terminated; and a one-line description of each.
 const char *const *model_preset_names(void);
-// Apply preset `name` to every shape key of mc that is 0. Returns 0, or -1 if unknown.
+// Set every key preset `name` defines (shape, family, RoPE, tying, bias). config_load
+// applies it before the file's and the command line's own keys, so those override it.
+// Returns 0, or -1 if `name` is unknown.
 int model_preset_apply(model_config *mc, const char *name);
 
 // Allocate parameters, gradients and activations for at most (B, T). `mc` must be
@@ -132,7 +135,7 @@ void model_free(model *m);
 
 // Draw the initial weights from `seed` (GPT-2 init: std init_std, residual output
 // projections wo and proj/down scaled by 1/sqrt(2*L); norm weights 1, biases 0).
-void model_init_weights(model *m, unsigned long long seed);
+int model_init_weights(model *m, unsigned long long seed);  // 0, or 1 out of memory
 
 // Forward over inputs (B,T) (host int32, B <= m->B, T <= m->T). With targets (host,
 // (B,T), < 0 = ignored) computes per-token losses and returns their sum over valid

@@ -1,1 +1,327 @@
-// placeholder: being written
+// trainer/train.c: `anvil train CONFIG [section.key=value ...]`, the training loop.
+//
+// Order of work: load and validate the config (exit 2 on any bad key), resolve the
+// model shape, open the data, size and allocate everything (model, optimizer, batch
+// buffers, sampler), write the effective config into run.dir, then loop. The loop
+// allocates nothing: each step reads global batch k = stream positions
+// [k*G, (k+1)*G) from the loader (G samples of T+1 tokens), runs G/B micro-batches of
+// forward + backward accumulating gradients, clips by the global norm and takes one
+// AdamW step. A loss or gradient that is not finite skips the update and is counted.
+//
+// SIGINT, SIGTERM and SIGUSR1 set a flag; the loop finishes the current step, logs,
+// and exits with 75 (DESIGN.md: "stopped on request"; the checkpoint issue adds the
+// checkpoint written before that exit).
+#include "trainer/train.h"
+
+#include <errno.h>
+#include <math.h>
+#include <mpi.h>
+#include <omp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "data/data.h"
+#include "kernels/ops.h"
+#include "trainer/config.h"
+#include "trainer/metrics.h"
+#include "trainer/model.h"
+#include "trainer/optimizer.h"
+#include "trainer/rng.h"
+#include "trainer/sample.h"
+
+#define EXIT_STOPPED 75
+
+static volatile sig_atomic_t g_stop_signal = 0;
+
+static void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+static void install_stop_handlers(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+// mkdir -p. Returns 0, or 2 after printing which path failed and why.
+static int make_dirs(const char *path) {
+    char buf[CONFIG_STR];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST) goto fail;
+        *p = '/';
+    }
+    if (mkdir(buf, 0777) != 0 && errno != EEXIST) goto fail;
+    return 0;
+fail:
+    fprintf(stderr, "anvil: run.dir '%s': cannot create '%s': %s\n", path, buf, strerror(errno));
+    return 2;
+}
+
+// Peak FLOP/s of this process on the CPU: threads x fp32 FLOPs per cycle (2 FMA units
+// x 8 lanes (AVX2) or 16 (AVX-512) x 2) x clock from /proc/cpuinfo. An estimate for
+// MFU only; train.peak_flops overrides it.
+static double estimate_cpu_peak_flops(void) {
+    double mhz = 0.0;
+    int avx512 = 0;
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (f) {
+        char line[4096];
+        while (fgets(line, sizeof line, f)) {
+            if (mhz == 0.0 && strncmp(line, "cpu MHz", 7) == 0) {
+                const char *c = strchr(line, ':');
+                if (c) mhz = atof(c + 1);
+            }
+            if (strncmp(line, "flags", 5) == 0 && strstr(line, " avx512f")) avx512 = 1;
+        }
+        fclose(f);
+    }
+    if (mhz <= 0.0) return 0.0;
+    return (double)omp_get_max_threads() * (avx512 ? 64.0 : 32.0) * mhz * 1e6;
+}
+
+// Mean validation loss over the first n_windows windows of the val loader (the same
+// windows every time, so evaluations are comparable). tok is (B, T+1) host scratch,
+// inp and tgt (B, T).
+static double evaluate(model *m, loader *val, long n_windows, int B, int T, int32_t *tok,
+                       int32_t *inp, int32_t *tgt, long long *n_tokens) {
+    double sum = 0.0;
+    long long count = 0;
+    for (long w = 0; w < n_windows; w += B) {
+        int b = (int)(n_windows - w < B ? n_windows - w : B);
+        if (loader_fill(val, (uint64_t)w, b, tok) != 0) return NAN;
+        for (int i = 0; i < b; i++) {
+            memcpy(inp + (size_t)i * T, tok + (size_t)i * (T + 1), (size_t)T * sizeof(int32_t));
+            memcpy(tgt + (size_t)i * T, tok + (size_t)i * (T + 1) + 1, (size_t)T * sizeof(int32_t));
+        }
+        sum += model_forward(m, inp, tgt, b, T);
+        count += (long long)b * T;
+    }
+    *n_tokens = count;
+    return count > 0 ? sum / (double)count : NAN;
+}
+
+static void emit_byte(int32_t id, void *ctx) {
+    char buf[16];
+    fputs(byte_tokenizer_decode((uint32_t)id, buf), (FILE *)ctx);
+    fflush((FILE *)ctx);
+}
+
+static void print_sample(sampler *s, model *m, int n_tokens, uint64_t *rng) {
+    int32_t prompt = BYTE_TOKENIZER_EOT;   // start as after a document boundary
+    printf("---- sample ----\n");
+    sampler_generate(s, m, &prompt, 1, n_tokens, rng, emit_byte, stdout);
+    printf("\n----------------\n");
+    fflush(stdout);
+}
+
+// Parse the command line: [CONFIG] [section.key=value ...]. The config file is the
+// first argument without '='; none means the embedded defaults.
+static const char *split_args(int argc, char **argv, int *first_override) {
+    if (argc >= 1 && strchr(argv[0], '=') == NULL) {
+        *first_override = 1;
+        return argv[0];
+    }
+    *first_override = 0;
+    return NULL;
+}
+
+int train_main(int argc, char **argv) {
+    int rc = 0, first = 0;
+    const char *path = split_args(argc, argv, &first);
+    anvil_config cfg;
+    rc = config_load(&cfg, path, argc - first, argv + first);
+    if (rc != 0) return rc;
+
+    int world = 1, rank = 0;
+    MPI_Comm_size(MPI_COMM_WORLD, &world);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    if (world != 1 || cfg.parallel.tp != 1 || cfg.parallel.pp != 1 || cfg.parallel.dp > 1 ||
+        cfg.parallel.zero != 0) {
+        fprintf(stderr, "anvil: parallel layout dp=%d tp=%d pp=%d zero=%d on %d ranks: this "
+                "build trains on a single rank only (dp=tp=pp=1, zero=0)\n",
+                cfg.parallel.dp, cfg.parallel.tp, cfg.parallel.pp, cfg.parallel.zero, world);
+        return 2;
+    }
+    if (cfg.device == DEVICE_KIND_CUDA) {
+        fprintf(stderr, "anvil: device: cuda: this build has no CUDA backend yet; use "
+                "device=cpu\n");
+        return 2;
+    }
+    const anv_backend *be = anv_backend_cpu();
+
+    model_config mc = cfg.model;
+    if ((rc = model_config_resolve(&mc)) != 0) return rc;
+    const train_config *tc = &cfg.train;
+    const int B = tc->micro_batch, T = tc->seq_len;
+    long long gb_tokens = tc->global_batch_tokens > 0 ? tc->global_batch_tokens
+                                                      : (long long)B * T;
+    if (gb_tokens % ((long long)B * T) != 0) {
+        fprintf(stderr, "anvil: train.global_batch_tokens (%lld) is not a multiple of "
+                "train.micro_batch x train.seq_len (%d x %d = %d)\n", gb_tokens, B, T, B * T);
+        return 2;
+    }
+    const int G = (int)(gb_tokens / T);        // samples per global batch
+    const int accum = G / B;                   // micro-batches per step
+
+    // ---- data ----------------------------------------------------------------
+    loader train_data, val_data;
+    int have_val = 0;
+    memset(&val_data, 0, sizeof val_data);
+    rc = loader_init(&train_data, cfg.data.train, "data.train", T,
+                     cfg.data.order == DATA_ORDER_RANDOM, tc->seed, (uint32_t)mc.vocab_size);
+    if (rc != 0) return rc;
+    long eval_windows = tc->eval_tokens / T > 0 ? tc->eval_tokens / T : 1;
+    if (cfg.data.val[0] != '\0') {
+        rc = loader_init(&val_data, cfg.data.val, "data.val", T, 0, tc->seed,
+                         (uint32_t)mc.vocab_size);
+        if (rc != 0) goto out_train_data;
+        have_val = 1;
+        if ((uint64_t)eval_windows > val_data.n_samples) eval_windows = (long)val_data.n_samples;
+    }
+
+    // ---- model, optimizer, buffers: everything the loop needs, allocated once ------
+    model m;
+    optimizer opt;
+    sampler smp;
+    memset(&opt, 0, sizeof opt);
+    memset(&smp, 0, sizeof smp);
+    if ((rc = model_init(&m, &mc, be, B, T)) != 0) goto out_val_data;
+    if ((rc = model_init_weights(&m, tc->seed)) != 0) goto out_model;
+    if ((rc = optimizer_init(&opt, &cfg.optim, &m)) != 0) goto out_model;
+    if ((rc = sampler_init(&smp, &m, 1.0f, 0, 1.0f)) != 0) goto out_opt;
+    int32_t *batch = malloc((size_t)G * (T + 1) * sizeof(int32_t));   // (G, T+1)
+    int32_t *inp = malloc((size_t)B * T * sizeof(int32_t));           // (B, T)
+    int32_t *tgt = malloc((size_t)B * T * sizeof(int32_t));           // (B, T)
+    if (!batch || !inp || !tgt) {
+        fprintf(stderr, "anvil: out of memory allocating batch buffers\n");
+        rc = 1;
+        goto out_buffers;
+    }
+
+    // ---- run directory ------------------------------------------------------------
+    FILE *metrics = NULL;
+    char fpath[CONFIG_STR + 64];
+    if ((rc = make_dirs(cfg.run.dir)) != 0) goto out_buffers;
+    snprintf(fpath, sizeof fpath, "%s/config.yaml", cfg.run.dir);
+    FILE *cf = fopen(fpath, "w");
+    if (!cf || config_write_yaml(&cfg, cf) != 0 || fclose(cf) != 0) {
+        fprintf(stderr, "anvil: cannot write '%s': %s\n", fpath, strerror(errno));
+        rc = 2;
+        goto out_buffers;
+    }
+    snprintf(fpath, sizeof fpath, "%s/metrics.jsonl", cfg.run.dir);
+    metrics = fopen(fpath, "w");
+    if (!metrics) {
+        fprintf(stderr, "anvil: cannot open '%s': %s\n", fpath, strerror(errno));
+        rc = 2;
+        goto out_buffers;
+    }
+
+    const double flops_per_token = model_flops_per_token(&m, T);
+    const double peak = tc->peak_flops > 0 ? tc->peak_flops : estimate_cpu_peak_flops();
+    printf("anvil %s | device %s, %d threads | %s model: %d layers, d_model %d, %d heads "
+           "(%d kv), ffn %d, vocab %d | %.2fM parameters\n",
+           "train", be->name, omp_get_max_threads(),
+           mc.family == MODEL_FAMILY_GPT2 ? "gpt2" : "llama", mc.n_layer, mc.d_model,
+           mc.n_head, mc.n_kv_head, mc.ffn_dim, mc.vocab_size,
+           (double)model_num_params(&m) / 1e6);
+    printf("layout dp=1 tp=1 pp=1 (1 rank) | batch: %d x %d tokens, %d micro-batches of %d "
+           "-> %lld tokens/step | train data: %llu windows in %d shard(s)%s | run.dir %s\n",
+           G, T, accum, B, gb_tokens, (unsigned long long)train_data.n_samples,
+           train_data.n_shards, have_val ? ", validation on" : "", cfg.run.dir);
+    fflush(stdout);
+
+    install_stop_handlers();
+    uint64_t sample_rng = rng_stream(tc->seed, "sample");
+    long skipped = 0;
+    long long tokens_done = 0;
+    const double t_start = now_s();
+    const float dloss = 1.0f / (float)((double)G * T);
+    long step;
+    for (step = 0; step < tc->steps && !g_stop_signal; step++) {
+        double t0 = now_s();
+        if ((rc = loader_fill(&train_data, (uint64_t)step * G, G, batch)) != 0) break;
+        model_zero_grad(&m);
+        double loss_sum = 0.0;
+        for (int a = 0; a < accum; a++) {
+            const int32_t *mb = batch + (size_t)a * B * (T + 1);
+            for (int i = 0; i < B; i++) {
+                memcpy(inp + (size_t)i * T, mb + (size_t)i * (T + 1), (size_t)T * sizeof(int32_t));
+                memcpy(tgt + (size_t)i * T, mb + (size_t)i * (T + 1) + 1,
+                       (size_t)T * sizeof(int32_t));
+            }
+            loss_sum += model_forward(&m, inp, tgt, B, T);
+            model_backward(&m, dloss);
+        }
+        double loss = loss_sum / ((double)G * T);
+        float gnorm = optimizer_grad_norm(&opt, &m);
+        float lr = lr_at(tc, step);
+        if (isfinite(loss) && isfinite(gnorm)) {
+            optimizer_step(&opt, &m, lr, gnorm);
+        } else {
+            skipped++;
+            fprintf(stderr, "anvil: step %ld: non-finite %s, update skipped (%ld so far)\n",
+                    step + 1, isfinite(loss) ? "gradient" : "loss", skipped);
+        }
+        tokens_done += gb_tokens;
+        double dt = now_s() - t0;
+        step_metrics sm = {
+            .step = step + 1, .steps = tc->steps, .loss = loss, .lr = lr, .grad_norm = gnorm,
+            .tokens_per_s = (double)gb_tokens / dt, .ms_per_step = 1e3 * dt,
+            .mfu = peak > 0 ? flops_per_token * (double)gb_tokens / dt / peak : 0.0,
+            .elapsed_s = now_s() - t_start, .tokens = tokens_done, .skipped = skipped};
+        metrics_write_step(metrics, &sm);
+        if ((step + 1) % tc->log_every == 0 || step == 0 || step + 1 == tc->steps)
+            metrics_print_progress(stdout, &sm);
+
+        int last = step + 1 == tc->steps;
+        if (have_val && tc->eval_every > 0 && ((step + 1) % tc->eval_every == 0 || last)) {
+            long long vt = 0;
+            double vl = evaluate(&m, &val_data, eval_windows, B, T, batch, inp, tgt, &vt);
+            metrics_write_eval(metrics, step + 1, vl, vt);
+            printf("step %ld | val_loss %.4f over %lld tokens\n", step + 1, vl, vt);
+        }
+        if (tc->sample_every > 0 && ((step + 1) % tc->sample_every == 0 || last))
+            print_sample(&smp, &m, tc->sample_tokens, &sample_rng);
+    }
+    if (rc == 0 && g_stop_signal) {
+        printf("anvil: stopped by signal %d after step %ld; run the same command again to "
+               "continue (checkpoints come with the checkpoint issue)\n",
+               (int)g_stop_signal, step);
+        rc = EXIT_STOPPED;
+    } else if (rc == 0) {
+        char el[32];
+        printf("done: %ld steps, %lld tokens in %s\n", step, tokens_done,
+               metrics_format_duration(now_s() - t_start, el, sizeof el));
+    }
+    fclose(metrics);
+out_buffers:
+    free(batch);
+    free(inp);
+    free(tgt);
+    sampler_free(&smp);
+out_opt:
+    optimizer_free(&opt);
+out_model:
+    model_free(&m);
+out_val_data:
+    if (have_val) loader_free(&val_data);
+out_train_data:
+    loader_free(&train_data);
+    return rc;
+}

@@ -1,1 +1,147 @@
-// placeholder: being written
+// kernels/cpu/attention.c: causal self-attention with grouped-query heads, fp32 cpu.
+//
+// Query head h reads key/value head h / (NH/KVH) (GQA; NH == KVH is plain multi-head
+// attention). For each batch row b, query head h and position t:
+//   s[t2] = q_t . k_t2 / sqrt(HS) for t2 <= t       (causal: later positions masked)
+//   p = softmax(s)                                   (max subtracted, so exp never overflows)
+//   out_t = sum_t2 p[t2] v_t2
+// The probabilities p are kept in `state` (B,NH,T,T), zero above the diagonal, for
+// the backward pass. Forward splits the (b, h) pairs over threads.
+//
+// Backward, per (b, h, t), with dp[t2] = dout_t . v_t2:
+//   dv_t2 += p[t2] dout_t
+//   ds[t2] = p[t2] (dp[t2] - sum_j p[j] dp[j])       (softmax backward)
+//   dq_t  += ds[t2] k_t2 / sqrt(HS),   dk_t2 += ds[t2] q_t / sqrt(HS)
+// Several query heads share one kv head, so splitting query heads over threads would
+// race on dk/dv. The backward therefore splits (b, kv head) pairs: one thread does every
+// query head of a group and is the only writer of that group's dk/dv rows (and of the
+// heads' dq rows). `scratch` holds one dp row (T) per (b, h): B*NH*T floats.
+#include <math.h>
+
+#include "kernels/cpu/cpu_ops.h"
+
+size_t cpu_attention_state_floats(int B, int T, int NH) {
+    return (size_t)B * NH * T * T;        // softmax probabilities (B,NH,T,T)
+}
+
+size_t cpu_attention_scratch_floats(int B, int T, int NH) {
+    return (size_t)B * NH * T;            // one dp row (T) per (b, h)
+}
+
+void cpu_attention_forward(float *out, float *state, const float *q, const float *k,
+                           const float *v, int B, int T, int NH, int KVH, int HS) {
+    // out (B,T,NH,HS), state (B,NH,T,T), q (B,T,NH,HS), k and v (B,T,KVH,HS)
+    int group = NH / KVH;                 // query heads per kv head
+    float scale = 1.0f / sqrtf((float)HS);
+    size_t qs = (size_t)NH * HS;          // stride between positions in q and out
+    size_t kvs = (size_t)KVH * HS;        // stride between positions in k and v
+
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            int kvh = h / group;
+            const float *q_bh = q + (size_t)b * T * qs + (size_t)h * HS;      // (T, HS) strided
+            const float *k_bh = k + (size_t)b * T * kvs + (size_t)kvh * HS;   // (T, HS) strided
+            const float *v_bh = v + (size_t)b * T * kvs + (size_t)kvh * HS;   // (T, HS) strided
+            float *out_bh = out + (size_t)b * T * qs + (size_t)h * HS;        // (T, HS) strided
+            float *att_bh = state + ((size_t)b * NH + h) * T * T;             // (T, T)
+
+            for (int t = 0; t < T; t++) {
+                const float *q_t = q_bh + t * qs;                 // (HS)
+                float *p = att_bh + (size_t)t * T;                // (T)
+
+                // scores and their max, for t2 <= t
+                float maxval = -INFINITY;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const float *k_t2 = k_bh + t2 * kvs;          // (HS)
+                    float dot = 0.0f;
+                    #pragma omp simd reduction(+:dot)
+                    for (int i = 0; i < HS; i++) dot += q_t[i] * k_t2[i];
+                    p[t2] = dot * scale;
+                    if (p[t2] > maxval) maxval = p[t2];
+                }
+                // softmax; masked positions hold exact zeros
+                float sum = 0.0f;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    p[t2] = expf(p[t2] - maxval);
+                    sum += p[t2];
+                }
+                float inv_sum = 1.0f / sum;
+                for (int t2 = 0; t2 <= t; t2++) p[t2] *= inv_sum;
+                for (int t2 = t + 1; t2 < T; t2++) p[t2] = 0.0f;
+
+                // weighted sum of values
+                float *out_t = out_bh + t * qs;                   // (HS)
+                for (int i = 0; i < HS; i++) out_t[i] = 0.0f;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const float *v_t2 = v_bh + t2 * kvs;          // (HS)
+                    float pt = p[t2];
+                    for (int i = 0; i < HS; i++) out_t[i] += pt * v_t2[i];
+                }
+            }
+        }
+    }
+}
+
+void cpu_attention_backward(float *dq, float *dk, float *dv, float *scratch,
+                            const float *dout, const float *state, const float *q,
+                            const float *k, const float *v, int B, int T, int NH,
+                            int KVH, int HS) {
+    // dq (B,T,NH,HS) +=, dk and dv (B,T,KVH,HS) +=, scratch (B,NH,T) overwritten,
+    // dout (B,T,NH,HS), state (B,NH,T,T), q (B,T,NH,HS), k and v (B,T,KVH,HS)
+    int group = NH / KVH;
+    float scale = 1.0f / sqrtf((float)HS);
+    size_t qs = (size_t)NH * HS;
+    size_t kvs = (size_t)KVH * HS;
+
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int kvh = 0; kvh < KVH; kvh++) {
+            const float *k_bh = k + (size_t)b * T * kvs + (size_t)kvh * HS;   // (T, HS) strided
+            const float *v_bh = v + (size_t)b * T * kvs + (size_t)kvh * HS;   // (T, HS) strided
+            float *dk_bh = dk + (size_t)b * T * kvs + (size_t)kvh * HS;       // (T, HS) strided
+            float *dv_bh = dv + (size_t)b * T * kvs + (size_t)kvh * HS;       // (T, HS) strided
+
+            for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+                const float *q_bh = q + (size_t)b * T * qs + (size_t)h * HS;        // (T, HS)
+                const float *dout_bh = dout + (size_t)b * T * qs + (size_t)h * HS;  // (T, HS)
+                float *dq_bh = dq + (size_t)b * T * qs + (size_t)h * HS;            // (T, HS)
+                const float *att_bh = state + ((size_t)b * NH + h) * T * T;         // (T, T)
+                float *dp = scratch + ((size_t)b * NH + h) * T;                     // (T)
+
+                for (int t = 0; t < T; t++) {
+                    const float *p = att_bh + (size_t)t * T;      // (T)
+                    const float *q_t = q_bh + t * qs;             // (HS)
+                    const float *dout_t = dout_bh + t * qs;       // (HS)
+                    float *dq_t = dq_bh + t * qs;                 // (HS)
+
+                    // through out_t = sum p v: dp and dv
+                    float pdp = 0.0f;                             // sum_j p[j] dp[j]
+                    for (int t2 = 0; t2 <= t; t2++) {
+                        const float *v_t2 = v_bh + t2 * kvs;      // (HS)
+                        float *dv_t2 = dv_bh + t2 * kvs;          // (HS)
+                        float dot = 0.0f;
+                        float pt = p[t2];
+                        #pragma omp simd reduction(+:dot)
+                        for (int i = 0; i < HS; i++) {
+                            dot += dout_t[i] * v_t2[i];
+                            dv_t2[i] += pt * dout_t[i];
+                        }
+                        dp[t2] = dot;
+                        pdp += pt * dot;
+                    }
+                    // through the softmax and the scaled dot products: dq and dk
+                    for (int t2 = 0; t2 <= t; t2++) {
+                        const float *k_t2 = k_bh + t2 * kvs;      // (HS)
+                        float *dk_t2 = dk_bh + t2 * kvs;          // (HS)
+                        float ds = p[t2] * (dp[t2] - pdp) * scale;
+                        for (int i = 0; i < HS; i++) {
+                            dq_t[i] += ds * k_t2[i];
+                            dk_t2[i] += ds * q_t[i];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

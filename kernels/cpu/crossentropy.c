@@ -1,1 +1,68 @@
-// placeholder: being written
+// kernels/cpu/crossentropy.c: softmax cross-entropy over the vocabulary, fp32 cpu.
+//
+// logits (N,Vp) have Vp >= V columns; the padding columns V..Vp-1 (GPT-2 pads 50257 to
+// 50304 for aligned matmuls) are not part of the distribution: the softmax runs over
+// the first V columns only and the padding gets zero gradient. A target < 0 marks a row
+// to ignore (SFT prompt tokens): its loss is 0 and its gradient row is all zero.
+//
+// Per row, with m = max logit (subtracted so that exp never overflows) and
+// Z = sum exp(l - m):
+//   loss = log Z + m - l[target]
+//   dlogits = dloss * (exp(l - m) / Z - onehot(target))
+// The backward recomputes m and Z from the logits instead of storing the probabilities,
+// then overwrites dlogits. dlogits may alias logits: each row's logits are fully read
+// (max, sum) before that row is written, and the final pass reads each element just
+// before writing the same element, so no pointer is restrict-qualified. Rows are split
+// over threads.
+#include <math.h>
+
+#include "kernels/cpu/cpu_ops.h"
+
+// Max and sum of exp(l - max) over the V real columns of one row.
+static void crossentropy_row_stats(const float *logits_n, int V, float *max_out,
+                                   float *sum_out) {
+    float maxval = -INFINITY;
+    for (int i = 0; i < V; i++) maxval = logits_n[i] > maxval ? logits_n[i] : maxval;
+    float sum = 0.0f;
+    for (int i = 0; i < V; i++) sum += expf(logits_n[i] - maxval);
+    *max_out = maxval;
+    *sum_out = sum;
+}
+
+void cpu_crossentropy_forward(float *losses, const float *logits, const int32_t *targets,
+                              int N, int V, int Vp) {
+    // losses (N), logits (N,Vp), targets (N)
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        int target = targets[n];
+        if (target < 0) {
+            losses[n] = 0.0f;
+            continue;
+        }
+        const float *logits_n = logits + (size_t)n * Vp;          // (Vp)
+        float maxval, sum;
+        crossentropy_row_stats(logits_n, V, &maxval, &sum);
+        losses[n] = logf(sum) + maxval - logits_n[target];
+    }
+}
+
+void cpu_crossentropy_backward(float *dlogits, const float *logits,
+                               const int32_t *targets, int N, int V, int Vp, float dloss) {
+    // dlogits (N,Vp) overwritten (may alias logits), logits (N,Vp), targets (N)
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *logits_n = logits + (size_t)n * Vp;          // (Vp)
+        float *dlogits_n = dlogits + (size_t)n * Vp;              // (Vp)
+        int target = targets[n];
+        if (target < 0) {
+            for (int i = 0; i < Vp; i++) dlogits_n[i] = 0.0f;
+            continue;
+        }
+        float maxval, sum;
+        crossentropy_row_stats(logits_n, V, &maxval, &sum);
+        float dscale = dloss / sum;
+        for (int i = 0; i < V; i++) dlogits_n[i] = dscale * expf(logits_n[i] - maxval);
+        dlogits_n[target] -= dloss;
+        for (int i = V; i < Vp; i++) dlogits_n[i] = 0.0f;
+    }
+}

@@ -1,1 +1,57 @@
-// placeholder: being written
+// kernels/cpu/encoder.c: token (+ optional learned position) embedding, fp32 cpu.
+//
+// Forward is a gather: row tokens[b,t] of wte plus row t of wpe (GPT-2; Llama has no
+// wpe and passes NULL). Backward is the matching scatter-add. A token can occur many
+// times in a batch, so splitting the scatter over (b,t) would race on dwte rows; instead
+// each thread owns a slice of the channels and walks every (b,t), which is race-free and
+// gives the same sums on any thread count. dwpe has one row per t, so t is split.
+#include "kernels/cpu/cpu_ops.h"
+
+void cpu_encoder_forward(float *out, const int32_t *tokens, const float *wte,
+                         const float *wpe, int B, int T, int C) {
+    // out (B,T,C), tokens (B,T), wte (Vp,C), wpe (maxT,C) or NULL
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            float *out_bt = out + ((size_t)b * T + t) * C;       // (C)
+            const float *wte_ix = wte + (size_t)tokens[b * T + t] * C;  // (C)
+            if (wpe != NULL) {
+                const float *wpe_t = wpe + (size_t)t * C;         // (C)
+                for (int c = 0; c < C; c++) out_bt[c] = wte_ix[c] + wpe_t[c];
+            } else {
+                for (int c = 0; c < C; c++) out_bt[c] = wte_ix[c];
+            }
+        }
+    }
+}
+
+// channels per work unit of the dwte scatter: 64 floats = 4 cache lines per row touched
+#define ENCODER_CBLOCK 64
+
+void cpu_encoder_backward(float *dwte, float *dwpe, const float *dout,
+                          const int32_t *tokens, int B, int T, int C) {
+    // dwte (Vp,C) +=, dwpe (maxT,C) += or NULL, dout (B,T,C), tokens (B,T)
+    if (dwte != NULL) {
+        int nblocks = (C + ENCODER_CBLOCK - 1) / ENCODER_CBLOCK;
+        #pragma omp parallel for schedule(static)
+        for (int blk = 0; blk < nblocks; blk++) {
+            int c0 = blk * ENCODER_CBLOCK;
+            int c1 = c0 + ENCODER_CBLOCK < C ? c0 + ENCODER_CBLOCK : C;
+            for (int bt = 0; bt < B * T; bt++) {
+                const float *dout_bt = dout + (size_t)bt * C;     // (C)
+                float *dwte_ix = dwte + (size_t)tokens[bt] * C;   // (C)
+                for (int c = c0; c < c1; c++) dwte_ix[c] += dout_bt[c];
+            }
+        }
+    }
+    if (dwpe != NULL) {
+        #pragma omp parallel for schedule(static)
+        for (int t = 0; t < T; t++) {
+            float *dwpe_t = dwpe + (size_t)t * C;                 // (C)
+            for (int b = 0; b < B; b++) {
+                const float *dout_bt = dout + ((size_t)b * T + t) * C;  // (C)
+                for (int c = 0; c < C; c++) dwpe_t[c] += dout_bt[c];
+            }
+        }
+    }
+}

@@ -1,0 +1,98 @@
+// kernels/cpu/cpu_ops.h: internal declarations of the fp32 cpu backend.
+//
+// One function per member of anv_backend (kernels/ops.h), named cpu_<member>. Each op
+// lives in kernels/cpu/<op>.c (the same stem the cuda backend will use); backend.c
+// holds the memory functions and wires everything into the static struct returned by
+// anv_backend_cpu(). The semantics, shapes and accumulate conventions are those
+// documented in ops.h and are not repeated here. Not a public header: only the files
+// of this folder include it.
+#ifndef ANVIL_KERNELS_CPU_CPU_OPS_H
+#define ANVIL_KERNELS_CPU_CPU_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ---- memory (backend.c) ------------------------------------------------------------
+void *cpu_alloc(size_t bytes);
+void cpu_free(void *p);
+void cpu_zero(void *p, size_t bytes);
+void cpu_copy_from_host(void *dst, const void *src, size_t bytes);
+void cpu_copy_to_host(void *dst, const void *src, size_t bytes);
+void cpu_copy(void *dst, const void *src, size_t bytes);
+void cpu_synchronize(void);
+
+// ---- encoder.c ----------------------------------------------------------------------
+void cpu_encoder_forward(float *out, const int32_t *tokens, const float *wte,
+                         const float *wpe, int B, int T, int C);
+void cpu_encoder_backward(float *dwte, float *dwpe, const float *dout,
+                          const int32_t *tokens, int B, int T, int C);
+
+// ---- layernorm.c --------------------------------------------------------------------
+void cpu_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                           const float *weight, const float *bias, int N, int C,
+                           float eps);
+void cpu_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                            const float *inp, const float *weight, const float *mean,
+                            const float *rstd, int N, int C);
+
+// ---- rmsnorm.c ----------------------------------------------------------------------
+void cpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight,
+                         int N, int C, float eps);
+void cpu_rmsnorm_backward(float *dinp, float *dweight, const float *dout,
+                          const float *inp, const float *weight, const float *rstd,
+                          int N, int C);
+
+// ---- matmul.c -----------------------------------------------------------------------
+void cpu_matmul_forward(float *out, const float *inp, const float *weight,
+                        const float *bias, int N, int C, int OC);
+void cpu_matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                         const float *inp, const float *weight, int N, int C, int OC);
+
+// ---- rope.c -------------------------------------------------------------------------
+void cpu_rope_forward(float *x, const float *cos_tab, const float *sin_tab,
+                      int B, int T, int H, int HS);
+void cpu_rope_backward(float *dx, const float *cos_tab, const float *sin_tab,
+                       int B, int T, int H, int HS);
+
+// ---- attention.c --------------------------------------------------------------------
+size_t cpu_attention_state_floats(int B, int T, int NH);
+void cpu_attention_forward(float *out, float *state, const float *q, const float *k,
+                           const float *v, int B, int T, int NH, int KVH, int HS);
+size_t cpu_attention_scratch_floats(int B, int T, int NH);
+void cpu_attention_backward(float *dq, float *dk, float *dv, float *scratch,
+                            const float *dout, const float *state, const float *q,
+                            const float *k, const float *v, int B, int T, int NH,
+                            int KVH, int HS);
+
+// ---- gelu.c, swiglu.c, residual.c ---------------------------------------------------
+void cpu_gelu_forward(float *out, const float *inp, size_t n);
+void cpu_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
+void cpu_swiglu_forward(float *out, const float *gate, const float *up, size_t n);
+void cpu_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
+                         const float *up, size_t n);
+void cpu_residual_forward(float *out, const float *a, const float *b, size_t n);
+void cpu_residual_backward(float *da, float *db, const float *dout, size_t n);
+
+// ---- crossentropy.c -----------------------------------------------------------------
+void cpu_crossentropy_forward(float *losses, const float *logits, const int32_t *targets,
+                              int N, int V, int Vp);
+void cpu_crossentropy_backward(float *dlogits, const float *logits,
+                               const int32_t *targets, int N, int V, int Vp, float dloss);
+
+// ---- adamw.c (optimizer helpers) ----------------------------------------------------
+double cpu_sum_squares(const float *x, size_t n);
+void cpu_scale(float *x, float s, size_t n);
+void cpu_adamw_update(float *param, const float *grad, float *m, float *v, size_t n,
+                      float lr, float beta1, float beta2, float eps, float weight_decay,
+                      float grad_scale, int t);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,17 @@
+// trainer/train.h: the `train` subcommand.
+#ifndef ANVIL_TRAINER_TRAIN_H
+#define ANVIL_TRAINER_TRAIN_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// `anvil train [CONFIG] [section.key=value ...]` with argv after "train" (MPI is
+// initialized by the caller). Returns the process exit code: 0 done, 1 internal error,
+// 2 bad input, 75 stopped by a signal.
+int train_main(int argc, char **argv);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
