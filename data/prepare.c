@@ -19,7 +19,6 @@
 
 #include <errno.h>
 #include <glob.h>
-#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,7 +79,7 @@ typedef struct prepare_opts {
     unsigned long long shard_tokens;
     const char *doc_sep;   // NULL: a file is one document
     int jsonl;
-    char **files;          // view into argv
+    char **files;          // (n_files) owned array of views into argv, in argv order
     int n_files;
 } prepare_opts;
 
@@ -93,13 +92,12 @@ static int usage_error(const char *fmt, const char *arg) {
     return 2;
 }
 
-// Parse argv (argv[0] == "text"). Returns 0, -1 after printing help (exit 0), or 2
-// after a usage error.
+// Parse argv (argv[0] == "text"). Returns 0 (o->files to be freed by the caller),
+// -1 after printing help (exit 0), or 2 after a usage error.
 static int parse_opts(prepare_opts *o, int argc, char **argv) {
     memset(o, 0, sizeof *o);
     o->val_frac = PREPARE_DEFAULT_VAL_FRAC;
     o->shard_tokens = PREPARE_DEFAULT_SHARD_TOKENS;
-    o->files = argv + argc;   // filled with the first non-option below
     char **files = malloc((size_t)argc * sizeof *files);
     if (!files) return usage_error("%s", "out of memory");
     int nf = 0, only_files = 0;
@@ -149,15 +147,16 @@ static int parse_opts(prepare_opts *o, int argc, char **argv) {
             o->doc_sep = val;
         }
     }
-    // Files are kept in argv order: argv itself is permuted into place.
-    for (int k = 0; k < nf; k++) argv[argc - nf + k] = files[k];
-    free(files);
-    o->files = argv + argc - nf;
+    const char *bad = !o->out ? "--out DIR is required"
+                    : nf == 0 ? "no input FILES given"
+                    : o->jsonl && o->doc_sep ? "--jsonl and --doc-sep cannot be combined"
+                    : NULL;
+    if (bad) {
+        free(files);
+        return usage_error("%s", bad);
+    }
+    o->files = files;
     o->n_files = nf;
-    if (!o->out) return usage_error("%s", "--out DIR is required");
-    if (nf == 0) return usage_error("%s", "no input FILES given");
-    if (o->jsonl && o->doc_sep)
-        return usage_error("%s", "--jsonl and --doc-sep cannot be combined");
     return 0;
 }
 
@@ -206,11 +205,15 @@ static int arena_read_file(arena *a, const char *path) {
     return 0;
 }
 
+static int is_blank(char c) {
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v';
+}
+
 // Add [off, off + len) as a document unless it is empty or all white space. Returns 0,
 // or 1 when out of memory.
 static int doc_add(doc_list *d, const arena *a, size_t off, size_t len) {
     size_t i = 0;
-    while (i < len && strchr(" \t\r\n\f\v", a->p[off + i]) && a->p[off + i]) i++;
+    while (i < len && is_blank(a->p[off + i])) i++;
     if (i == len) return 0;
     if (d->n == d->cap) {
         size_t cap = d->cap ? 2 * d->cap : 1024;
@@ -453,7 +456,7 @@ static int read_jsonl(doc_list *d, arena *a, const char *path) {
         line_no++;
         pos = nl ? end + 1 : raw.len;
         size_t k = 0;
-        while (k < len && strchr(" \t\r", line[k])) k++;
+        while (k < len && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r')) k++;
         if (k == len) continue;   // blank line
         if (arena_reserve(a, len)) { rc = 1; break; }
         size_t off = 0, tl = 0;
@@ -523,12 +526,15 @@ typedef struct shard_sink {
     uint64_t total;            // tokens written or buffered
 } shard_sink;
 
-// Write the buffered tokens as the next shard. Returns 0, or 2 from shard_write.
+// Write the buffered tokens as the next shard. Returns 0, 2 from shard_write, or 1.
 static int sink_flush(shard_sink *s) {
     if (s->n == 0) return 0;
     size_t len = strlen(s->dir) + strlen(s->split) + 32;
     char *path = malloc(len);
-    if (!path) return 1;
+    if (!path) {
+        fprintf(stderr, "anvil: prepare: out of memory\n");
+        return 1;
+    }
     snprintf(path, len, "%s/%s_%06d.bin", s->dir, s->split, s->written);
     int rc = shard_write(path, s->buf, s->n, s->token_bytes);
     free(path);
@@ -538,7 +544,7 @@ static int sink_flush(shard_sink *s) {
     return 0;
 }
 
-// Append ids, writing a shard each time the buffer fills. Returns 0, or 2.
+// Append ids, writing a shard each time the buffer fills. Returns 0, 2 or 1.
 static int sink_push(shard_sink *s, const uint32_t *ids, size_t n) {
     s->total += n;
     while (n > 0) {
@@ -699,6 +705,7 @@ oom:
     fprintf(stderr, "anvil: prepare: out of memory\n");
 done:
     free(ids);
+    free(o.files);
     for (int k = 0; k < 2; k++) free(sink[k].buf);
     free(docs.v);
     free(text.p);

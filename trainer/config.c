@@ -20,13 +20,13 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <libfyaml.h>
 
@@ -88,7 +88,7 @@ static const char *const device_names[] = {"auto", "cpu", "cuda", NULL};
 static const config_key config_keys[] = {
     // model.*
     KENUM("model.family", model.family, "gpt2", family_names,
-          "architecture: gpt2 (LayerNorm, GELU, learned positions) or llama (RMSNorm, SwiGLU, RoPE)"),
+          "gpt2 (LayerNorm, GELU, learned positions) or llama (RMSNorm, SwiGLU, RoPE)"),
     KSTR("model.preset", model.preset, "",
          "named shape such as gpt2-124m (\"\": none); explicit shape keys override it"),
     KINT("model.n_layer", model.n_layer, "0", 0, SHAPE_MAX, 0,
@@ -100,7 +100,7 @@ static const config_key config_keys[] = {
     KINT("model.n_kv_head", model.n_kv_head, "0", 0, SHAPE_MAX, 0,
          "key/value heads for grouped-query attention (0: from the preset, else n_head)"),
     KINT("model.ffn_dim", model.ffn_dim, "0", 0, SHAPE_MAX, 0,
-         "MLP hidden width (0: from the preset, else 4*d_model for gpt2, SwiGLU rule for llama)"),
+         "MLP hidden width (0: from the preset, else 4*d_model, or the SwiGLU rule for llama)"),
     KINT("model.vocab_size", model.vocab_size, "0", 0, SHAPE_MAX, 0,
          "vocabulary size (0: from the preset, else the family default)"),
     KINT("model.max_seq_len", model.max_seq_len, "0", 0, SHAPE_MAX, 0,
@@ -133,7 +133,7 @@ static const config_key config_keys[] = {
     KINT("train.micro_batch", train.micro_batch, "8", 1, SHAPE_MAX, 0,
          "sequences per forward/backward pass on one rank (B)"),
     KLONG("train.global_batch_tokens", train.global_batch_tokens, "0", 0, INF,
-          "tokens per optimizer step, reached by gradient accumulation (0: micro_batch*seq_len*dp)"),
+          "tokens per optimizer step, via gradient accumulation (0: micro_batch*seq_len*dp)"),
     KFLOAT("train.lr", train.lr, "6e-4", 0, 10, 0, "peak learning rate"),
     KFLOAT("train.min_lr", train.min_lr, "6e-5", 0, 10, 0,
            "learning rate at the end of the decay"),
@@ -170,7 +170,7 @@ static const config_key config_keys[] = {
 
     // data.*
     KSTR("data.train", data.train, "runs/data/fortunes/train_*.bin",
-         "training token shards: files or glob patterns, comma separated (a YAML list is joined)"),
+         "training token shards: files or glob patterns, comma separated, or a YAML list"),
     KSTR("data.val", data.val, "runs/data/fortunes/val_*.bin",
          "validation token shards, same form (\"\": none)"),
     KENUM("data.order", data.order, "random", order_names,
@@ -322,11 +322,11 @@ static void key_range(const config_key *k, char *buf, size_t n) {
                  (k->flags & KEY_AUTO_ZERO) ? " or auto" : "");
         break;
     case KEY_TYPE_U64: snprintf(buf, n, "[0, 2^64-1]"); break;
-    case KEY_TYPE_BOOL: snprintf(buf, n, "true | false"); break;
+    case KEY_TYPE_BOOL: snprintf(buf, n, "true|false"); break;
     case KEY_TYPE_ENUM:
         for (int i = 0; k->values[i]; i++) {
             size_t o = strlen(buf);
-            snprintf(buf + o, n - o, "%s%s", i ? " | " : "", k->values[i]);
+            snprintf(buf + o, n - o, "%s%s", i ? "|" : "", k->values[i]);
         }
         break;
     case KEY_TYPE_STRING: break;
@@ -484,27 +484,28 @@ static int value_set(const config_key *k, anvil_config *cfg, const char *text, s
         return 0;
     }
 
+    // Floats are parsed straight to their own precision, so the range is checked on the
+    // value actually stored (0.99999999 becomes 1.0f and is refused for optim.beta1).
     char *end;
-    errno = 0;
-    double d = strtod(num, &end);
-    if (*end != '\0' || !isfinite(d)) {
+    double d;
+    if (k->type == KEY_TYPE_FLOAT) d = strtof(num, &end);
+    else d = strtod(num, &end);
+    if (*end != '\0') {
         snprintf(err, errn, "key '%s': expected %s, got '%s'", k->name, want, shown);
         return -1;
     }
-    if (!range_ok(k, d)) goto out_of_range;
-    if (k->type == KEY_TYPE_FLOAT) {
-        if (fabs(d) > FLT_MAX) {
-            snprintf(err, errn, "key '%s' = %s does not fit in a 32-bit float", k->name, shown);
-            return -1;
-        }
-        *(float *)dst = (float)d;
-    } else {
-        *(double *)dst = d;
+    if (!isfinite(d)) {
+        snprintf(err, errn, "key '%s' = %s does not fit in a %d-bit float", k->name, shown,
+                 k->type == KEY_TYPE_FLOAT ? 32 : 64);
+        return -1;
     }
+    if (!range_ok(k, d)) goto out_of_range;
+    if (k->type == KEY_TYPE_FLOAT) *(float *)dst = (float)d;
+    else *(double *)dst = d;
     return 0;
 
 out_of_range: {
-        char range[64];
+        char range[256];
         key_range(k, range, sizeof range);
         snprintf(err, errn, "key '%s' = %s is out of range %s", k->name, shown, range);
         return -1;
@@ -723,6 +724,36 @@ fail:
     return -1;
 }
 
+// Return 1 if the text holds nothing but blank lines and comments.
+static int text_is_blank(const char *s, size_t len) {
+    int in_comment = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '\n') in_comment = 0;
+        else if (in_comment || s[i] == ' ' || s[i] == '\t' || s[i] == '\r') continue;
+        else if (s[i] == '#') in_comment = 1;
+        else return 0;
+    }
+    return 1;
+}
+
+// Return 0 if the len bytes of s are valid UTF-8, else the 1-based line of the first
+// bad byte. (libfyaml silently yields no document for some invalid input.)
+static int utf8_bad_line(const char *s, size_t len) {
+    const unsigned char *u = (const unsigned char *)s;
+    int line = 1;
+    for (size_t i = 0; i < len;) {
+        unsigned char c = u[i];
+        size_t extra = c < 0x80 ? 0 : (c >= 0xc2 && c <= 0xdf) ? 1 : (c >= 0xe0 && c <= 0xef) ? 2
+                     : (c >= 0xf0 && c <= 0xf4) ? 3 : 99;
+        if (extra == 99 || i + extra >= len + (extra == 0)) return line;
+        for (size_t j = 1; j <= extra; j++)
+            if ((u[i + j] & 0xc0) != 0x80) return line;
+        if (c == '\n') line++;
+        i += 1 + extra;
+    }
+    return 0;
+}
+
 static void diag_silent(struct fy_diag *diag, void *user, const char *buf, size_t len) {
     (void)diag; (void)user; (void)buf; (void)len;
 }
@@ -767,6 +798,12 @@ static int yaml_load_file(anvil_config *cfg, const char *path) {
         goto out;
     }
 
+    int bad = utf8_bad_line(buf, len);
+    if (bad) {
+        file_error(ld, bad, "not UTF-8 text");
+        goto out;
+    }
+
     struct fy_diag_cfg dcfg;
     fy_diag_cfg_default(&dcfg);
     dcfg.fp = NULL;                   // no FILE: everything goes to diag_silent...
@@ -802,6 +839,11 @@ static int yaml_load_file(anvil_config *cfg, const char *path) {
             file_error(ld, 0, "holds more than one YAML document (only one is allowed)");
             goto out;
         }
+    }
+
+    if (!doc && !text_is_blank(buf, len)) {
+        file_error(ld, 0, "YAML syntax error: no document could be read");
+        goto out;
     }
 
     struct fy_node *root = doc ? fy_document_root(doc) : NULL;
@@ -963,7 +1005,8 @@ int config_write_yaml(const anvil_config *cfg, FILE *f) {
 }
 
 void config_print_help(FILE *f) {
-    // Column widths from the table, so the columns line up whatever the keys are.
+    // Column widths from the table. String keys have no range, so their (long) default
+    // may run on into the range column; the other defaults are short.
     int wk = 3, wt = 4, wd = 7, wr = 5;
     char buf[256];
     for (int i = 0; i < N_KEYS; i++) {
@@ -971,13 +1014,14 @@ void config_print_help(FILE *f) {
         int l;
         if ((l = (int)strlen(k->name)) > wk) wk = l;
         if ((l = (int)strlen(key_type_name(k))) > wt) wt = l;
-        if ((l = (int)strlen(k->def) + (k->def[0] ? 0 : 2)) > wd) wd = l;
         key_range(k, buf, sizeof buf);
         if ((l = (int)strlen(buf)) > wr) wr = l;
+        if (buf[0] && (l = (int)strlen(k->def)) > wd) wd = l;
     }
     fprintf(f, "Configuration keys. Set them in the YAML file (nested under their section, or\n"
                "flat as section.key), or after the file on the command line as section.key=value;\n"
-               "later settings win. Bad input stops anvil with exit code 2.\n\n");
+               "overrides win over the file, later ones over earlier ones. Bad input stops anvil\n"
+               "with one line naming the key, and exit code 2.\n\n");
     fprintf(f, "%-*s  %-*s  %-*s  %-*s  %s\n", wk, "KEY", wt, "TYPE", wd, "DEFAULT", wr, "RANGE",
             "DESCRIPTION");
     char prev[64] = "", sec[64];
@@ -987,7 +1031,12 @@ void config_print_help(FILE *f) {
         if (i > 0 && strcmp(sec, prev) != 0) fputc('\n', f);
         snprintf(prev, sizeof prev, "%s", sec);
         key_range(k, buf, sizeof buf);
-        fprintf(f, "%-*s  %-*s  %-*s  %-*s  %s\n", wk, k->name, wt, key_type_name(k), wd,
-                k->def[0] ? k->def : "\"\"", wr, buf, k->help);
+        const char *def = k->def[0] ? k->def : "\"\"";
+        if (buf[0])
+            fprintf(f, "%-*s  %-*s  %-*s  %-*s  %s\n", wk, k->name, wt, key_type_name(k), wd, def,
+                    wr, buf, k->help);
+        else
+            fprintf(f, "%-*s  %-*s  %-*s  %s\n", wk, k->name, wt, key_type_name(k), wd + 2 + wr,
+                    def, k->help);
     }
 }

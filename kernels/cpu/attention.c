@@ -134,7 +134,7 @@ void cpu_attention_backward(float *dq, float *dk, float *dv, float *scratch,
                     for (int t2 = 0; t2 <= t; t2++) {
                         const float *k_t2 = k_bh + t2 * kvs;      // (HS)
                         float *dk_t2 = dk_bh + t2 * kvs;          // (HS)
-                        float ds = p[t2] * (dp[t2] - pdp) * scale;
+                        float ds = p[t2] * (dp[t2] - pdp);
                         for (int i = 0; i < HS; i++) {
                             dq_t[i] += ds * k_t2[i];
                             dk_t2[i] += ds * q_t[i];

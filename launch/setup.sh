@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# launch/setup.sh: install what anvil needs from Debian's packages, then configure and
+# build it into build/. Idempotent: installs only what is missing, reconfigures only
+# when needed. Works on a fresh Debian 12 machine as root (or with sudo), with no
+# terminal (CI).
+#
+# Packages: meson + ninja + pkg-config (build), Open MPI (required from the start),
+# libfyaml (configs), OpenBLAS built for OpenMP (matmuls), fortunes (the default corpus
+# of real English text), python3-torch + numpy (the PyTorch reference in
+# tests/reference, for /usr/bin/python3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(build-essential meson ninja-build pkg-config libopenmpi-dev openmpi-bin
+          libfyaml-dev libopenblas-openmp-dev fortunes fortunes-min)
+if [ "${ANVIL_SETUP_TEST_DEPS:-0}" = 1 ]; then
+    packages+=(python3-torch python3-numpy)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -f build/build.ninja ]; then
+    meson setup build --buildtype=release >/dev/null
+fi
+ninja -C build >/dev/null
+echo "setup: built build/anvil"
