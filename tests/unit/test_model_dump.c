@@ -99,8 +99,6 @@ int main(int argc, char **argv) {
     model m;
     int rc = model_init(&m, &cfg.model, anv_backend_cpu(), B, T);
     if (rc != 0) return rc;
-    model_init_weights(&m, cfg.train.seed);
-
     optimizer o;
     int have_opt = 0;
     FILE *f = NULL;
@@ -112,6 +110,7 @@ int main(int argc, char **argv) {
     int32_t *tokens = malloc(BT1 * sizeof(int32_t));
     int32_t *inputs = malloc(BT * sizeof(int32_t)), *targets = malloc(BT * sizeof(int32_t));
     if (!host || !logits || !tokens || !inputs || !targets) { failed = "allocation"; goto done; }
+    if (model_init_weights(&m, cfg.train.seed) != 0) { failed = "model_init_weights"; goto done; }
     if (!(f = tensorfile_create(argv[1]))) { failed = "create"; goto done; }
 
     // ---- shape and resolved config ---------------------------------------------------
