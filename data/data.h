@@ -8,7 +8,8 @@
 //   u64 n_tokens
 //   40 bytes zero
 // followed by n_tokens tokens. llm.c shards (256 x int32 header, [0] = 20240520,
-// [1] = 1, [2] = n_tokens, uint16 tokens after byte 1024) are read as well.
+// [1] = 1, [2] = n_tokens, uint16 tokens after byte 1024; and llm.c's Llama-3 shards,
+// magic 20240801, version 7, uint32 tokens) are read as well.
 //
 // Loader: a sample is a window of T+1 tokens; shard s contributes
 // floor((n_tokens_s - 1) / T) windows starting at multiples of T. All samples of all

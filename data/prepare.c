@@ -691,11 +691,11 @@ static int prepare_text(int argc, char **argv) {
                 remove_stale_shards(o.out, "val", sink[1].written);
 
     printf("prepare: %zu documents (%llu train, %llu val), %llu bytes; tokens: %llu train, "
-           "%llu val (%s tokenizer, vocab %u); wrote %d train + %d val shard%s to %s",
+           "%llu val (%s tokenizer, vocab %u); wrote %d train + %d val shards to %s",
            docs.n, (unsigned long long)(docs.n - n_val), (unsigned long long)n_val,
            (unsigned long long)bytes_total, (unsigned long long)sink[0].total,
            (unsigned long long)sink[1].total, tok.name, tok.vocab_size, sink[0].written,
-           sink[1].written, sink[0].written + sink[1].written == 1 ? "" : "s", o.out);
+           sink[1].written, o.out);
     if (stale) printf(", removed %d stale shard%s", stale, stale == 1 ? "" : "s");
     printf("\n");
     fflush(stdout);
