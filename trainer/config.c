@@ -7,9 +7,11 @@
 // the table, and config_write_yaml walks it. Adding a key is one line here plus the
 // struct member in config.h.
 //
-// A config is built in three layers: table defaults, then the YAML file, then the
-// command-line overrides "section.key=value" in order. The YAML file may nest keys
-// under their section (`train:` / `  lr: 3e-4`) or spell them flat (`train.lr: 3e-4`).
+// A config is built in layers: table defaults, then the model preset named by
+// model.preset (model_preset_apply), then the YAML file, then the command-line
+// overrides "section.key=value" in order. The YAML file may nest keys under their
+// section (`train:` / `  lr: 3e-4`) or spell them flat (`train.lr: 3e-4`).
+// docs/config.md is the user's description of all this.
 //
 // Everything here handles user input, so nothing asserts: each problem is reported as
 // exactly one line on stderr naming the file (and line) or the override, the key, and
@@ -29,6 +31,8 @@
 #include <strings.h>
 
 #include <libfyaml.h>
+
+#include "trainer/model.h"   // model_preset_apply, model_preset_names
 
 // Enums are stored through an int (see value_set); that needs them int-sized.
 _Static_assert(sizeof(model_family) == sizeof(int), "enum size");
@@ -54,6 +58,7 @@ typedef enum key_type {
 #define KEY_LO_OPEN   1   // range excludes lo: (lo, ...
 #define KEY_HI_OPEN   2   // range excludes hi: ..., hi)
 #define KEY_AUTO_ZERO 4   // the word "auto" is accepted (and written) for 0
+#define KEY_ZERO_PRESET 8 // 0 means "from model.preset": a 0 the user sets keeps the preset's
 
 typedef struct config_key {
     const char *name;            // "section.key", or "key" for a top-level key
@@ -90,20 +95,20 @@ static const config_key config_keys[] = {
     KENUM("model.family", model.family, "gpt2", family_names,
           "gpt2 (LayerNorm, GELU, learned positions) or llama (RMSNorm, SwiGLU, RoPE)"),
     KSTR("model.preset", model.preset, "",
-         "named shape such as gpt2-124m (\"\": none); explicit shape keys override it"),
-    KINT("model.n_layer", model.n_layer, "0", 0, SHAPE_MAX, 0,
+         "named model (\"\": none): sets every model key it defines; keys you set win"),
+    KINT("model.n_layer", model.n_layer, "0", 0, SHAPE_MAX, KEY_ZERO_PRESET,
          "transformer blocks (0: from the preset, else the family default)"),
-    KINT("model.d_model", model.d_model, "0", 0, SHAPE_MAX, 0,
+    KINT("model.d_model", model.d_model, "0", 0, SHAPE_MAX, KEY_ZERO_PRESET,
          "residual width C (0: from the preset, else the family default)"),
-    KINT("model.n_head", model.n_head, "0", 0, SHAPE_MAX, 0,
+    KINT("model.n_head", model.n_head, "0", 0, SHAPE_MAX, KEY_ZERO_PRESET,
          "attention heads (0: from the preset, else the family default)"),
-    KINT("model.n_kv_head", model.n_kv_head, "0", 0, SHAPE_MAX, 0,
+    KINT("model.n_kv_head", model.n_kv_head, "0", 0, SHAPE_MAX, KEY_ZERO_PRESET,
          "key/value heads for grouped-query attention (0: from the preset, else n_head)"),
-    KINT("model.ffn_dim", model.ffn_dim, "0", 0, SHAPE_MAX, 0,
+    KINT("model.ffn_dim", model.ffn_dim, "0", 0, SHAPE_MAX, KEY_ZERO_PRESET,
          "MLP hidden width (0: from the preset, else 4*d_model, or the SwiGLU rule for llama)"),
-    KINT("model.vocab_size", model.vocab_size, "0", 0, SHAPE_MAX, 0,
+    KINT("model.vocab_size", model.vocab_size, "0", 0, SHAPE_MAX, KEY_ZERO_PRESET,
          "vocabulary size (0: from the preset, else the family default)"),
-    KINT("model.max_seq_len", model.max_seq_len, "0", 0, SHAPE_MAX, 0,
+    KINT("model.max_seq_len", model.max_seq_len, "0", 0, SHAPE_MAX, KEY_ZERO_PRESET,
          "longest sequence the model supports (0: from the preset, else the family default)"),
     KBOOL("model.tie_embeddings", model.tie_embeddings, "true",
           "share the token embedding with the LM head"),
@@ -121,8 +126,8 @@ static const config_key config_keys[] = {
            KEY_LO_OPEN, "llama3 scaling: high-frequency factor"),
     KINT("model.rope_original_max_pos", model.rope_original_max_pos, "8192", 1, SHAPE_MAX, 0,
          "llama3 scaling: context length the model was trained with"),
-    KFLOAT("model.norm_eps", model.norm_eps, "0", 0, 1, 0,
-           "epsilon of LayerNorm / RMSNorm (0: 1e-5)"),
+    KFLOAT("model.norm_eps", model.norm_eps, "0", 0, 1, KEY_ZERO_PRESET,
+           "epsilon of LayerNorm / RMSNorm (0: from the preset, else 1e-5)"),
     KFLOAT("model.init_std", model.init_std, "0.02", 0, 10, 0,
            "standard deviation of the initial weights"),
 
@@ -365,17 +370,99 @@ static int range_ok(const config_key *k, double v) {
     return 1;
 }
 
+// Return what a value of key k must be, for messages ("an integer", ...).
+static const char *key_want(const config_key *k) {
+    switch (k->type) {
+    case KEY_TYPE_INT: case KEY_TYPE_LONG:
+        return (k->flags & KEY_AUTO_ZERO) ? "an integer or auto" : "an integer";
+    case KEY_TYPE_U64: return "a non-negative integer";
+    case KEY_TYPE_FLOAT: case KEY_TYPE_DOUBLE: return "a number";
+    case KEY_TYPE_BOOL: return "true or false";
+    case KEY_TYPE_STRING: return "a string or a list of strings";
+    case KEY_TYPE_ENUM: return "one name";
+    }
+    return "?";
+}
+
+// Store the number in num (already checked to hold only number characters) into
+// integer key k. Plain integers are exact over the whole 64-bit range; forms such as
+// 1e6 or 2.5e3 are accepted when they denote an exact integer. Returns 0, 1 when out
+// of the key's range, or -1 with the message in err.
+static int value_set_int(const config_key *k, char *dst, const char *num, const char *shown,
+                         char *err, size_t errn) {
+    char *end;
+    long long ll = 0;
+    unsigned long long ull = 0;
+    int too_big = 0;
+    errno = 0;
+    if (k->type == KEY_TYPE_U64) ull = strtoull(num, &end, 10);
+    else ll = strtoll(num, &end, 10);
+    if (*end == '\0' && errno == ERANGE) too_big = 1;
+    if (*end != '\0') {
+        errno = 0;
+        double d = strtod(num, &end);
+        if (*end != '\0' || errno == ERANGE || d != floor(d)) {
+            snprintf(err, errn, "key '%s': expected %s, got '%s'", k->name, key_want(k), shown);
+            return -1;
+        }
+        // 2^63 and 2^64 are exact doubles; anything at or above them does not fit.
+        if (k->type == KEY_TYPE_U64) {
+            if (d >= 18446744073709551616.0) too_big = 1;
+            else ull = (unsigned long long)d;
+        } else {
+            if (d >= 9223372036854775808.0 || d < -9223372036854775808.0) too_big = 1;
+            else ll = (long long)d;
+        }
+    }
+    if (too_big) {
+        snprintf(err, errn, "key '%s' = %s does not fit in a 64-bit integer", k->name, shown);
+        return -1;
+    }
+    if (k->type == KEY_TYPE_U64) {
+        *(unsigned long long *)dst = ull;
+        return 0;
+    }
+    if (!range_ok(k, (double)ll)) return 1;
+    if (k->type == KEY_TYPE_INT) *(int *)dst = (int)ll;   // every int key's range fits in int
+    else *(long *)dst = (long)ll;
+    return 0;
+}
+
+// Store the number in num into float key k. Floats are parsed straight to their own
+// precision, so the range is checked on the value actually stored (0.99999999 becomes
+// 1.0f, refused for beta1). Returns 0, 1 when out of range, or -1 with the message in err.
+static int value_set_float(const config_key *k, char *dst, const char *num, const char *shown,
+                           char *err, size_t errn) {
+    char *end;
+    double d = k->type == KEY_TYPE_FLOAT ? strtof(num, &end) : strtod(num, &end);
+    if (*end != '\0') {
+        snprintf(err, errn, "key '%s': expected %s, got '%s'", k->name, key_want(k), shown);
+        return -1;
+    }
+    if (!isfinite(d)) {
+        snprintf(err, errn, "key '%s' = %s does not fit in a %d-bit float", k->name, shown,
+                 k->type == KEY_TYPE_FLOAT ? 32 : 64);
+        return -1;
+    }
+    if (!range_ok(k, d)) return 1;
+    if (k->type == KEY_TYPE_FLOAT) *(float *)dst = (float)d;
+    else *(double *)dst = d;
+    return 0;
+}
+
 // Parse the len bytes of `text` as the value of key k and store it in cfg. Returns 0,
 // or -1 with a message (no location prefix) in err. Used for defaults, YAML scalars and
 // overrides alike.
 static int value_set(const config_key *k, anvil_config *cfg, const char *text, size_t len,
                      char *err, size_t errn) {
+    static const struct { const char *word; int value; } bools[] = {
+        {"true", 1}, {"false", 0}, {"yes", 1}, {"no", 0}, {"on", 1}, {"off", 0}, {"1", 1}, {"0", 0}};
     char *dst = (char *)cfg + k->offset;
-    char shown[4 * QUOTE_MAX];
-    char num[64];
+    char shown[4 * QUOTE_MAX], num[64];
     text_excerpt(shown, sizeof shown, text, len);
 
-    if (k->type == KEY_TYPE_STRING) {
+    switch (k->type) {
+    case KEY_TYPE_STRING:
         if (memchr(text, '\0', len)) {
             snprintf(err, errn, "key '%s': the value contains a NUL byte", k->name);
             return -1;
@@ -388,17 +475,13 @@ static int value_set(const config_key *k, anvil_config *cfg, const char *text, s
         memcpy(dst, text, len);
         dst[len] = '\0';
         return 0;
-    }
-    if (k->type == KEY_TYPE_ENUM) {
-        for (int i = 0; k->values[i]; i++) {
-            if (strlen(k->values[i]) == len && memcmp(k->values[i], text, len) == 0) {
-                int v = i;
-                memcpy(dst, &v, sizeof v);
-                return 0;
-            }
-        }
+    case KEY_TYPE_ENUM: {
         char allowed[256] = "";
         for (int i = 0; k->values[i]; i++) {
+            if (strlen(k->values[i]) == len && memcmp(k->values[i], text, len) == 0) {
+                memcpy(dst, &i, sizeof i);
+                return 0;
+            }
             size_t o = strlen(allowed);
             snprintf(allowed + o, sizeof allowed - o, "%s%s", i ? ", " : "", k->values[i]);
         }
@@ -406,21 +489,17 @@ static int value_set(const config_key *k, anvil_config *cfg, const char *text, s
                  k->name, shown, allowed);
         return -1;
     }
-    if (k->type == KEY_TYPE_BOOL) {
-        static const char *const yes[] = {"true", "yes", "on", "1", NULL};
-        static const char *const no[] = {"false", "no", "off", "0", NULL};
-        for (int i = 0; yes[i]; i++) {
-            if (strlen(yes[i]) == len && strncasecmp(yes[i], text, len) == 0) {
-                *(int *)dst = 1;
-                return 0;
-            }
-            if (strlen(no[i]) == len && strncasecmp(no[i], text, len) == 0) {
-                *(int *)dst = 0;
+    case KEY_TYPE_BOOL:
+        for (size_t i = 0; i < sizeof bools / sizeof bools[0]; i++) {
+            if (strlen(bools[i].word) == len && strncasecmp(bools[i].word, text, len) == 0) {
+                *(int *)dst = bools[i].value;
                 return 0;
             }
         }
         snprintf(err, errn, "key '%s': expected true or false, got '%s'", k->name, shown);
         return -1;
+    default:
+        break;
     }
 
     // Numbers. "auto" stands for 0 where the key allows it.
@@ -428,88 +507,24 @@ static int value_set(const config_key *k, anvil_config *cfg, const char *text, s
         text = "0";
         len = 1;
     }
-    int is_int = k->type == KEY_TYPE_INT || k->type == KEY_TYPE_LONG || k->type == KEY_TYPE_U64;
-    const char *want = k->type == KEY_TYPE_U64 ? "a non-negative integer"
-                       : is_int ? "an integer" : "a number";
     if (!number_chars_ok(text, len) || len >= sizeof num ||
         (k->type == KEY_TYPE_U64 && memchr(text, '-', len))) {
-        if (len == 0)
-            snprintf(err, errn, "key '%s': expected %s, got nothing", k->name, want);
-        else
-            snprintf(err, errn, "key '%s': expected %s%s, got '%s'", k->name, want,
-                     (k->flags & KEY_AUTO_ZERO) ? " or auto" : "", shown);
+        if (len == 0) snprintf(err, errn, "key '%s': expected %s, got nothing", k->name, key_want(k));
+        else snprintf(err, errn, "key '%s': expected %s, got '%s'", k->name, key_want(k), shown);
         return -1;
     }
     memcpy(num, text, len);
     num[len] = '\0';
-
-    if (is_int) {
-        // Plain integers first (exact over the whole 64-bit range); then forms such as
-        // 1e6 or 2.5e3, accepted when they denote an exact integer.
-        char *end;
-        errno = 0;
-        long long ll = 0;
-        unsigned long long ull = 0;
-        int too_big = 0;
-        if (k->type == KEY_TYPE_U64) ull = strtoull(num, &end, 10);
-        else ll = strtoll(num, &end, 10);
-        if (*end == '\0' && errno == ERANGE) too_big = 1;
-        if (*end != '\0') {
-            errno = 0;
-            double d = strtod(num, &end);
-            if (*end != '\0' || errno == ERANGE || d != floor(d)) {
-                snprintf(err, errn, "key '%s': expected %s, got '%s'", k->name, want, shown);
-                return -1;
-            }
-            // 2^63 and 2^64 are exact doubles; anything at or above them does not fit.
-            if (k->type == KEY_TYPE_U64) {
-                if (d >= 18446744073709551616.0) too_big = 1;
-                else ull = (unsigned long long)d;
-            } else {
-                if (d >= 9223372036854775808.0 || d < -9223372036854775808.0) too_big = 1;
-                else ll = (long long)d;
-            }
-        }
-        if (too_big) {
-            snprintf(err, errn, "key '%s' = %s does not fit in a 64-bit integer", k->name, shown);
-            return -1;
-        }
-        if (k->type == KEY_TYPE_U64) {
-            *(unsigned long long *)dst = ull;
-            return 0;
-        }
-        if (!range_ok(k, (double)ll)) goto out_of_range;
-        if (k->type == KEY_TYPE_INT) *(int *)dst = (int)ll;   // the range fits in int
-        else *(long *)dst = (long)ll;
-        return 0;
-    }
-
-    // Floats are parsed straight to their own precision, so the range is checked on the
-    // value actually stored (0.99999999 becomes 1.0f and is refused for optim.beta1).
-    char *end;
-    double d;
-    if (k->type == KEY_TYPE_FLOAT) d = strtof(num, &end);
-    else d = strtod(num, &end);
-    if (*end != '\0') {
-        snprintf(err, errn, "key '%s': expected %s, got '%s'", k->name, want, shown);
-        return -1;
-    }
-    if (!isfinite(d)) {
-        snprintf(err, errn, "key '%s' = %s does not fit in a %d-bit float", k->name, shown,
-                 k->type == KEY_TYPE_FLOAT ? 32 : 64);
-        return -1;
-    }
-    if (!range_ok(k, d)) goto out_of_range;
-    if (k->type == KEY_TYPE_FLOAT) *(float *)dst = (float)d;
-    else *(double *)dst = d;
-    return 0;
-
-out_of_range: {
+    int rc = (k->type == KEY_TYPE_FLOAT || k->type == KEY_TYPE_DOUBLE)
+                 ? value_set_float(k, dst, num, shown, err, errn)
+                 : value_set_int(k, dst, num, shown, err, errn);
+    if (rc == 1) {
         char range[256];
         key_range(k, range, sizeof range);
         snprintf(err, errn, "key '%s' = %s is out of range %s", k->name, shown, range);
         return -1;
     }
+    return rc;
 }
 
 // ---------------------------------------------------------------------------------
@@ -531,10 +546,13 @@ void config_defaults(anvil_config *cfg) {
 // ---------------------------------------------------------------------------------
 // The YAML file
 
+// One pass of applying the file and the overrides (config_load makes two when a
+// preset is named; see there).
 typedef struct yaml_load {
     anvil_config *cfg;
     const char *path;       // for messages
     int line_of[N_KEYS];    // line where each key was set (0: not yet), to catch repeats
+    int preset_override;    // 1 + index of the last override that set model.preset, or 0
 } yaml_load;
 
 // Print "anvil: PATH:LINE: msg" (or without the line when line <= 0) to stderr.
@@ -617,16 +635,7 @@ static int yaml_set_key(yaml_load *ld, const config_key *k, struct fy_node *v, i
         }
         return 0;
     }
-    const char *want = "a single value";
-    switch (k->type) {
-    case KEY_TYPE_INT: case KEY_TYPE_LONG: want = "an integer"; break;
-    case KEY_TYPE_U64: want = "a non-negative integer"; break;
-    case KEY_TYPE_FLOAT: case KEY_TYPE_DOUBLE: want = "a number"; break;
-    case KEY_TYPE_BOOL: want = "true or false"; break;
-    case KEY_TYPE_STRING: want = "a string or a list of strings"; break;
-    case KEY_TYPE_ENUM: want = "one name"; break;
-    }
-    snprintf(err, sizeof err, "key '%s': expected %s, got a %s", k->name, want,
+    snprintf(err, sizeof err, "key '%s': expected %s, got a %s", k->name, key_want(k),
              t == FYNT_MAPPING ? "mapping" : "list");
     file_error(ld, line, err);
     return 2;
@@ -777,31 +786,39 @@ static void yaml_syntax_error(const yaml_load *ld, struct fy_diag *diag) {
     fprintf(stderr, "anvil: %s: YAML syntax error\n", ld->path);
 }
 
-// Apply the YAML file `path` on top of cfg. Returns 0 or 2 after printing one line.
-static int yaml_load_file(anvil_config *cfg, const char *path) {
-    int rc = 2;
-    char *buf = NULL;
+// A parsed YAML file; root is NULL for an empty file.
+typedef struct yaml_file {
+    char *buf;                  // the file's bytes (libfyaml points into them)
+    struct fy_diag *diag;
+    struct fy_parser *fyp;
+    struct fy_document *doc;
+    struct fy_node *root;
+} yaml_file;
+
+static void yaml_file_close(yaml_file *yf) {
+    if (yf->diag) fy_diag_reset_error(yf->diag);   // frees the collected errors; unref does not
+    if (yf->doc) fy_parse_document_destroy(yf->fyp, yf->doc);
+    if (yf->fyp) fy_parser_destroy(yf->fyp);
+    if (yf->diag) fy_diag_unref(yf->diag);
+    free(yf->buf);
+    memset(yf, 0, sizeof *yf);
+}
+
+// Read and parse the YAML file `path` into yf (checked to be one document whose top
+// level is a mapping, or empty). Returns 0, or 2 after printing one line; yf must be
+// closed either way.
+static int yaml_file_open(yaml_file *yf, const char *path) {
+    yaml_load ld = {.path = path};
     size_t len = 0;
-    struct fy_diag *diag = NULL;
-    struct fy_parser *fyp = NULL;
-    struct fy_document *doc = NULL, *extra = NULL;
-    yaml_load *ld = calloc(1, sizeof *ld);
-    if (!ld) {
-        fprintf(stderr, "anvil: config file '%s': out of memory\n", path);
-        goto out;
-    }
-    ld->cfg = cfg;
-    ld->path = path;
-
-    if (file_read_all(path, &buf, &len) != 0) {
+    memset(yf, 0, sizeof *yf);
+    if (file_read_all(path, &yf->buf, &len) != 0) {
         fprintf(stderr, "anvil: config file '%s': %s\n", path, strerror(errno));
-        goto out;
+        return 2;
     }
-
-    int bad = utf8_bad_line(buf, len);
+    int bad = utf8_bad_line(yf->buf, len);
     if (bad) {
-        file_error(ld, bad, "not UTF-8 text");
-        goto out;
+        file_error(&ld, bad, "not UTF-8 text");
+        return 2;
     }
 
     struct fy_diag_cfg dcfg;
@@ -809,69 +826,52 @@ static int yaml_load_file(anvil_config *cfg, const char *path) {
     dcfg.fp = NULL;                   // no FILE: everything goes to diag_silent...
     dcfg.output_fn = diag_silent;
     dcfg.colorize = false;
-    diag = fy_diag_create(&dcfg);
-    if (!diag) {
-        fprintf(stderr, "anvil: %s: cannot start the YAML parser\n", path);
-        goto out;
+    yf->diag = fy_diag_create(&dcfg);
+    if (!yf->diag) {
+        file_error(&ld, 0, "cannot start the YAML parser");
+        return 2;
     }
-    fy_diag_set_collect_errors(diag, true);   // ...and errors are kept for yaml_syntax_error
+    fy_diag_set_collect_errors(yf->diag, true);   // ...and errors are kept for us
     struct fy_parse_cfg pcfg;
     memset(&pcfg, 0, sizeof pcfg);
     pcfg.flags = FYPCF_QUIET | FYPCF_RESOLVE_DOCUMENT;   // resolve: aliases become values
-    pcfg.diag = diag;
-    fyp = fy_parser_create(&pcfg);
-    if (!fyp || fy_parser_set_string(fyp, buf, len) != 0) {
-        fprintf(stderr, "anvil: %s: cannot start the YAML parser\n", path);
-        goto out;
+    pcfg.diag = yf->diag;
+    yf->fyp = fy_parser_create(&pcfg);
+    if (!yf->fyp || fy_parser_set_string(yf->fyp, yf->buf, len) != 0) {
+        file_error(&ld, 0, "cannot start the YAML parser");
+        return 2;
     }
-    doc = fy_parse_load_document(fyp);
-    if (fy_diag_got_error(diag)) {
-        yaml_syntax_error(ld, diag);
-        goto out;
+    yf->doc = fy_parse_load_document(yf->fyp);
+    struct fy_document *extra = NULL;
+    if (yf->doc && !fy_diag_got_error(yf->diag)) extra = fy_parse_load_document(yf->fyp);
+    if (extra) {
+        fy_parse_document_destroy(yf->fyp, extra);
+        file_error(&ld, 0, "holds more than one YAML document (only one is allowed)");
+        return 2;
     }
-    if (doc) {
-        extra = fy_parse_load_document(fyp);
-        if (fy_diag_got_error(diag)) {
-            yaml_syntax_error(ld, diag);
-            goto out;
-        }
-        if (extra) {
-            file_error(ld, 0, "holds more than one YAML document (only one is allowed)");
-            goto out;
-        }
+    if (fy_diag_got_error(yf->diag)) {
+        yaml_syntax_error(&ld, yf->diag);
+        return 2;
     }
-
-    if (!doc && !text_is_blank(buf, len)) {
-        file_error(ld, 0, "YAML syntax error: no document could be read");
-        goto out;
+    if (!yf->doc && !text_is_blank(yf->buf, len)) {
+        file_error(&ld, 0, "YAML syntax error: no document could be read");
+        return 2;
     }
-
-    struct fy_node *root = doc ? fy_document_root(doc) : NULL;
-    if (!root || node_is_null(root)) {
-        rc = 0;   // an empty file: every key keeps its default
-        goto out;
+    yf->root = yf->doc ? fy_document_root(yf->doc) : NULL;
+    if (node_is_null(yf->root)) {
+        yf->root = NULL;   // an empty file: every key keeps its default
+    } else if (fy_node_get_type(yf->root) != FYNT_MAPPING) {
+        file_error(&ld, node_line(yf->root, 1), "expected a mapping of keys at the top level");
+        return 2;
     }
-    if (fy_node_get_type(root) != FYNT_MAPPING) {
-        file_error(ld, node_line(root, 1), "expected a mapping of keys at the top level");
-        goto out;
-    }
-    rc = yaml_apply_mapping(ld, root, "", 1);
-
-out:
-    if (extra) fy_parse_document_destroy(fyp, extra);
-    if (doc) fy_parse_document_destroy(fyp, doc);
-    if (fyp) fy_parser_destroy(fyp);
-    if (diag) fy_diag_unref(diag);
-    free(buf);
-    free(ld);
-    return rc;
+    return 0;
 }
 
 // ---------------------------------------------------------------------------------
 // Overrides
 
-// Apply one "section.key=value" override. Returns 0 or 2 after printing one line.
-static int override_apply(anvil_config *cfg, const char *ov) {
+// Apply override number i, "section.key=value". Returns 0 or 2 after printing one line.
+static int override_apply(yaml_load *ld, const char *ov, int i) {
     char err[MSG_MAX], shown[4 * QUOTE_MAX];
     text_excerpt(shown, sizeof shown, ov, strlen(ov));
     const char *eq = strchr(ov, '=');
@@ -886,23 +886,97 @@ static int override_apply(anvil_config *cfg, const char *ov) {
         fprintf(stderr, "anvil: override '%s': %s\n", shown, err);
         return 2;
     }
-    if (value_set(k, cfg, eq + 1, strlen(eq + 1), err, sizeof err) != 0) {
+    if (value_set(k, ld->cfg, eq + 1, strlen(eq + 1), err, sizeof err) != 0) {
         fprintf(stderr, "anvil: override '%s': %s\n", shown, err);
         return 2;
     }
+    if (k->offset == offsetof(anvil_config, model.preset)) ld->preset_override = i + 1;
     return 0;
+}
+
+// Apply the file's keys (root may be NULL) and then the overrides to ld->cfg.
+// Returns 0 or 2 after printing one line.
+static int config_apply(yaml_load *ld, struct fy_node *root, int n_overrides,
+                        char *const *overrides) {
+    memset(ld->line_of, 0, sizeof ld->line_of);
+    ld->preset_override = 0;
+    if (root && yaml_apply_mapping(ld, root, "", 1) != 0) return 2;
+    for (int i = 0; i < n_overrides; i++)
+        if (override_apply(ld, overrides[i], i) != 0) return 2;
+    return 0;
+}
+
+// Print the one line for an unknown model.preset, at the place that set it.
+static void preset_error(const yaml_load *ld, char *const *overrides, const char *name) {
+    char msg[MSG_MAX], shown[4 * QUOTE_MAX];
+    text_excerpt(shown, sizeof shown, name, strlen(name));
+    int o = snprintf(msg, sizeof msg, "key 'model.preset': unknown preset '%s' (expected one of:",
+                     shown);
+    for (const char *const *p = model_preset_names(); *p && o > 0 && (size_t)o < sizeof msg; p++)
+        o += snprintf(msg + o, sizeof msg - (size_t)o, "%s %s", p == model_preset_names() ? "" : ",", *p);
+    if (o > 0 && (size_t)o < sizeof msg) snprintf(msg + o, sizeof msg - (size_t)o, ")");
+    if (ld->preset_override) {
+        const char *ov = overrides[ld->preset_override - 1];
+        text_excerpt(shown, sizeof shown, ov, strlen(ov));
+        fprintf(stderr, "anvil: override '%s': %s\n", shown, msg);
+    } else {
+        const config_key *k = key_find("model.preset", strlen("model.preset"));
+        file_error(ld, ld->line_of[k - config_keys], msg);
+    }
 }
 
 // ---------------------------------------------------------------------------------
 // Loading
 
+// A preset sets every model key it defines, and the keys the user wrote must win over
+// it wherever they come from. So the file and overrides are applied once to learn the
+// final model.preset (and to report every error), then, if a preset is named, again
+// on top of defaults + preset; a shape key left at (or set to) 0 takes the preset's.
 int config_load(anvil_config *cfg, const char *path, int n_overrides,
                 char *const *overrides) {
+    int rc = 2;
+    yaml_file yf;
+    memset(&yf, 0, sizeof yf);
+    yaml_load *ld = calloc(1, sizeof *ld);
+    if (!ld) {
+        fprintf(stderr, "anvil: config: out of memory\n");
+        return 2;
+    }
+    ld->cfg = cfg;
+    ld->path = path;
     config_defaults(cfg);
-    if (path && yaml_load_file(cfg, path) != 0) return 2;
-    for (int i = 0; i < n_overrides; i++)
-        if (override_apply(cfg, overrides[i]) != 0) return 2;
-    return 0;
+    if (path && yaml_file_open(&yf, path) != 0) goto out;
+    if (config_apply(ld, yf.root, n_overrides, overrides) != 0) goto out;
+    if (cfg->model.preset[0]) {
+        char name[sizeof cfg->model.preset];
+        memcpy(name, cfg->model.preset, sizeof name);
+        config_defaults(cfg);
+        if (model_preset_apply(&cfg->model, name) != 0) {
+            preset_error(ld, overrides, name);
+            goto out;
+        }
+        anvil_config *preset = malloc(sizeof *preset);
+        if (!preset) {
+            fprintf(stderr, "anvil: config: out of memory\n");
+            goto out;
+        }
+        *preset = *cfg;
+        int arc = config_apply(ld, yf.root, n_overrides, overrides);
+        static const char zero[16];   // larger than any KEY_ZERO_PRESET member
+        for (int i = 0; i < N_KEYS && arc == 0; i++) {
+            const config_key *k = &config_keys[i];
+            char *v = (char *)cfg + k->offset;
+            if ((k->flags & KEY_ZERO_PRESET) && k->size <= sizeof zero && !memcmp(v, zero, k->size))
+                memcpy(v, (char *)preset + k->offset, k->size);
+        }
+        free(preset);
+        if (arc != 0) goto out;
+    }
+    rc = 0;
+out:
+    yaml_file_close(&yf);
+    free(ld);
+    return rc;
 }
 
 // ---------------------------------------------------------------------------------
@@ -974,7 +1048,7 @@ static void key_section(const char *name, char *buf, size_t n) {
 
 int config_write_yaml(const anvil_config *cfg, FILE *f) {
     // Strings can grow up to 4x when escaped (\xNN), plus quotes.
-    static char val[4 * CONFIG_STR + 8];
+    char val[4 * CONFIG_STR + 8];
     int err = 0;
     if (fprintf(f, "# anvil effective config: every key (see `anvil help config`)\n") < 0) err = 1;
     // Sections in order of first appearance in the table, each with all its keys.
@@ -1039,4 +1113,7 @@ void config_print_help(FILE *f) {
             fprintf(f, "%-*s  %-*s  %-*s  %s\n", wk, k->name, wt, key_type_name(k), wd + 2 + wr,
                     def, k->help);
     }
+    fprintf(f, "\nmodel.preset names:");
+    for (const char *const *p = model_preset_names(); *p; p++) fprintf(f, " %s", *p);
+    fprintf(f, "\n");
 }
