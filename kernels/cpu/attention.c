@@ -3,7 +3,7 @@
 // Query head h reads key/value head h / (NH/KVH) (GQA; NH == KVH is plain multi-head
 // attention). For each batch row b, query head h and position t:
 //   s[t2] = q_t . k_t2 / sqrt(HS) for t2 <= t       (causal: later positions masked)
-//   p = softmax(s)                                   (max subtracted, so exp never overflows)
+//   p = softmax(s)        (max subtracted, so exp never overflows; cpu_expf of cpu_ops.h)
 //   out_t = sum_t2 p[t2] v_t2
 // The probabilities p are kept in `state` (B,NH,T,T), zero above the diagonal, for
 // the backward pass. Forward splits the (b, h) pairs over threads.
@@ -63,7 +63,7 @@ void cpu_attention_forward(float *out, float *state, const float *q, const float
                 // softmax; masked positions hold exact zeros
                 float sum = 0.0f;
                 for (int t2 = 0; t2 <= t; t2++) {
-                    p[t2] = expf(p[t2] - maxval);
+                    p[t2] = cpu_expf(p[t2] - maxval);
                     sum += p[t2];
                 }
                 float inv_sum = 1.0f / sum;
@@ -134,7 +134,7 @@ void cpu_attention_backward(float *dq, float *dk, float *dv, float *scratch,
                     for (int t2 = 0; t2 <= t; t2++) {
                         const float *k_t2 = k_bh + t2 * kvs;      // (HS)
                         float *dk_t2 = dk_bh + t2 * kvs;          // (HS)
-                        float ds = p[t2] * (dp[t2] - pdp);
+                        float ds = p[t2] * (dp[t2] - pdp) * scale;
                         for (int i = 0; i < HS; i++) {
                             dq_t[i] += ds * k_t2[i];
                             dk_t2[i] += ds * q_t[i];

@@ -9,24 +9,20 @@
 // Z = sum exp(l - m):
 //   loss = log Z + m - l[target]
 //   dlogits = dloss * (exp(l - m) / Z - onehot(target))
-// The backward recomputes m and Z from the logits instead of storing the probabilities,
-// then overwrites dlogits. dlogits may alias logits: each row's logits are fully read
-// (max, sum) before that row is written, and the final pass reads each element just
-// before writing the same element, so no pointer is restrict-qualified. Rows are split
-// over threads.
+// The backward recomputes m and Z instead of storing the probabilities, and overwrites
+// dlogits. dlogits may alias logits: each element is read just before the same element
+// is written (exp(l - m) goes into dlogits while Z is summed, then the row is scaled),
+// and logits are not read again after that, so no pointer is restrict-qualified.
+// Rows are split over threads; exp is the vectorizable cpu_expf (cpu_ops.h).
 #include <math.h>
 
 #include "kernels/cpu/cpu_ops.h"
 
-// Max and sum of exp(l - max) over the V real columns of one row.
-static void crossentropy_row_stats(const float *logits_n, int V, float *max_out,
-                                   float *sum_out) {
+static float crossentropy_row_max(const float *logits_n, int V) {
     float maxval = -INFINITY;
+    #pragma omp simd reduction(max:maxval)
     for (int i = 0; i < V; i++) maxval = logits_n[i] > maxval ? logits_n[i] : maxval;
-    float sum = 0.0f;
-    for (int i = 0; i < V; i++) sum += expf(logits_n[i] - maxval);
-    *max_out = maxval;
-    *sum_out = sum;
+    return maxval;
 }
 
 void cpu_crossentropy_forward(float *losses, const float *logits, const int32_t *targets,
@@ -40,8 +36,10 @@ void cpu_crossentropy_forward(float *losses, const float *logits, const int32_t 
             continue;
         }
         const float *logits_n = logits + (size_t)n * Vp;          // (Vp)
-        float maxval, sum;
-        crossentropy_row_stats(logits_n, V, &maxval, &sum);
+        float maxval = crossentropy_row_max(logits_n, V);
+        float sum = 0.0f;
+        #pragma omp simd reduction(+:sum)
+        for (int i = 0; i < V; i++) sum += cpu_expf(logits_n[i] - maxval);
         losses[n] = logf(sum) + maxval - logits_n[target];
     }
 }
@@ -58,10 +56,16 @@ void cpu_crossentropy_backward(float *dlogits, const float *logits,
             for (int i = 0; i < Vp; i++) dlogits_n[i] = 0.0f;
             continue;
         }
-        float maxval, sum;
-        crossentropy_row_stats(logits_n, V, &maxval, &sum);
+        float maxval = crossentropy_row_max(logits_n, V);
+        float sum = 0.0f;
+        #pragma omp simd reduction(+:sum)
+        for (int i = 0; i < V; i++) {
+            float e = cpu_expf(logits_n[i] - maxval);
+            dlogits_n[i] = e;
+            sum += e;
+        }
         float dscale = dloss / sum;
-        for (int i = 0; i < V; i++) dlogits_n[i] = dscale * expf(logits_n[i] - maxval);
+        for (int i = 0; i < V; i++) dlogits_n[i] *= dscale;
         dlogits_n[target] -= dloss;
         for (int i = V; i < Vp; i++) dlogits_n[i] = 0.0f;
     }

@@ -2,7 +2,8 @@
 // differences.
 //
 // Three kinds of check, one printed line each, exit status 1 if any fails:
-// - forward vs a naive double-precision reference written here from the formula;
+// - forward vs a naive double-precision reference written here from the formula (and
+//   the cpu backend's inline cpu_expf vs exp);
 // - backward vs central finite differences of the forward: the scalar loss is a random
 //   projection L = sum(out * R), computed in double, so dL/dout = R is what each backward
 //   receives. Every input element (or a random subset of FD_SAMPLES for larger tensors) is
@@ -29,6 +30,7 @@
 #include <string.h>
 #include <omp.h>
 
+#include "kernels/cpu/cpu_ops.h"
 #include "kernels/ops.h"
 
 #define FD_H 1e-2f           // perturbation: large enough that float rounding of L is small
@@ -742,6 +744,24 @@ static void test_adamw(uint64_t *s) {
 }
 
 // ----------------------------------------------------------------------------
+// cpu_expf, the vectorizable exp behind softmax, GELU and SwiGLU
+
+static void test_expf(void) {
+    double err = 0.0;
+    for (int j = 0; j <= 1750000; j++) {
+        float x = -87.0f + 1e-4f * j;             // the whole unclamped range, [-87, 88]
+        double ref = exp((double)x);
+        err = fmax(err, fabs(cpu_expf(x) - ref) / ref);
+    }
+    // float's unit roundoff is 6e-8; Cephes' polynomial plus reconstruction stays
+    // within 2 ulp (2.4e-7)
+    check("cpu_expf over [-87, 88] (max relative error)", err, 2.4e-7);
+    float nan = NAN;
+    check_true("cpu_expf saturates: exp(-1000) < 1e-37, exp(1000) > 1e38, NaN stays NaN",
+               cpu_expf(-1000.0f) < 1e-37f && cpu_expf(1000.0f) > 1e38f && isnan(cpu_expf(nan)));
+}
+
+// ----------------------------------------------------------------------------
 // memory
 
 static void test_memory(void) {
@@ -802,6 +822,7 @@ int main(int argc, char **argv) {
     }
 
     test_memory();
+    test_expf();
     test_encoder(1, &seed);
     test_encoder(0, &seed);
     test_norm(0, &seed);
