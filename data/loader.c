@@ -112,7 +112,9 @@ static int expand_entry(path_list *pl, const char *entry, const char *what) {
         return 0;
     }
     glob_t g;
-    int grc = glob(entry, GLOB_ERR, NULL, &g);
+    // No GLOB_ERR: a directory in the pattern that does not exist is "no match", which
+    // is what the user needs to hear, not a read error.
+    int grc = glob(entry, 0, NULL, &g);
     if (grc == GLOB_NOMATCH) {
         fprintf(stderr, "anvil: %s: pattern '%s' matches no file\n", what, entry);
         return 2;

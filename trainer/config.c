@@ -284,7 +284,9 @@ static const char *key_leaf(const char *name) {
 // Return the valid key closest to `name`: the smallest Levenshtein distance over full
 // names, where matching only the part after the last dot ("lr" for train.lr, or
 // "optim.lr") counts one more than its own distance, so a key put in the wrong section
-// or with its section left out still finds its home.
+// or with its section left out still finds its home. NULL when nothing is close
+// (more than a third of the name's letters would change): a far-fetched suggestion
+// misleads more than none.
 static const char *key_closest(const char *name) {
     const char *best = config_keys[0].name;
     int best_d = INT_MAX;
@@ -294,7 +296,8 @@ static const char *key_closest(const char *name) {
         if (dl < d) d = dl;
         if (d < best_d) { best_d = d; best = config_keys[i].name; }
     }
-    return best;
+    int limit = (int)strlen(key_leaf(name)) / 3 + 1;
+    return best_d <= limit ? best : NULL;
 }
 
 // Write "unknown key 'x' (did you mean 'y'?)" for a name of len bytes into msg.
@@ -304,7 +307,11 @@ static void msg_unknown_key(char *msg, size_t n, const char *name, size_t len) {
     size_t l = len < NAME_MAX_LEN ? len : NAME_MAX_LEN;
     memcpy(cut, name, l);
     cut[l] = '\0';
-    snprintf(msg, n, "unknown key '%s' (did you mean '%s'?)", shown, key_closest(cut));
+    const char *close = key_closest(cut);
+    if (close)
+        snprintf(msg, n, "unknown key '%s' (did you mean '%s'?)", shown, close);
+    else
+        snprintf(msg, n, "unknown key '%s' (`anvil help config` lists every key)", shown);
 }
 
 // Format a table number for help, messages and docs: integers in full, else %g.
