@@ -18,6 +18,7 @@
 
 #include "kernels/cpu/cpu_ops.h"
 
+// A ternary, not fmaxf: without -ffast-math GCC keeps fmaxf a libm call per element.
 static float crossentropy_row_max(const float *logits_n, int V) {
     float maxval = -INFINITY;
     #pragma omp simd reduction(max:maxval)
