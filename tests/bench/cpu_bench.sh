@@ -24,7 +24,7 @@ rows=()
 bench() {  # name, overrides...
     local name=$1; shift
     local dir; dir=$(mktemp -d)
-    local cmd="anvil train model.family=gpt2 $* train.steps=$steps train.log_every=1000 data.val= run.dir=$dir"
+    local cmd="anvil train model.family=gpt2 $* train.steps=$steps train.log_every=1000 data.val= run.dir=\$(mktemp -d)"
     $anvil train model.family=gpt2 "$@" train.steps=$steps train.log_every=1000 data.val= \
         run.dir="$dir" >/dev/null
     local stats
