@@ -21,6 +21,7 @@ static void usage(FILE *f) {
             "commands:\n"
             "  train [CONFIG] [section.key=value ...]   train a model (see `anvil help train`)\n"
             "  prepare text --out DIR FILES...         turn text into token shards\n"
+            "  config [CONFIG] [section.key=value ...] print the effective config (YAML)\n"
             "  help [train|prepare|config|presets]     explain a command, the config keys or "
             "the model presets\n"
             "  version                                 print the version\n"
@@ -60,6 +61,18 @@ static int help_main(int argc, char **argv) {
     return 0;
 }
 
+// `anvil config [CONFIG] [overrides]`: load as `train` would and print the effective
+// config with the model shape resolved, the same YAML `train` writes to
+// run.dir/config.yaml.
+static int config_main(int argc, char **argv) {
+    int first = argc >= 1 && strchr(argv[0], '=') == NULL;
+    anvil_config cfg;
+    int rc = config_load(&cfg, first ? argv[0] : NULL, argc - first, argv + first);
+    if (rc != 0) return rc;
+    if ((rc = model_config_resolve(&cfg.model)) != 0) return rc;
+    return config_write_yaml(&cfg, stdout) == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
@@ -73,6 +86,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (strcmp(cmd, "prepare") == 0) return prepare_main(argc - 2, argv + 2);
+    if (strcmp(cmd, "config") == 0) return config_main(argc - 2, argv + 2);
     if (strcmp(cmd, "train") == 0) {
         MPI_Init(&argc, &argv);
         int rc = train_main(argc - 2, argv + 2);

@@ -168,6 +168,7 @@ int train_main(int argc, char **argv) {
 
     model_config mc = cfg.model;
     if ((rc = model_config_resolve(&mc)) != 0) return rc;
+    cfg.model = mc;   // the effective config records the resolved shape
     const train_config *tc = &cfg.train;
     const int B = tc->micro_batch, T = tc->seq_len;
     long long gb_tokens = tc->global_batch_tokens > 0 ? tc->global_batch_tokens
@@ -302,9 +303,10 @@ int train_main(int argc, char **argv) {
             print_sample(&smp, &m, tc->sample_tokens, &sample_rng);
     }
     if (rc == 0 && g_stop_signal) {
-        printf("anvil: stopped by signal %d after step %ld; run the same command again to "
-               "continue (checkpoints come with the checkpoint issue)\n",
-               (int)g_stop_signal, step);
+        // Exit 75 is the "stopped on request" contract of DESIGN.md; until checkpoints
+        // exist, running the command again starts the run over.
+        printf("anvil: stopped by signal %d after step %ld (no checkpoint yet: running the "
+               "same command again starts over)\n", (int)g_stop_signal, step);
         rc = EXIT_STOPPED;
     } else if (rc == 0) {
         char el[32];

@@ -177,6 +177,22 @@ else
     fi
 fi
 
+# The effective config round-trips: what `anvil config` prints (the YAML `train` writes
+# into run.dir) loads back to the same values, and the preset and overrides took hold.
+rc=0
+"$anvil" config model.preset=llama-1b train.lr=1e-3 model.n_layer=3 >eff1.yaml 2>err.txt || rc=$?
+"$anvil" config eff1.yaml >eff2.yaml 2>>err.txt || rc=$?
+if [ "$rc" -ne 0 ]; then
+    fail "anvil config exits with $rc: $(head -c 400 err.txt | tr '\n' '|')"
+elif ! cmp -s eff1.yaml eff2.yaml; then
+    fail "effective config does not round-trip: $(diff eff1.yaml eff2.yaml | head -5 | tr '\n' '|')"
+elif ! grep -q "^  n_layer: 3$" eff1.yaml || ! grep -q "^  d_model: 2048$" eff1.yaml \
+     || ! grep -q "^  rope_theta: 500000$" eff1.yaml || ! grep -q "^  lr: 0.001$" eff1.yaml; then
+    fail "effective config lacks the preset's or the overrides' values"
+else
+    pass "effective config round-trips, preset llama-1b applied under explicit keys"
+fi
+
 if [ "$failures" -ne 0 ]; then
     echo "$failures check(s) failed"
     exit 1
