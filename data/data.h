@@ -58,6 +58,10 @@ static inline uint32_t shard_token(const shard *s, uint64_t i) {
 // Returns 0, or 2 after printing why.
 int shard_write(const char *path, const uint32_t *tokens, uint64_t n, int token_bytes);
 
+// mkdir -p: create `path` and its missing parents (mode 0777 & ~umask). Returns 0, or
+// -1 with errno set and, in `failed` (capacity n), the component that could not be made.
+int data_mkdirs(const char *path, char *failed, size_t n);
+
 // ---- the loader --------------------------------------------------------------------
 typedef struct loader {
     shard *shards;           // n_shards, sorted by path

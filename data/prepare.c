@@ -639,8 +639,10 @@ static int prepare_text(int argc, char **argv) {
         rc = 2;
         goto done;
     }
-    if (mkdir(o.out, 0777) != 0 && errno != EEXIST) {
-        fprintf(stderr, "anvil: prepare: cannot create '%s': %s\n", o.out, strerror(errno));
+    char failed[4096];
+    if (data_mkdirs(o.out, failed, sizeof failed) != 0) {
+        fprintf(stderr, "anvil: prepare: --out '%s': cannot create '%s': %s\n", o.out, failed,
+                strerror(errno));
         rc = 2;
         goto done;
     }

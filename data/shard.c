@@ -261,3 +261,23 @@ fail:
     free(tmp);
     return rc;
 }
+
+int data_mkdirs(const char *path, char *failed, size_t n) {
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
+        snprintf(failed, n, "%s", path);
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    for (char *p = buf + 1;; p++) {
+        if (*p != '/' && *p != '\0') continue;
+        char c = *p;
+        *p = '\0';
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST) {
+            snprintf(failed, n, "%s", buf);
+            return -1;
+        }
+        *p = c;
+        if (c == '\0') return 0;
+    }
+}

@@ -55,23 +55,6 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-// mkdir -p. Returns 0, or 2 after printing which path failed and why.
-static int make_dirs(const char *path) {
-    char buf[CONFIG_STR];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST) goto fail;
-        *p = '/';
-    }
-    if (mkdir(buf, 0777) != 0 && errno != EEXIST) goto fail;
-    return 0;
-fail:
-    fprintf(stderr, "anvil: run.dir '%s': cannot create '%s': %s\n", path, buf, strerror(errno));
-    return 2;
-}
-
 // Peak FLOP/s of this process on the CPU: threads x fp32 FLOPs per cycle x clock from
 // /proc/cpuinfo. Two FMA pipes x 8 lanes x 2 = 32 FLOPs/cycle for AVX2, and for AMD's
 // AVX-512 (Zen 4 runs 512-bit ops on 256-bit pipes); 64 for Intel cores with AVX-512.
@@ -219,7 +202,12 @@ int train_main(int argc, char **argv) {
     // ---- run directory ------------------------------------------------------------
     FILE *metrics = NULL;
     char fpath[CONFIG_STR + 64];
-    if ((rc = make_dirs(cfg.run.dir)) != 0) goto out_buffers;
+    if (data_mkdirs(cfg.run.dir, fpath, sizeof fpath) != 0) {
+        fprintf(stderr, "anvil: run.dir '%s': cannot create '%s': %s\n", cfg.run.dir, fpath,
+                strerror(errno));
+        rc = 2;
+        goto out_buffers;
+    }
     snprintf(fpath, sizeof fpath, "%s/config.yaml", cfg.run.dir);
     FILE *cf = fopen(fpath, "w");
     if (!cf || config_write_yaml(&cfg, cf) != 0 || fclose(cf) != 0) {
