@@ -79,6 +79,15 @@ static double estimate_cpu_peak_flops(void) {
     return (double)omp_get_max_threads() * (avx512 && !amd ? 64.0 : 32.0) * mhz * 1e6;
 }
 
+// Split b windows of T+1 tokens, win (b, T+1), into inputs and next-token targets,
+// inp and tgt (b, T).
+static void split_windows(const int32_t *win, int b, int T, int32_t *inp, int32_t *tgt) {
+    for (int i = 0; i < b; i++) {
+        memcpy(inp + (size_t)i * T, win + (size_t)i * (T + 1), (size_t)T * sizeof(int32_t));
+        memcpy(tgt + (size_t)i * T, win + (size_t)i * (T + 1) + 1, (size_t)T * sizeof(int32_t));
+    }
+}
+
 // Mean validation loss over the first n_windows windows of the val loader (the same
 // windows every time, so evaluations are comparable). tok is (B, T+1) host scratch,
 // inp and tgt (B, T).
@@ -89,10 +98,7 @@ static double evaluate(model *m, loader *val, long n_windows, int B, int T, int3
     for (long w = 0; w < n_windows; w += B) {
         int b = (int)(n_windows - w < B ? n_windows - w : B);
         if (loader_fill(val, (uint64_t)w, b, tok) != 0) return NAN;
-        for (int i = 0; i < b; i++) {
-            memcpy(inp + (size_t)i * T, tok + (size_t)i * (T + 1), (size_t)T * sizeof(int32_t));
-            memcpy(tgt + (size_t)i * T, tok + (size_t)i * (T + 1) + 1, (size_t)T * sizeof(int32_t));
-        }
+        split_windows(tok, b, T, inp, tgt);
         sum += model_forward(m, inp, tgt, b, T);
         count += (long long)b * T;
     }
@@ -250,12 +256,7 @@ int train_main(int argc, char **argv) {
         model_zero_grad(&m);
         double loss_sum = 0.0;
         for (int a = 0; a < accum; a++) {
-            const int32_t *mb = batch + (size_t)a * B * (T + 1);
-            for (int i = 0; i < B; i++) {
-                memcpy(inp + (size_t)i * T, mb + (size_t)i * (T + 1), (size_t)T * sizeof(int32_t));
-                memcpy(tgt + (size_t)i * T, mb + (size_t)i * (T + 1) + 1,
-                       (size_t)T * sizeof(int32_t));
-            }
+            split_windows(batch + (size_t)a * B * (T + 1), B, T, inp, tgt);
             loss_sum += model_forward(&m, inp, tgt, B, T);
             model_backward(&m, dloss);
         }
