@@ -98,6 +98,48 @@ size_t byte_tokenizer_encode(const char *text, size_t n, uint32_t *ids);
 // Never fails: an id out of range decodes to the replacement "\xEF\xBF\xBD".
 const char *byte_tokenizer_decode(uint32_t id, char out[16]);
 
+// ---- byte-level BPE tokenizer from a Hugging Face tokenizer.json ---------------
+// Exact with Hugging Face `tokenizers` for byte-level BPE models (GPT-2, Llama-3,
+// Qwen2 families): added tokens (special or not, lstrip/rstrip/single_word/normalized),
+// an optional NFC normalizer, Split(regex) and ByteLevel pre-tokenizers (regexes run
+// by PCRE2 with JIT), BPE merges in both stored forms, ignore_merges, the byte-level
+// decoder, and BOS/EOS from a TemplateProcessing or ByteLevel post-processor.
+// A loaded tokenizer is immutable and shared; each thread encodes through its own
+// tokenizer_encoder (match data, scratch, word cache).
+typedef struct tokenizer tokenizer;
+typedef struct tokenizer_encoder tokenizer_encoder;
+
+// Load `path`. Returns 0 and sets *out, or 2 after printing one line naming the file
+// and what is wrong (unreadable, not JSON (with line:column), missing model, not BPE,
+// bad merge entry (with its index), unknown pre-tokenizer type, bad regex, ...).
+int tokenizer_load(tokenizer **out, const char *path);
+void tokenizer_free(tokenizer *t);            // NULL is a no-op
+// Number of ids (largest id + 1, added tokens included).
+uint32_t tokenizer_vocab_size(const tokenizer *t);
+// Id of the token that ends a document (the one `prepare` appends): the added token
+// "<|endoftext|>", "<|end_of_text|>" or "</s>" if present, else the post-processor's
+// EOS; -1 if none.
+int64_t tokenizer_eot_id(const tokenizer *t);
+// Id of token string `s` (added or vocab), or -1.
+int64_t tokenizer_token_id(const tokenizer *t, const char *s);
+
+tokenizer_encoder *tokenizer_encoder_new(const tokenizer *t);   // NULL: out of memory
+void tokenizer_encoder_free(tokenizer_encoder *e);
+// Encode n bytes of UTF-8 text (invalid UTF-8 is encoded as its bytes, never fails)
+// and append the ids to *ids (capacity *cap, grown with realloc as needed); with
+// add_special the post-processor's BOS/EOS are added as HF's add_special_tokens=True
+// does. Returns the number of ids appended, or -1 on out of memory.
+int64_t tokenizer_encode(tokenizer_encoder *e, const char *text, size_t n, int add_special,
+                         uint32_t **ids, size_t *cap);
+// The bytes token `id` decodes to (byte-level decoding; added tokens as their
+// content), length in *len; NULL for an id out of range.
+const char *tokenizer_token_bytes(const tokenizer *t, uint32_t id, size_t *len);
+
+// `anvil tokenizer encode|decode|train ...`: argv after "tokenizer". Returns the exit code.
+int tokenizer_main(int argc, char **argv);
+// `anvil tokenizer train ...` (data/bpe_train.c): argv after "train".
+int tokenizer_train_main(int argc, char **argv);
+
 // ---- `anvil prepare text` -------------------------------------------------------------
 // Subcommand entry: argv after "prepare". Returns an exit code (0, 1 or 2).
 int prepare_main(int argc, char **argv);

@@ -5,14 +5,15 @@
 # terminal (CI).
 #
 # Packages: meson + ninja + pkg-config (build), Open MPI (required from the start),
-# libfyaml (configs), OpenBLAS built for OpenMP (matmuls), fortunes (the default corpus
+# libfyaml (configs), PCRE2 + jansson + utf8proc (tokenizer), OpenBLAS built for OpenMP (matmuls), fortunes (the default corpus
 # of real English text), python3-torch + numpy (the PyTorch reference in
 # tests/reference, for /usr/bin/python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential meson ninja-build pkg-config libopenmpi-dev openmpi-bin
-          libfyaml-dev libopenblas-openmp-dev fortunes fortunes-min)
+          libfyaml-dev libopenblas-openmp-dev libpcre2-dev libjansson-dev libutf8proc-dev
+          fortunes fortunes-min)
 if [ "${ANVIL_SETUP_TEST_DEPS:-0}" = 1 ]; then
     packages+=(python3-torch python3-numpy)
 fi
