@@ -146,6 +146,8 @@ const config_key config_keys[] = {
          "validation token shards, same form (\"\": none)"),
     KENUM("data.order", data.order, "random", order_names,
           "order of the training sequences: random (seeded) or sequential"),
+    KSTR("data.tokenizer", data.tokenizer, "",
+         "tokenizer.json the shards were made with, for samples (\"\": byte-level)"),
 
     // run.*
     KSTR("run.dir", run.dir, "runs/default",

@@ -81,6 +81,7 @@ typedef struct data_config {
     char train[CONFIG_STR];  // data.train: shard files / glob patterns, comma separated
     char val[CONFIG_STR];    // data.val: same, "" for none
     data_order order;        // data.order: random | sequential
+    char tokenizer[CONFIG_STR]; // data.tokenizer: tokenizer.json, "" for byte-level
 } data_config;
 
 // run.*
