@@ -73,7 +73,7 @@ const config_key config_keys[] = {
     KINT("model.ffn_dim", model.ffn_dim, "0", 0, SHAPE_MAX, KEY_ZERO_PRESET,
          "MLP hidden width (0: from the preset, else 4*d_model, or the SwiGLU rule for llama)"),
     KINT("model.vocab_size", model.vocab_size, "0", 0, SHAPE_MAX, KEY_ZERO_PRESET,
-         "vocabulary size (0: from the preset, else the family default)"),
+         "vocabulary size (0: from the preset, else data.tokenizer's, else 257 for bytes)"),
     KINT("model.max_seq_len", model.max_seq_len, "0", 0, SHAPE_MAX, KEY_ZERO_PRESET,
          "longest sequence the model supports (0: from the preset, else the family default)"),
     KBOOL("model.tie_embeddings", model.tie_embeddings, "true",
