@@ -6,10 +6,13 @@
 //      to UTF-8), all into one text arena addressed by (offset, length) spans;
 //   2. pick the held-out documents deterministically (val_is_doc: n_val of N spread
 //      evenly), so the same inputs always give the same split;
-//   3. tokenize each document with one call through prepare_tokenizer (the byte
-//      tokenizer today; the BPE tokenizer slots in behind the same struct), append
-//      EOT, and stream the ids into fixed-size shards written with shard_write
-//      (tmp + fsync + rename: a re-run never leaves a corrupt shard).
+//   3. tokenize the documents (the byte-level tokenizer, or a BPE tokenizer.json given
+//      with --tokenizer) in blocks of ~16 MB: within a block the documents are encoded
+//      in parallel (OpenMP, one tokenizer_encoder per thread, each document into its
+//      own slot), then appended in document order with EOT after each, so the output
+//      does not depend on the thread count; the ids stream into fixed-size shards
+//      written with shard_write (tmp + fsync + rename: a re-run never leaves a
+//      corrupt shard).
 // Everything is read into memory first (the default corpus is ~3 MB); a streaming
 // reader can replace stage 1 later without touching the other two.
 //
@@ -20,6 +23,7 @@
 #include <errno.h>
 #include <glob.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,16 +34,22 @@
 #define PREPARE_DEFAULT_VAL_FRAC 0.01
 #define PREPARE_DEFAULT_SHARD_TOKENS 100000000ull   // 200 MB of uint16 per shard
 #define JSON_MAX_DEPTH 64   // nesting a JSONL record may use before it is rejected
+// Text tokenized per parallel block: large enough to keep both cores busy and amortize
+// the fork/join, small enough that the block's ids (4 bytes per text byte at most)
+// stay far below memory.
+#define PREPARE_BLOCK_BYTES (16u << 20)
 
 static const char USAGE[] =
-    "usage: anvil prepare text --out DIR [--val-frac F] [--shard-tokens N]\n"
-    "                          [--doc-sep STRING | --jsonl] FILES...\n";
+    "usage: anvil prepare text --out DIR [--tokenizer TOKENIZER.json] [--val-frac F]\n"
+    "                          [--shard-tokens N] [--doc-sep STRING | --jsonl] FILES...\n";
 
 static const char HELP[] =
     "Tokenize text files into token shards: DIR/train_000000.bin, ... and\n"
     "DIR/val_000000.bin (docs/formats.md). Every document is followed by end-of-text.\n"
     "\n"
     "  --out DIR           output directory (created if missing; required)\n"
+    "  --tokenizer FILE    a Hugging Face tokenizer.json (byte-level BPE); default: the\n"
+    "                      byte-level tokenizer (256 bytes + end-of-text)\n"
     "  --val-frac F        held-out fraction of documents, 0 <= F < 1 (default 0.01;\n"
     "                      at least one document when there are two or more)\n"
     "  --shard-tokens N    tokens per shard file (default 100000000)\n"
@@ -50,25 +60,53 @@ static const char HELP[] =
 
 // ---- the tokenizer seam ----------------------------------------------------------------
 
-// What prepare needs from a tokenizer. encode writes at most n ids for n bytes (true
-// of byte-level tokenizers, BPE included), so a buffer of n ids always suffices.
+// What prepare needs from a tokenizer: a name, the vocabulary size (uint16 or uint32
+// shards), the end-of-text id appended after every document, and a BPE tokenizer or
+// NULL for the byte-level one. Both emit at most one id per byte of text, which sizes
+// each document's slot in a block.
 typedef struct prepare_tokenizer {
     const char *name;
     uint32_t vocab_size;
     uint32_t eot;
-    size_t (*encode)(void *ctx, const char *text, size_t n, uint32_t *ids); // returns count
-    void *ctx;
+    tokenizer *bpe;        // owned; NULL: byte-level
 } prepare_tokenizer;
 
-static size_t byte_encode(void *ctx, const char *text, size_t n, uint32_t *ids) {
-    (void)ctx;
-    return byte_tokenizer_encode(text, n, ids);
+// Set up the tokenizer named by --tokenizer (NULL: byte-level). Returns 0 or 2.
+static int prepare_tokenizer_open(prepare_tokenizer *tok, const char *path) {
+    memset(tok, 0, sizeof *tok);
+    if (!path) {
+        tok->name = "byte";
+        tok->vocab_size = BYTE_TOKENIZER_VOCAB;
+        tok->eot = BYTE_TOKENIZER_EOT;
+        return 0;
+    }
+    int rc = tokenizer_load(&tok->bpe, path);
+    if (rc) return rc;
+    int64_t eot = tokenizer_eot_id(tok->bpe);
+    if (eot < 0) {
+        fprintf(stderr, "anvil: prepare: tokenizer '%s' has no end-of-text token "
+                "(<|endoftext|>, <|end_of_text|>, </s> or a post-processor EOS)\n", path);
+        tokenizer_free(tok->bpe);
+        tok->bpe = NULL;
+        return 2;
+    }
+    tok->name = "BPE";
+    tok->vocab_size = tokenizer_vocab_size(tok->bpe);
+    tok->eot = (uint32_t)eot;
+    return 0;
 }
 
-static prepare_tokenizer byte_tokenizer(void) {
-    prepare_tokenizer tok = {"byte", BYTE_TOKENIZER_VOCAB, BYTE_TOKENIZER_EOT,
-                             byte_encode, NULL};
-    return tok;
+// Encode one document into out (room for n ids). enc is the thread's encoder (BPE
+// only), buf/cap its growable scratch. Returns the count, or -1 (out of memory, or
+// more ids than bytes, which would break the slot sizing).
+static int64_t prepare_encode(const prepare_tokenizer *tok, tokenizer_encoder *enc,
+                              const char *text, size_t n, uint32_t *out, uint32_t **buf,
+                              size_t *cap) {
+    if (!tok->bpe) return (int64_t)byte_tokenizer_encode(text, n, out);
+    int64_t k = tokenizer_encode(enc, text, n, 0, buf, cap);
+    if (k < 0 || (uint64_t)k > n) return -1;
+    memcpy(out, *buf, (size_t)k * sizeof(uint32_t));
+    return k;
 }
 
 // ---- options ---------------------------------------------------------------------------
@@ -78,6 +116,7 @@ typedef struct prepare_opts {
     double val_frac;
     unsigned long long shard_tokens;
     const char *doc_sep;   // NULL: a file is one document
+    const char *tokenizer; // NULL: byte-level
     int jsonl;
     char **files;          // (n_files) owned array of views into argv, in argv order
     int n_files;
@@ -114,10 +153,10 @@ static int parse_opts(prepare_opts *o, int argc, char **argv) {
         if (!strcmp(a, "--jsonl")) { o->jsonl = 1; continue; }
         // Options with a value: "--opt VALUE" or "--opt=VALUE".
         static const char *const with_value[] = {"--out", "--val-frac", "--shard-tokens",
-                                                 "--doc-sep"};
+                                                 "--doc-sep", "--tokenizer"};
         const char *val = NULL;
         int which = -1;
-        for (int k = 0; k < 4; k++) {
+        for (int k = 0; k < (int)(sizeof with_value / sizeof *with_value); k++) {
             size_t len = strlen(with_value[k]);
             if (!strncmp(a, with_value[k], len) && (a[len] == '\0' || a[len] == '=')) {
                 which = k;
@@ -143,8 +182,10 @@ static int parse_opts(prepare_opts *o, int argc, char **argv) {
                 free(files);
                 return usage_error("--shard-tokens '%s' must be a positive integer", val);
             }
-        } else {
+        } else if (which == 3) {
             o->doc_sep = val;
+        } else {
+            o->tokenizer = val;
         }
     }
     const char *bad = !o->out ? "--out DIR is required"
@@ -624,10 +665,23 @@ static int prepare_text(int argc, char **argv) {
     int rc = parse_opts(&o, argc, argv);
     if (rc) return rc < 0 ? 0 : rc;
 
-    prepare_tokenizer tok = byte_tokenizer();
+    prepare_tokenizer tok;
     arena text = {0};
     doc_list docs = {0};
-    uint32_t *ids = NULL;
+    uint32_t *ids = NULL;          // the block's ids, one slot per document
+    int64_t *count = NULL;         // (docs in a block) ids of each document
+    size_t *slot = NULL;           // (docs in a block + 1) slot offsets into ids
+    int n_threads = omp_get_max_threads();
+    tokenizer_encoder **enc = calloc((size_t)n_threads, sizeof *enc);
+    uint32_t **tbuf = calloc((size_t)n_threads, sizeof *tbuf);
+    size_t *tcap = calloc((size_t)n_threads, sizeof *tcap);
+    if ((rc = prepare_tokenizer_open(&tok, o.tokenizer)) != 0) {
+        free(enc); free(tbuf); free(tcap); free(o.files);
+        return rc;
+    }
+    if (!enc || !tbuf || !tcap) { rc = 1; goto oom; }
+    for (int t = 0; tok.bpe && t < n_threads; t++)
+        if (!(enc[t] = tokenizer_encoder_new(tok.bpe))) { rc = 1; goto oom; }
     shard_sink sink[2] = {{0}, {0}};   // [0] train, [1] val
     struct stat st;
 
@@ -673,18 +727,44 @@ static int prepare_text(int argc, char **argv) {
             goto oom;
         }
     }
-    if (!(ids = malloc((longest + 1) * sizeof *ids))) { rc = 1; goto oom; }
+    // A block holds whole documents, at least one, up to PREPARE_BLOCK_BYTES of text.
+    size_t block_cap = (longest > PREPARE_BLOCK_BYTES ? longest : PREPARE_BLOCK_BYTES);
+    if (!(ids = malloc(block_cap * sizeof *ids)) || !(count = malloc(docs.n * sizeof *count)) ||
+        !(slot = malloc((docs.n + 1) * sizeof *slot))) {
+        rc = 1;
+        goto oom;
+    }
 
     progress prog = {isatty(STDERR_FILENO), now_s(), 0, bytes_total};
     prog.last = prog.t0;
     uint64_t bytes_done = 0;
-    for (size_t i = 0; i < docs.n; i++) {
-        size_t n = tok.encode(tok.ctx, text.p + docs.v[i].off, docs.v[i].len, ids);
-        ids[n++] = tok.eot;
-        rc = sink_push(&sink[val_is_doc(i, docs.n, n_val)], ids, n);
-        if (rc) goto done;
-        bytes_done += docs.v[i].len;
-        progress_show(&prog, bytes_done, i + 1, sink[0].total + sink[1].total, 0);
+    for (size_t i = 0; i < docs.n;) {
+        size_t j = i, bytes = 0;
+        while (j < docs.n && (j == i || bytes + docs.v[j].len <= PREPARE_BLOCK_BYTES)) {
+            slot[j - i] = bytes;
+            bytes += docs.v[j++].len;
+        }
+        int failed_doc = 0;
+        #pragma omp parallel for schedule(dynamic, 8) reduction(|:failed_doc)
+        for (size_t d = i; d < j; d++) {
+            int t = omp_get_thread_num();
+            count[d - i] = prepare_encode(&tok, enc[t], text.p + docs.v[d].off, docs.v[d].len,
+                                          ids + slot[d - i], &tbuf[t], &tcap[t]);
+            if (count[d - i] < 0) failed_doc = 1;
+        }
+        if (failed_doc) {
+            fprintf(stderr, "anvil: prepare: tokenizing failed (out of memory)\n");
+            rc = 1;
+            goto done;
+        }
+        for (size_t d = i; d < j; d++) {
+            shard_sink *sk = &sink[val_is_doc(d, docs.n, n_val)];
+            if ((rc = sink_push(sk, ids + slot[d - i], (size_t)count[d - i]))) goto done;
+            if ((rc = sink_push(sk, &tok.eot, 1))) goto done;
+        }
+        bytes_done += bytes;
+        progress_show(&prog, bytes_done, j, sink[0].total + sink[1].total, 0);
+        i = j;
     }
     for (int k = 0; k < 2; k++)
         if ((rc = sink_flush(&sink[k]))) goto done;
@@ -706,6 +786,16 @@ static int prepare_text(int argc, char **argv) {
 oom:
     fprintf(stderr, "anvil: prepare: out of memory\n");
 done:
+    for (int t = 0; enc && t < n_threads; t++) {
+        tokenizer_encoder_free(enc[t]);
+        free(tbuf[t]);
+    }
+    free(enc);
+    free(tbuf);
+    free(tcap);
+    tokenizer_free(tok.bpe);
+    free(count);
+    free(slot);
     free(ids);
     free(o.files);
     for (int k = 0; k < 2; k++) free(sink[k].buf);

@@ -21,6 +21,7 @@ static void usage(FILE *f) {
             "commands:\n"
             "  train [CONFIG] [section.key=value ...]   train a model (see `anvil help train`)\n"
             "  prepare text --out DIR FILES...         turn text into token shards\n"
+            "  tokenizer encode|decode|train ...         byte-level BPE tokenizer (HF tokenizer.json)\n"
             "  config [CONFIG] [section.key=value ...] print the effective config (YAML)\n"
             "  help [train|prepare|config|presets]     explain a command, the config keys or "
             "the model presets\n"
@@ -86,6 +87,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (strcmp(cmd, "prepare") == 0) return prepare_main(argc - 2, argv + 2);
+    if (strcmp(cmd, "tokenizer") == 0) return tokenizer_main(argc - 2, argv + 2);
     if (strcmp(cmd, "config") == 0) return config_main(argc - 2, argv + 2);
     if (strcmp(cmd, "train") == 0) {
         MPI_Init(&argc, &argv);

@@ -106,16 +106,29 @@ static double evaluate(model *m, loader *val, long n_windows, int B, int T, int3
     return count > 0 ? sum / (double)count : NAN;
 }
 
-static void emit_byte(int32_t id, void *ctx) {
-    char buf[16];
-    fputs(byte_tokenizer_decode((uint32_t)id, buf), (FILE *)ctx);
-    fflush((FILE *)ctx);
+// Writes each sampled token's text to stdout: through the BPE tokenizer when the run
+// names one (data.tokenizer), else the byte-level tokenizer.
+static void emit_token(int32_t id, void *ctx) {
+    const tokenizer *tok = ctx;
+    if (tok) {
+        size_t len = 0;
+        const char *bytes = tokenizer_token_bytes(tok, (uint32_t)id, &len);
+        if (bytes) fwrite(bytes, 1, len, stdout);
+        else fputs("\xEF\xBF\xBD", stdout);   // U+FFFD for an id the tokenizer lacks
+    } else {
+        char buf[16];
+        fputs(byte_tokenizer_decode((uint32_t)id, buf), stdout);
+    }
+    fflush(stdout);
 }
 
-static void print_sample(sampler *s, model *m, int n_tokens, uint64_t *rng) {
-    int32_t prompt = BYTE_TOKENIZER_EOT;   // start as after a document boundary
+static void print_sample(sampler *s, model *m, const tokenizer *tok, int n_tokens,
+                         uint64_t *rng) {
+    // start as after a document boundary
+    int64_t eot = tok ? tokenizer_eot_id(tok) : BYTE_TOKENIZER_EOT;
+    int32_t prompt = eot >= 0 && eot < m->V ? (int32_t)eot : 0;
     printf("---- sample ----\n");
-    sampler_generate(s, m, &prompt, 1, n_tokens, rng, emit_byte, stdout);
+    sampler_generate(s, m, &prompt, 1, n_tokens, rng, emit_token, (void *)tok);
     printf("\n----------------\n");
     fflush(stdout);
 }
@@ -156,7 +169,24 @@ int train_main(int argc, char **argv) {
     const anv_backend *be = anv_backend_cpu();
 
     model_config mc = cfg.model;
-    if ((rc = model_config_resolve(&mc)) != 0) return rc;
+    // The tokenizer (data.tokenizer) decodes samples, and gives the vocabulary size
+    // when neither the config nor a preset sets model.vocab_size.
+    tokenizer *tok = NULL;
+    if (cfg.data.tokenizer[0] != '\0') {
+        if ((rc = tokenizer_load(&tok, cfg.data.tokenizer)) != 0) return rc;
+        if (mc.vocab_size == 0) mc.vocab_size = (int)tokenizer_vocab_size(tok);
+        if (tokenizer_vocab_size(tok) > (uint32_t)mc.vocab_size) {
+            fprintf(stderr, "anvil: model.vocab_size (%d) is smaller than the vocabulary of "
+                    "data.tokenizer '%s' (%u)\n", mc.vocab_size, cfg.data.tokenizer,
+                    tokenizer_vocab_size(tok));
+            tokenizer_free(tok);
+            return 2;
+        }
+    }
+    if ((rc = model_config_resolve(&mc)) != 0) {
+        tokenizer_free(tok);
+        return rc;
+    }
     cfg.model = mc;   // the effective config records the resolved shape
     const train_config *tc = &cfg.train;
     const int B = tc->micro_batch, T = tc->seq_len;
@@ -165,7 +195,8 @@ int train_main(int argc, char **argv) {
     if (gb_tokens % ((long long)B * T) != 0) {
         fprintf(stderr, "anvil: train.global_batch_tokens (%lld) is not a multiple of "
                 "train.micro_batch x train.seq_len (%d x %d = %d)\n", gb_tokens, B, T, B * T);
-        return 2;
+        rc = 2;
+        goto out_tokenizer;
     }
     const int G = (int)(gb_tokens / T);        // samples per global batch
     const int accum = G / B;                   // micro-batches per step
@@ -176,7 +207,7 @@ int train_main(int argc, char **argv) {
     memset(&val_data, 0, sizeof val_data);
     rc = loader_init(&train_data, cfg.data.train, "data.train", T,
                      cfg.data.order == DATA_ORDER_RANDOM, tc->seed, (uint32_t)mc.vocab_size);
-    if (rc != 0) return rc;
+    if (rc != 0) goto out_tokenizer;
     long eval_windows = tc->eval_tokens / T > 0 ? tc->eval_tokens / T : 1;
     if (cfg.data.val[0] != '\0') {
         rc = loader_init(&val_data, cfg.data.val, "data.val", T, 0, tc->seed,
@@ -289,7 +320,7 @@ int train_main(int argc, char **argv) {
             printf("step %ld | val_loss %.4f over %lld tokens\n", step + 1, vl, vt);
         }
         if (tc->sample_every > 0 && ((step + 1) % tc->sample_every == 0 || last))
-            print_sample(&smp, &m, tc->sample_tokens, &sample_rng);
+            print_sample(&smp, &m, tok, tc->sample_tokens, &sample_rng);
     }
     if (rc == 0 && g_stop_signal) {
         // Exit 75 is the "stopped on request" contract of DESIGN.md; until checkpoints
@@ -316,5 +347,7 @@ out_val_data:
     if (have_val) loader_free(&val_data);
 out_train_data:
     loader_free(&train_data);
+out_tokenizer:
+    tokenizer_free(tok);
     return rc;
 }
