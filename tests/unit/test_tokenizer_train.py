@@ -327,8 +327,9 @@ def main():
             ("--vocab-size not a number", ["--vocab-size", "lots", "--out", out, train_path]),
             ("unknown option", ["--vocab-size", "300", "--frobnicate", "--out", out,
                                 train_path]),
+            # a directory cannot be made below a regular file
             ("unwritable output", ["--vocab-size", "300", "--out",
-                                   os.path.join(tmp, "no_dir", "t.json"), train_path]),
+                                   os.path.join(train_path, "sub", "t.json"), train_path]),
             ("output is a directory", ["--vocab-size", "300", "--out", tmp, train_path]),
             ("no input files", ["--vocab-size", "300", "--out", out]),
         ]
