@@ -177,6 +177,7 @@ int tok_normalize_nfc(const char *s, size_t n, char **out, size_t *out_len) {
 
 // ---- word cache ----------------------------------------------------------------------------
 
+// Empty the word cache (its memory is kept).
 static void cache_clear(tokenizer_encoder *e) {
     memset(e->slots, 0, CACHE_SLOTS * sizeof *e->slots);
     e->n_entries = 0;
@@ -198,6 +199,7 @@ static const uint32_t *cache_get(const tokenizer_encoder *e, const char *s, size
     }
 }
 
+// Remember word s[0..n) (hash h) -> ids[0..k), clearing the cache first when it is full.
 static void cache_put(tokenizer_encoder *e, const char *s, size_t n, uint64_t h,
                       const uint32_t *ids, uint32_t k) {
     if (e->n_entries == CACHE_MAX_ENTRIES || e->keys_len + n > CACHE_KEY_BYTES ||
@@ -304,6 +306,7 @@ static size_t bpe_scan(tokenizer_encoder *e, size_t k) {
     return k;
 }
 
+// HF's Merge order: lower rank first, then the leftmost position.
 static inline int heap_less(const heap_item *a, const heap_item *b) {
     return a->rank != b->rank ? a->rank < b->rank : a->pos < b->pos;
 }
@@ -329,6 +332,7 @@ static int heap_push(tokenizer_encoder *e, uint32_t rank, uint32_t pos, uint32_t
     return 0;
 }
 
+// Remove and return the smallest item (the heap is not empty).
 static heap_item heap_pop(tokenizer_encoder *e) {
     heap_item *h = e->heap, top = h[0];
     h[0] = h[--e->heap_n];
@@ -401,16 +405,15 @@ static void bpe_word(tokenizer_encoder *e, const char *s, size_t n) {
         out_push(e, (uint32_t)t->byte_id[u[0]]);
         return;
     }
+    uint64_t h = tok_hash_bytes(s, n);   // one hash for the vocab and the cache
     if (t->ignore_merges) {
-        int64_t id = tok_strmap_get(&t->raw, s, n);
+        int64_t id = tok_strmap_get_hashed(&t->raw, s, n, h);
         if (id >= 0) {
             out_push(e, (uint32_t)id);
             return;
         }
     }
-    uint64_t h = 0;
     if (n <= CACHE_MAX_WORD) {
-        h = tok_hash_bytes(s, n);
         uint32_t k;
         const uint32_t *ids = cache_get(e, s, n, h, &k);
         if (ids) {
@@ -587,6 +590,7 @@ static void split_added(tokenizer_encoder *e, const tok_trie *tr, const char *s,
     if (start_offset < n) next(e, s + start_offset, n - start_offset);
 }
 
+// A piece left between added tokens: pre-tokenize and encode it.
 static void stage_pretokenize(tokenizer_encoder *e, const char *s, size_t n) {
     stage_split(e, 0, s, n);
 }

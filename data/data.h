@@ -126,9 +126,9 @@ int64_t tokenizer_token_id(const tokenizer *t, const char *s);
 tokenizer_encoder *tokenizer_encoder_new(const tokenizer *t);   // NULL: out of memory
 void tokenizer_encoder_free(tokenizer_encoder *e);
 // Encode n bytes of UTF-8 text (invalid UTF-8 is encoded as its bytes, never fails)
-// and append the ids to *ids (capacity *cap, grown with realloc as needed); with
+// and write the ids to (*ids)[0..] (capacity *cap, grown with realloc as needed); with
 // add_special the post-processor's BOS/EOS are added as HF's add_special_tokens=True
-// does. Returns the number of ids appended, or -1 on out of memory.
+// does. Returns the number of ids written, or -1 on out of memory.
 int64_t tokenizer_encode(tokenizer_encoder *e, const char *text, size_t n, int add_special,
                          uint32_t **ids, size_t *cap);
 // The bytes token `id` decodes to (byte-level decoding; added tokens as their

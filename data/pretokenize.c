@@ -2,16 +2,25 @@
 // byte-level BPE encoding (data/bpe.c) and training (data/bpe_train.c) share.
 //
 // Hugging Face `tokenizers` runs its regexes with Oniguruma; we run them with PCRE2,
-// whose JIT is fast and which Debian ships. The two agree on everything the GPT-2,
-// Llama-3 and Qwen2 patterns use (\p{L}, \p{N}, (?i:...), lookahead) except a few
-// escapes, which regex_translate rewrites to the Oniguruma meaning before compiling:
+// whose JIT is fast and which Debian ships. The two agree on the constructs the GPT-2,
+// Llama-3 and Qwen2 patterns use (classes, (?i:...), lookahead, greedy repeats) except
+// a few escapes and the Unicode version of their tables, which regex_translate makes
+// good by rewriting the pattern to Oniguruma's meaning before compiling:
 //   \s  Oniguruma: White_Space (U+0085 yes, U+180E no)  -> \p{White_Space}
 //   \S                                                   -> \P{White_Space}
 //   \w  Oniguruma: letters, marks, numbers, Pc           -> [\p{L}\p{M}\p{N}\p{Pc}]
 //   \W  (outside a class)                                -> [^\p{L}\p{M}\p{N}\p{Pc}]
 //   \h  Oniguruma (Ruby syntax): a hex digit             -> [0-9a-fA-F]
 //   \H  (outside a class)                                -> [^0-9a-fA-F]
+//   \p{L} \p{N} \p{M} (also \pL ...; \P{..} outside a class): the same class plus the
+//       code points Oniguruma's newer Unicode tables (16.0 in `tokenizers` 0.23) put
+//       in it and PCRE2 10.42's (Unicode 14.0) do not: UNICODE_EXTRA_* below
 // (checked against `tokenizers` 0.23: tests/unit/test_tokenizer_hf.py).
+//
+// UNICODE_EXTRA_* were made by classifying every code point both ways: with
+// tokenizers' Split(Regex("\p{L}"), "removed") over a string of all code points, and
+// with pcre2_match("^\p{L}$") on each; for L, N and M the difference holds only
+// additions (9272, 120 and 93 code points: scripts and CJK blocks of Unicode 15-16).
 //
 // Match iteration copies Oniguruma's find_iter (the `onig` crate HF uses): search from
 // the end of the last match; an empty match that ends where the last match ended is
@@ -19,7 +28,7 @@
 //
 // UTF-8: PCRE2_NO_UTF_CHECK is passed only for ranges this file has validated. The
 // matcher remembers, per text, the first invalid byte at or after where it is searching
-// (`bad`); the regex runs on [pos, bad) as its whole subject and the invalid byte is
+// (`bad`); the regex searches from pos with the subject cut at bad, and the invalid byte is
 // returned as a one-byte match. A forward walk over a text validates each byte once.
 #include "data/pretokenize.h"
 
@@ -39,47 +48,33 @@ static int bytelevel_is_direct(unsigned b) {
     return (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
 }
 
-// The other 68 bytes map to U+0100 + their rank among them.
+// The other 68 bytes map to U+0100 + their rank among them: 0..32 -> U+0100..U+0120,
+// 127..160 -> U+0121..U+0142, 173 -> U+0143.
 uint32_t bytelevel_byte_to_cp(uint8_t b) {
     if (bytelevel_is_direct(b)) return b;
-    uint32_t rank = 0;
-    for (unsigned x = 0; x < b; x++) rank += !bytelevel_is_direct(x);
-    return 256 + rank;
+    if (b <= 32) return 256u + b;
+    if (b <= 160) return b + 162u;
+    return 323;   // 173, the soft hyphen
 }
 
 int bytelevel_cp_to_byte(uint32_t cp) {
     if (cp < 256) return bytelevel_is_direct(cp) ? (int)cp : -1;
-    if (cp >= 256 + 68) return -1;
-    uint32_t rank = cp - 256;
-    for (unsigned x = 0; x < 256; x++)
-        if (!bytelevel_is_direct(x) && rank-- == 0) return (int)x;
-    return -1;
-}
-
-// UTF-8 of each byte's character, built once: byte b's character is at
-// bytelevel_utf8[b][1..], length bytelevel_utf8[b][0] (1 or 2).
-static unsigned char bytelevel_utf8[256][3];
-static int bytelevel_utf8_ready;
-
-static void bytelevel_utf8_build(void) {
-    unsigned char t[256][3];
-    for (unsigned b = 0; b < 256; b++) {
-        uint32_t cp = bytelevel_byte_to_cp((uint8_t)b);
-        t[b][0] = (unsigned char)utf8_encode_cp(cp, (char *)&t[b][1]);
-    }
-    // Every thread computes the same bytes; a race writes identical values.
-    memcpy(bytelevel_utf8, t, sizeof t);
-    __atomic_store_n(&bytelevel_utf8_ready, 1, __ATOMIC_RELEASE);
+    if (cp <= 288) return (int)(cp - 256);
+    if (cp <= 322) return (int)(cp - 162);
+    return cp == 323 ? 173 : -1;
 }
 
 size_t bytelevel_encode_bytes(const uint8_t *in, size_t n, char *out) {
-    if (!__atomic_load_n(&bytelevel_utf8_ready, __ATOMIC_ACQUIRE)) bytelevel_utf8_build();
+    unsigned char *o = (unsigned char *)out;
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        const unsigned char *c = bytelevel_utf8[in[i]];
-        out[k] = (char)c[1];
-        if (c[0] == 2) out[k + 1] = (char)c[2];
-        k += c[0];
+        uint32_t cp = bytelevel_byte_to_cp(in[i]);   // < U+0800: one or two bytes
+        if (cp < 0x80) {
+            o[k++] = (unsigned char)cp;
+        } else {
+            o[k++] = (unsigned char)(0xC0 | (cp >> 6));
+            o[k++] = (unsigned char)(0x80 | (cp & 0x3F));
+        }
     }
     return k;
 }
@@ -199,6 +194,55 @@ struct pretok_matcher {
     size_t last_match_end;  // end of the last match returned, SIZE_MAX: none yet
 };
 
+#define UNICODE_EXTRA_L \
+    "\\x{1C89}-\\x{1C8A}\\x{A7CB}-\\x{A7CD}\\x{A7DA}-\\x{A7DC}\\x{105C0}-\\x{105F3}" \
+    "\\x{10D4A}-\\x{10D65}\\x{10D6F}-\\x{10D85}\\x{10EC2}-\\x{10EC4}" \
+    "\\x{1123F}-\\x{11240}\\x{11380}-\\x{11389}\\x{1138B}\\x{1138E}" \
+    "\\x{11390}-\\x{113B5}\\x{113B7}\\x{113D1}\\x{113D3}\\x{11BC0}-\\x{11BE0}" \
+    "\\x{11F02}\\x{11F04}-\\x{11F10}\\x{11F12}-\\x{11F33}\\x{1342F}" \
+    "\\x{13441}-\\x{13446}\\x{13460}-\\x{143FA}\\x{16100}-\\x{1611D}" \
+    "\\x{16D40}-\\x{16D6C}\\x{18CFF}\\x{1B132}\\x{1B155}\\x{1DF25}-\\x{1DF2A}" \
+    "\\x{1E030}-\\x{1E06D}\\x{1E4D0}-\\x{1E4EB}\\x{1E5D0}-\\x{1E5ED}\\x{1E5F0}" \
+    "\\x{2B739}\\x{2EBF0}-\\x{2EE5D}\\x{31350}-\\x{323AF}"
+
+#define UNICODE_EXTRA_N \
+    "\\x{10D40}-\\x{10D49}\\x{116D0}-\\x{116E3}\\x{11BF0}-\\x{11BF9}" \
+    "\\x{11F50}-\\x{11F59}\\x{16130}-\\x{16139}\\x{16D70}-\\x{16D79}" \
+    "\\x{1CCF0}-\\x{1CCF9}\\x{1D2C0}-\\x{1D2D3}\\x{1E4F0}-\\x{1E4F9}" \
+    "\\x{1E5F1}-\\x{1E5FA}"
+
+#define UNICODE_EXTRA_M \
+    "\\x{897}\\x{CF3}\\x{ECE}\\x{10D69}-\\x{10D6D}\\x{10EFC}-\\x{10EFF}\\x{11241}" \
+    "\\x{113B8}-\\x{113C0}\\x{113C2}\\x{113C5}\\x{113C7}-\\x{113CA}" \
+    "\\x{113CC}-\\x{113D0}\\x{113D2}\\x{113E1}-\\x{113E2}\\x{11F00}-\\x{11F01}" \
+    "\\x{11F03}\\x{11F34}-\\x{11F3A}\\x{11F3E}-\\x{11F42}\\x{11F5A}\\x{13440}" \
+    "\\x{13447}-\\x{13455}\\x{1611E}-\\x{1612F}\\x{1E08F}\\x{1E4EC}-\\x{1E4EF}" \
+    "\\x{1E5EE}-\\x{1E5EF}"
+
+// Class bodies (what goes between [ and ]) in Oniguruma's meaning.
+#define CLASS_L "\\p{L}" UNICODE_EXTRA_L
+#define CLASS_N "\\p{N}" UNICODE_EXTRA_N
+#define CLASS_M "\\p{M}" UNICODE_EXTRA_M
+#define CLASS_WORD CLASS_L CLASS_M CLASS_N "\\p{Pc}"
+
+// The class body for property escape p[0..) ("\\p{L}", "\\pN", ...) if it is one of L,
+// N, M, with its length in *len; else NULL.
+static const char *property_body(const char *p, size_t *len) {
+    static const struct {
+        const char *esc;
+        const char *body;
+    } known[] = {{"p{L}", CLASS_L}, {"p{N}", CLASS_N}, {"p{M}", CLASS_M},
+                 {"pL", CLASS_L},   {"pN", CLASS_N},   {"pM", CLASS_M}};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+        size_t k = strlen(known[i].esc);
+        if (strncmp(p + 1, known[i].esc + 1, k - 1) == 0 && (p[0] == 'p' || p[0] == 'P')) {
+            *len = k;
+            return known[i].body;
+        }
+    }
+    return NULL;
+}
+
 // Append s[0..k) to the growing buffer *b (length *len, capacity *cap). Returns 0 or -1.
 static int buf_put(char **b, size_t *len, size_t *cap, const char *s, size_t k) {
     if (*len + k + 1 > *cap) {
@@ -226,10 +270,20 @@ static char *regex_translate(const char *p) {
         if (c == '\\' && p[i + 1]) {
             char e = p[i + 1];
             const char *rep = NULL;
+            size_t plen = 0;
+            const char *body = property_body(p + i + 1, &plen);
+            if (body && (e == 'p' || !in_class)) {   // \p{L} ..., or \P{L} ... outside a class
+                const char *open = in_class ? "" : e == 'p' ? "[" : "[^";
+                rc = buf_put(&b, &len, &cap, open, strlen(open));
+                if (rc == 0) rc = buf_put(&b, &len, &cap, body, strlen(body));
+                if (rc == 0 && !in_class) rc = buf_put(&b, &len, &cap, "]", 1);
+                i += plen;   // the backslash and the escape
+                continue;
+            }
             if (e == 's') rep = "\\p{White_Space}";
             else if (e == 'S') rep = "\\P{White_Space}";
-            else if (e == 'w') rep = in_class ? "\\p{L}\\p{M}\\p{N}\\p{Pc}" : "[\\p{L}\\p{M}\\p{N}\\p{Pc}]";
-            else if (e == 'W' && !in_class) rep = "[^\\p{L}\\p{M}\\p{N}\\p{Pc}]";
+            else if (e == 'w') rep = in_class ? CLASS_WORD : "[" CLASS_WORD "]";
+            else if (e == 'W' && !in_class) rep = "[^" CLASS_WORD "]";
             else if (e == 'h') rep = in_class ? "0-9a-fA-F" : "[0-9a-fA-F]";
             else if (e == 'H' && !in_class) rep = "[^0-9a-fA-F]";
             if (rep) {
@@ -350,6 +404,9 @@ pretok_matcher *pretok_matcher_new(const pretok_regex *re) {
     m->md = pcre2_match_data_create_from_pattern(re->code, NULL);
     m->mctx = pcre2_match_context_create(NULL);
     if (!m->md || !m->mctx) goto fail;
+    // Oniguruma has no backtracking budget small enough to matter for these patterns;
+    // PCRE2's default (10 million) could cut a long whitespace run short.
+    pcre2_set_match_limit(m->mctx, UINT32_MAX);
     if (re->jit) {
         m->stack = pcre2_jit_stack_create(JIT_STACK_START, JIT_STACK_MAX, NULL);
         if (!m->stack) goto fail;
@@ -437,6 +494,13 @@ int pretok_next(pretok_matcher *m, const char *text, size_t n, size_t *pos, size
         *end = e;
         *pos = e;
         m->last_match_end = e;
+        // After an empty match the next search from e would find the same empty match
+        // and skip it: start one character on right away, so *pos never stays at 0
+        // (which would read as a new text). An invalid byte at e is not stepped over.
+        if (s == e && !(e == m->bad && e < n)) {
+            size_t step = e < m->bad ? utf8_valid_len(u + e, m->bad - e) : 1;
+            *pos = e + (step ? step : 1);
+        }
         return 1;
     }
 }

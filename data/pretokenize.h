@@ -9,8 +9,9 @@
 // The splitter finds successive matches as Hugging Face `tokenizers` (Oniguruma's
 // find_iter) does: leftmost match from the end of the previous one; an empty match
 // right after the previous match is skipped by moving on one character. Patterns are
-// compiled with UTF + UCP; a few escapes whose meaning differs between Oniguruma and
-// PCRE2 (\s lacks U+0085 in PCRE2) are rewritten before compiling (docs/tokenizer.md).
+// compiled with UTF + UCP; the escapes whose meaning differs between Oniguruma and
+// PCRE2 (\s, \w, \h, and \p{L}/\p{N}/\p{M} for code points of Unicode 15-16) are
+// rewritten before compiling (data/pretokenize.c, docs/tokenizer.md).
 // Text need not be valid UTF-8: the matcher validates it (once per text, as it walks
 // forward) and only then passes PCRE2_NO_UTF_CHECK; each invalid byte comes back as a
 // one-byte match of its own and the regex runs on the valid runs between them.

@@ -34,20 +34,12 @@
 
 // ---- byte-string hash map ---------------------------------------------------------------
 
-// FNV-1a, then a 64-bit finalizer so the low bits (the slot) depend on every byte.
-uint64_t tok_hash_bytes(const void *p, size_t n) {
-    const uint8_t *u = p;
-    uint64_t h = 0xCBF29CE484222325ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ u[i]) * 0x100000001B3ull;
-    h ^= h >> 33;
-    h *= 0xFF51AFD7ED558CCDull;
-    h ^= h >> 33;
-    return h;
+int64_t tok_strmap_get(const tok_strmap *m, const char *key, size_t n) {
+    return tok_strmap_get_hashed(m, key, n, tok_hash_bytes(key, n));
 }
 
-int64_t tok_strmap_get(const tok_strmap *m, const char *key, size_t n) {
+int64_t tok_strmap_get_hashed(const tok_strmap *m, const char *key, size_t n, uint64_t h) {
     if (!m->cap) return -1;
-    uint64_t h = tok_hash_bytes(key, n);
     uint32_t mask = m->cap - 1;
     for (uint32_t i = (uint32_t)h & mask;; i = (i + 1) & mask) {
         uint32_t s = m->slots[i];
@@ -344,6 +336,7 @@ static int load_merges(tokenizer *t, const json_t *merges) {
         if (json_is_string(m)) {   // "a b": exactly one space (HF splits on ' ', wants 2 parts)
             const char *s = json_string_value(m);
             size_t len = json_string_length(m);
+            if (len >= 8 && memcmp(s, "#version", 8) == 0) continue;   // merges.txt header, skipped as HF does
             const char *sp = memchr(s, ' ', len);
             if (!sp || memchr(sp + 1, ' ', len - (size_t)(sp + 1 - s)))
                 return free(cat), fail(t, "model.merges[%zu]: '%s' is not two tokens separated by "
@@ -393,7 +386,7 @@ static int load_merges(tokenizer *t, const json_t *merges) {
     return rc;
 }
 
-// The string option `key` of the model must be null/absent (or "" where empty_ok).
+// The string option `key` of the model must be absent, null or "". Returns 0 or -1.
 static int model_no_string(tokenizer *t, const json_t *model, const char *key) {
     const json_t *v = json_object_get(model, key);
     if (!v || json_is_null(v) || (json_is_string(v) && json_string_length(v) == 0)) return 0;
@@ -404,6 +397,7 @@ static int model_no_string(tokenizer *t, const json_t *model, const char *key) {
     return fail(t, "model.%s: expected a string or null, got %s", key, json_kind(v));
 }
 
+// The "model" section. Returns 0 or -1.
 static int load_model(tokenizer *t, const json_t *root, dec_buf *d) {
     const json_t *model = json_object_get(root, "model");
     if (!model) return fail(t, "no \"model\" section");
@@ -444,6 +438,7 @@ static int load_model(tokenizer *t, const json_t *root, dec_buf *d) {
 // ---- added tokens ----------------------------------------------------------------------
 
 // Build the trie over the patterns of the added tokens with normalized == family.
+// Returns 0 or -1.
 static int trie_build(tokenizer *t, tok_trie *tr, int family) {
     size_t total = 1;
     for (uint32_t i = 0; i < t->n_added; i++)
@@ -512,6 +507,7 @@ static int trie_build(tokenizer *t, tok_trie *tr, int family) {
     return 0;
 }
 
+// Free a trie's arrays (an empty trie is fine).
 static void trie_free(tok_trie *tr) {
     free(tr->nodes);
     free(tr->edge_byte);
@@ -626,6 +622,7 @@ static int load_added(tokenizer *t, const json_t *root, dec_buf *d) {
 
 // ---- normalizer, pre-tokenizer, decoder, post-processor --------------------------------
 
+// The normalizer at `where` (null, NFC or a Sequence of them). Returns 0 or -1.
 static int load_normalizer(tokenizer *t, const json_t *n, const char *where, int depth) {
     if (!n || json_is_null(n)) return 0;
     const char *type = get_type(t, n, where);
@@ -649,7 +646,8 @@ static int load_normalizer(tokenizer *t, const json_t *n, const char *where, int
                 shown(type, strlen(type), b));
 }
 
-// state: 0 before ByteLevel, 1 after it (nothing may follow).
+// The pre-tokenizer at `where`; *state: 0 before ByteLevel, 1 after it (nothing may
+// follow). Returns 0 or -1.
 static int load_pre(tokenizer *t, const json_t *p, const char *where, int depth, int *state) {
     const char *type = get_type(t, p, where);
     if (!type) return -1;
@@ -727,6 +725,7 @@ static int template_special(tokenizer *t, const json_t *specials, const char *na
     return 0;
 }
 
+// The post-processor at `where`: BOS/EOS ids from a TemplateProcessing. Returns 0 or -1.
 static int load_post(tokenizer *t, const json_t *p, const char *where, int depth) {
     if (!p || json_is_null(p)) return 0;
     const char *type = get_type(t, p, where);
@@ -773,6 +772,7 @@ static int load_post(tokenizer *t, const json_t *p, const char *where, int depth
                 where, shown(type, strlen(type), b));
 }
 
+// Every section of the parsed file, in dependency order. Returns 0 or -1.
 static int load_sections(tokenizer *t, const json_t *root, dec_buf *d) {
     if (!json_is_object(root)) return fail(t, "expected a JSON object at the top, got %s", json_kind(root));
     if (load_model(t, root, d) != 0) return -1;

@@ -42,11 +42,13 @@ typedef struct out_buf {
     int failed;
 } out_buf;
 
+// Write the buffer to stdout; a failed write is remembered in o->failed.
 static void out_flush(out_buf *o) {
     if (o->n && fwrite(o->data, 1, o->n, stdout) != o->n) o->failed = 1;
     o->n = 0;
 }
 
+// Append s[0..n) (a block larger than the buffer goes straight out).
 static void out_write(out_buf *o, const char *s, size_t n) {
     if (o->n + n > sizeof o->data) out_flush(o);
     if (n > sizeof o->data) {
@@ -95,6 +97,7 @@ static int finish(const char *cmd, FILE *in, out_buf *o, int rc) {
 
 // ---- encode / decode ----------------------------------------------------------------------
 
+// `anvil tokenizer encode`. Returns the exit code.
 static int encode_main(int argc, char **argv) {
     int special = 0, npos = 0;
     const char *pos[2] = {NULL, NULL};
@@ -148,6 +151,7 @@ static int encode_main(int argc, char **argv) {
     return rc;
 }
 
+// `anvil tokenizer decode`. Returns the exit code.
 static int decode_main(int argc, char **argv) {
     int skip = 0, npos = 0;
     const char *pos[2] = {NULL, NULL};

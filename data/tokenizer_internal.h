@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "data/data.h"
 #include "data/pretokenize.h"
@@ -33,12 +34,34 @@ typedef struct tok_strmap {
     size_t arena_len, arena_cap;
 } tok_strmap;
 
-uint64_t tok_hash_bytes(const void *p, size_t n);
+// Hash of n bytes (8 at a time, then a 64-bit finalizer); in-memory tables only.
+static inline uint64_t tok_hash_bytes(const void *p, size_t n) {
+    const unsigned char *u = (const unsigned char *)p;
+    uint64_t h = (uint64_t)n * 0x9E3779B97F4A7C15ull;
+    for (; n >= 8; n -= 8, u += 8) {
+        uint64_t w;
+        memcpy(&w, u, 8);
+        h = (h ^ w) * 0xBF58476D1CE4E5B9ull;
+        h ^= h >> 29;
+    }
+    if (n) {
+        uint64_t w = 0;
+        memcpy(&w, u, n);
+        h = (h ^ w) * 0x94D049BB133111EBull;
+        h ^= h >> 31;
+    }
+    h ^= h >> 32;
+    h *= 0xD6E8FEB86659FD93ull;
+    h ^= h >> 32;
+    return h;
+}
 // Insert or replace key -> val. Returns 0 (new key), 1 (replaced; old value in *old if
 // old is not NULL) or -1 (out of memory, or more than 4 GiB of keys).
 int tok_strmap_put(tok_strmap *m, const char *key, size_t n, uint32_t val, uint32_t *old);
 // Value of key, or -1.
 int64_t tok_strmap_get(const tok_strmap *m, const char *key, size_t n);
+// The same with the key's tok_hash_bytes already computed.
+int64_t tok_strmap_get_hashed(const tok_strmap *m, const char *key, size_t n, uint64_t h);
 void tok_strmap_free(tok_strmap *m);
 
 // ---- merges: (left id, right id) -> (rank, merged id) --------------------------------

@@ -21,7 +21,7 @@ static void usage(FILE *f) {
             "commands:\n"
             "  train [CONFIG] [section.key=value ...]   train a model (see `anvil help train`)\n"
             "  prepare text --out DIR FILES...         turn text into token shards\n"
-            "  tokenizer encode|decode|train ...         byte-level BPE tokenizer (HF tokenizer.json)\n"
+            "  tokenizer encode|decode|train ...       byte-level BPE tokenizer (HF tokenizer.json)\n"
             "  config [CONFIG] [section.key=value ...] print the effective config (YAML)\n"
             "  help [train|prepare|config|presets]     explain a command, the config keys or "
             "the model presets\n"
