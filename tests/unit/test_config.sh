@@ -10,57 +10,19 @@
 # per check; exits 1 if any check failed.
 set -u
 
-if [ $# -ne 1 ]; then
-    echo "usage: $0 /path/to/anvil" >&2
-    exit 1
-fi
-anvil=$1
-case $anvil in /*) ;; *) anvil=$PWD/$anvil ;; esac
-if [ ! -x "$anvil" ]; then
-    echo "FAIL - $anvil is not an executable"
-    exit 1
-fi
-
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-cd "$tmp" || exit 1
-
-failures=0
-pass() { echo "ok   - $1"; }
-fail() { echo "FAIL - $1"; failures=$((failures + 1)); }
+. "$(dirname "$0")/testlib.sh"
+testlib_init "$@"
 
 # expect_error DESCRIPTION TAG "NEEDLE1|NEEDLE2|..." ARGS...
-# Runs `anvil ARGS...`; passes when it exits with 2, stderr holds every NEEDLE (fixed
-# strings), and exactly one stderr line mentions TAG (the file or override), so no
-# second report (such as a libfyaml diagnostic) came out.
+# Runs `anvil ARGS...`; passes when it exits with 2 and stderr is one line that names
+# TAG (the file or override) and holds every NEEDLE (fixed strings), so no second
+# report (such as a libfyaml diagnostic) came out.
 expect_error() {
     local desc=$1 tag=$2 needles=$3
     shift 3
     local rc=0
     timeout 60 "$anvil" "$@" </dev/null >out.txt 2>err.txt || rc=$?
-    local why=""
-    if [ "$rc" -ne 2 ]; then
-        why="exit code $rc, expected 2"
-    else
-        local needle list
-        IFS='|' read -r -a list <<< "$needles"
-        for needle in "${list[@]}"; do
-            if ! grep -qF -- "$needle" err.txt; then
-                why="stderr lacks \"$needle\""
-                break
-            fi
-        done
-        local n
-        n=$(grep -cF -- "$tag" err.txt)
-        if [ -z "$why" ] && [ "$n" -ne 1 ]; then
-            why="$n stderr lines mention $tag, expected 1"
-        fi
-    fi
-    if [ -z "$why" ]; then
-        pass "$desc: $(grep -F -- "$tag" err.txt)"
-    else
-        fail "$desc ($why); stderr: $(head -c 400 err.txt | tr '\n' '|')"
-    fi
+    check_error "$rc" "$desc" "$tag" "$needles"
 }
 
 # --- errors in the file ----------------------------------------------------------
@@ -193,9 +155,4 @@ else
     pass "effective config round-trips, preset llama-1b applied under explicit keys"
 fi
 
-if [ "$failures" -ne 0 ]; then
-    echo "$failures check(s) failed"
-    exit 1
-fi
-echo "all checks passed"
-exit 0
+testlib_finish

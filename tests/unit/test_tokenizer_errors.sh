@@ -10,24 +10,8 @@
 # Prints one line per check; exits 1 if any check failed.
 set -u
 
-if [ $# -ne 1 ]; then
-    echo "usage: $0 /path/to/anvil" >&2
-    exit 1
-fi
-anvil=$1
-case $anvil in /*) ;; *) anvil=$PWD/$anvil ;; esac
-if [ ! -x "$anvil" ]; then
-    echo "FAIL - $anvil is not an executable"
-    exit 1
-fi
-
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-cd "$tmp" || exit 1
-
-failures=0
-pass() { echo "ok   - $1"; }
-fail() { echo "FAIL - $1"; failures=$((failures + 1)); }
+. "$(dirname "$0")/testlib.sh"
+testlib_init "$@"
 
 # expect_error DESCRIPTION TAG "NEEDLE1|NEEDLE2|..." ARGS...
 # Runs `anvil tokenizer ARGS...` with input.txt on stdin; passes when it exits with 2,
@@ -37,30 +21,7 @@ expect_error() {
     shift 3
     local rc=0
     timeout 60 "$anvil" tokenizer "$@" <input.txt >out.txt 2>err.txt || rc=$?
-    local why=""
-    if [ "$rc" -ne 2 ]; then
-        why="exit code $rc, expected 2"
-    else
-        local needle list
-        IFS='|' read -r -a list <<< "$needles"
-        for needle in "${list[@]}"; do
-            if ! grep -qF -- "$needle" err.txt; then
-                why="stderr lacks \"$needle\""
-                break
-            fi
-        done
-        if [ -z "$why" ] && [ "$(wc -l < err.txt)" -ne 1 ]; then
-            why="$(wc -l < err.txt) stderr lines, expected 1"
-        fi
-        if [ -z "$why" ] && ! grep -qF -- "$tag" err.txt; then
-            why="stderr does not name $tag"
-        fi
-    fi
-    if [ -z "$why" ]; then
-        pass "$desc: $(cat err.txt)"
-    else
-        fail "$desc ($why); stderr: $(head -c 400 err.txt | tr '\n' '|')"
-    fi
+    check_error "$rc" "$desc" "$tag" "$needles"
 }
 
 # expect_usage DESCRIPTION "NEEDLE1|..." ARGS...: a command-line error exits with 2, says
@@ -256,8 +217,4 @@ else
     fail "damaged files:$bad"
 fi
 
-if [ "$failures" -ne 0 ]; then
-    echo "$failures check(s) failed"
-    exit 1
-fi
-echo "all checks passed"
+testlib_finish
