@@ -34,5 +34,10 @@ fi
 if [ ! -f build/build.ninja ]; then
     meson setup build --buildtype=release >/dev/null
 fi
-ninja -C build >/dev/null
+# quiet when it works; the compiler's messages when it does not
+if ! ninja -C build > build/ninja.log 2>&1; then
+    grep -v '^\[' build/ninja.log | tail -40 >&2
+    echo "setup: build failed (full log: build/ninja.log)" >&2
+    exit 1
+fi
 echo "setup: built build/anvil"

@@ -152,6 +152,8 @@ const config_key config_keys[] = {
     // run.*
     KSTR("run.dir", run.dir, "runs/default",
          "where the effective config, metrics.jsonl and checkpoints/ go"),
+    KSTR("run.final_weights", run.final_weights, "",
+         "write the final parameters to this named-tensor file (\"\": none; tests, debugging)"),
 
     // parallel.*
     KINT("parallel.dp", parallel.dp, "auto", 0, SHAPE_MAX, KEY_AUTO_ZERO,

@@ -87,6 +87,7 @@ typedef struct data_config {
 // run.*
 typedef struct run_config {
     char dir[CONFIG_STR];    // run.dir
+    char final_weights[CONFIG_STR]; // run.final_weights: tensorfile of the final params
 } run_config;
 
 // parallel.* (used from the distributed issue on; dp 0 means auto)

@@ -251,7 +251,8 @@ static void carve_acts(model *m, carver *c) {
     m->d_act = carve(c, N * F);
 }
 
-int model_init(model *m, const model_config *mc, const anv_backend *be, int B, int T) {
+int model_init(model *m, const model_config *mc, const anv_backend *be, int B, int T,
+               int n_shards) {
     memset(m, 0, sizeof *m);
     m->cfg = *mc;
     m->be = be;
@@ -281,8 +282,10 @@ int model_init(model *m, const model_config *mc, const anv_backend *be, int B, i
     if (!m->tensors || !m->p.layers || !m->g.layers || !m->acts || !m->losses_host) goto oom;
     build_table(m);
 
-    m->params = be->alloc(m->n_params * sizeof(float));
-    m->grads = be->alloc(m->n_params * sizeof(float));
+    size_t shards = n_shards > 1 ? (size_t)n_shards : 1;
+    m->n_alloc = (m->n_params + shards - 1) / shards * shards;
+    m->params = be->alloc(m->n_alloc * sizeof(float));
+    m->grads = be->alloc(m->n_alloc * sizeof(float));
     if (!m->params || !m->grads) goto oom;
     bind_views(m, &m->p, m->params);
     bind_views(m, &m->g, m->grads);
@@ -492,7 +495,7 @@ void model_backward(model *m, float dloss) {
     be->encoder_backward(m->g.wte, gpt2 ? m->g.wpe : NULL, m->d_res, m->inputs, B, T, C);
 }
 
-void model_zero_grad(model *m) { m->be->zero(m->grads, m->n_params * sizeof(float)); }
+void model_zero_grad(model *m) { m->be->zero(m->grads, m->n_alloc * sizeof(float)); }
 
 // ----------------------------------------------------------------------------
 // counts

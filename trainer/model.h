@@ -91,8 +91,9 @@ typedef struct model {
     // parameters: one allocation each for values and gradients, same layout
     param_tensor *tensors;      // (n_tensors) host table
     int n_tensors;
-    size_t n_params;
-    float *params, *grads;
+    size_t n_params;            // floats in the layout (tensors plus alignment gaps)
+    size_t n_alloc;             // n_params rounded up to a multiple of n_shards
+    float *params, *grads;      // (n_alloc) each; gaps and tail stay zero
     model_views p, g;           // views into params and grads
 
     // activations
@@ -129,8 +130,11 @@ const char *const *model_preset_names(void);
 int model_preset_apply(model_config *mc, const char *name);
 
 // Allocate parameters, gradients and activations for at most (B, T). `mc` must be
-// resolved. Returns 0, or 2 (T > max_seq_len, ...) / 1 (out of memory) after printing.
-int model_init(model *m, const model_config *mc, const anv_backend *be, int B, int T);
+// resolved. params and grads get n_alloc floats, a multiple of n_shards (>= 1), so
+// ZeRO-1 can split them into equal shards. Returns 0, or 2 (T > max_seq_len, ...) /
+// 1 (out of memory) after printing.
+int model_init(model *m, const model_config *mc, const anv_backend *be, int B, int T,
+               int n_shards);
 void model_free(model *m);
 
 // Draw the initial weights from `seed` (GPT-2 init: std init_std, residual output

@@ -1,5 +1,10 @@
 // trainer/optimizer.h: AdamW over the model's parameter buffer, global-norm clipping,
 // and the learning-rate schedule.
+//
+// The optimizer owns the state of one contiguous range [lo, hi) of the flat parameter
+// buffer: the whole buffer on one rank, or this rank's shard under ZeRO-1 (the
+// trainer reduce-scatters the gradients into that range and all-gathers the
+// parameters after the update).
 #ifndef ANVIL_TRAINER_OPTIMIZER_H
 #define ANVIL_TRAINER_OPTIMIZER_H
 
@@ -13,21 +18,26 @@ extern "C" {
 typedef struct optimizer {
     optim_config cfg;
     const anv_backend *be;
-    float *m, *v;           // (n_params) first and second moments, backend memory
+    size_t lo, hi;          // the range of the flat parameter buffer this state covers
+    float *m, *v;           // (hi - lo) first and second moments, backend memory
     long t;                 // number of updates done (bias correction uses t+1)
 } optimizer;
 
-// Allocate the moments. Returns 0, or 1 (out of memory) after printing.
-int optimizer_init(optimizer *o, const optim_config *cfg, const model *m);
+// Allocate the moments for [lo, hi) of m's flat buffer (0, m->n_alloc for all of it).
+// Returns 0, or 1 (out of memory) after printing.
+int optimizer_init(optimizer *o, const optim_config *cfg, const model *m, size_t lo,
+                   size_t hi);
 void optimizer_free(optimizer *o);
 
-// Global L2 norm of all gradients (sqrt of the sum of squares over every tensor).
-float optimizer_grad_norm(const optimizer *o, const model *m);
+// Sum of squares of the gradient over [lo, hi); grads holds element lo at index 0.
+// (The global norm is the square root of the sum of this over every shard.)
+double optimizer_grad_sumsq(const optimizer *o, const model *m, const float *grads);
 
-// One AdamW update with learning rate lr. Gradients are scaled by
-// min(1, grad_clip / grad_norm) when grad_clip > 0. Weight decay applies to matrices,
-// and to embeddings only with decay_embeddings. Increments t.
-void optimizer_step(optimizer *o, model *m, float lr, float grad_norm);
+// One AdamW update of the parameters in [lo, hi) from grads (element lo at index 0)
+// with learning rate lr. Gradients are scaled by min(1, grad_clip / grad_norm) when
+// grad_clip > 0. Weight decay applies to matrices, and to embeddings only with
+// decay_embeddings. Increments t.
+void optimizer_step(optimizer *o, model *m, const float *grads, float lr, float grad_norm);
 
 // Learning rate at 0-based step s of tc->steps (warmup: lr*(s+1)/warmup_steps;
 // then cosine / linear / constant from lr to min_lr over the remaining steps; wsd:

@@ -24,6 +24,7 @@
 //   final.NAME        every parameter tensor after the 10 steps
 // Exit: 0 written; 1 internal error (allocation, write); 2 bad config.
 #include <stdint.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,7 +98,7 @@ int main(int argc, char **argv) {
 
     const int B = cfg.train.micro_batch, T = cfg.train.seq_len;
     model m;
-    int rc = model_init(&m, &cfg.model, anv_backend_cpu(), B, T);
+    int rc = model_init(&m, &cfg.model, anv_backend_cpu(), B, T, 1);
     if (rc != 0) return rc;
     optimizer o;
     int have_opt = 0;
@@ -143,7 +144,7 @@ int main(int argc, char **argv) {
         put_tensors(f, &m, m.grads, "grad.", host)) { failed = "write grads"; goto done; }
 
     // ---- DUMP_TRAIN_STEPS AdamW steps ---------------------------------------------------
-    if (optimizer_init(&o, &cfg.optim, &m) != 0) { failed = "optimizer_init"; goto done; }
+    if (optimizer_init(&o, &cfg.optim, &m, 0, m.n_alloc) != 0) { failed = "optimizer_init"; goto done; }
     have_opt = 1;
     float losses[DUMP_TRAIN_STEPS], norms[DUMP_TRAIN_STEPS], lrs[DUMP_TRAIN_STEPS];
     for (int s = 0; s < DUMP_TRAIN_STEPS; s++) {
@@ -158,9 +159,9 @@ int main(int argc, char **argv) {
         model_zero_grad(&m);
         losses[s] = (float)(model_forward(&m, inputs, targets, B, T) / (double)BT);
         model_backward(&m, 1.0f / (float)BT);
-        norms[s] = optimizer_grad_norm(&o, &m);
+        norms[s] = (float)sqrt(optimizer_grad_sumsq(&o, &m, m.grads));
         lrs[s] = lr_at(&cfg.train, s);
-        optimizer_step(&o, &m, lrs[s], norms[s]);
+        optimizer_step(&o, &m, m.grads, lrs[s], norms[s]);
     }
     if (put(f, "train_losses", TENSORFILE_DTYPE_F32, 1, DUMP_TRAIN_STEPS, 0, 0, losses) ||
         put(f, "grad_norms", TENSORFILE_DTYPE_F32, 1, DUMP_TRAIN_STEPS, 0, 0, norms) ||

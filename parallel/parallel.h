@@ -1,0 +1,87 @@
+// parallel/parallel.h: the process grid and the communicator interface.
+//
+// world = pp x dp x tp, tp innermost (adjacent ranks, so a tp group sits in one node),
+// then dp, then pp (DESIGN.md): rank = (pp_rank * dp + dp_rank) * tp + tp_rank. Each
+// group (tp, dp, pp, world) is a comm_group: a communicator of some backend. The
+// backend is a struct of function pointers (as kernels/ops.h is for compute): MPI over
+// host buffers now, NCCL over device buffers with the CUDA issue, behind the same
+// calls. Model and trainer code never call MPI directly.
+//
+// Every collective counts the bytes this rank sends, by the algorithm's standard cost
+// (ring all-reduce 2(n-1)/n x bytes, reduce-scatter and all-gather (n-1)/n x the full
+// buffer, broadcast the buffer on the root, send its bytes), so the trainer can report
+// communication volume per step whatever the MPI library does inside.
+#ifndef ANVIL_PARALLEL_PARALLEL_H
+#define ANVIL_PARALLEL_PARALLEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "trainer/config.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum comm_dtype { COMM_DTYPE_F32 = 0, COMM_DTYPE_F64 = 1, COMM_DTYPE_I32 = 2 } comm_dtype;
+typedef enum comm_op { COMM_OP_SUM = 0, COMM_OP_AVG = 1, COMM_OP_MAX = 2 } comm_op;
+
+typedef struct comm_group comm_group;
+
+// A communicator backend. Every call is collective over the group unless it says
+// otherwise; counts are in elements; buffers are host memory for MPI, device memory for
+// NCCL. Each returns 0, or -1 after printing the library's error text (an internal
+// error: the caller aborts the job).
+typedef struct comm_backend {
+    const char *name;   // "mpi" or "nccl"
+    // buf (count) reduced in place over the group.
+    int (*all_reduce)(comm_group *g, void *buf, size_t count, comm_dtype dt, comm_op op);
+    // send (size * count): block r of count elements is reduced over the group into
+    // rank r's recv (count). send and recv must not overlap.
+    int (*reduce_scatter)(comm_group *g, const void *send, void *recv, size_t count,
+                          comm_dtype dt, comm_op op);
+    // send (count) from every rank lands in recv (size * count), rank r's at block r.
+    // send may be recv + rank * count (in place).
+    int (*all_gather)(comm_group *g, const void *send, void *recv, size_t count,
+                      comm_dtype dt);
+    // buf (count) copied from group rank root to all.
+    int (*broadcast)(comm_group *g, void *buf, size_t count, comm_dtype dt, int root);
+    // point to point, blocking, to / from group rank peer (not collective).
+    int (*send)(comm_group *g, const void *buf, size_t count, comm_dtype dt, int peer);
+    int (*recv)(comm_group *g, void *buf, size_t count, comm_dtype dt, int peer);
+    int (*barrier)(comm_group *g);
+} comm_backend;
+
+struct comm_group {
+    const comm_backend *be;
+    int rank, size;            // this rank's index in the group, the group's size
+    uint64_t bytes_sent;       // by this rank, by the standard algorithm cost (above)
+    void *impl;                // backend's handle (MPI_Comm * for MPI)
+};
+
+// The MPI backend (host buffers).
+const comm_backend *comm_backend_mpi(void);
+
+// The grid of one job.
+typedef struct parallel_grid {
+    int world, rank;           // MPI_COMM_WORLD size and rank
+    int dp, tp, pp;            // group sizes
+    int dp_rank, tp_rank, pp_rank;
+    comm_group *world_g, *dp_g, *tp_g, *pp_g;   // owned
+} parallel_grid;
+
+// Build the grid for `pc` over MPI_COMM_WORLD (MPI initialized): dp 0 means
+// world / (tp * pp). Refuses, after printing one line (from world rank 0 only) listing
+// every factor: a layout whose product is not the world size; n_head or n_kv_head not
+// divisible by tp; a global batch of `samples` sequences that does not split into
+// whole micro-batches of `micro_batch` on each of the dp ranks; fewer micro-batches per
+// rank (samples / (dp * micro_batch)) than pipeline stages. Every rank checks the same
+// numbers, so every rank refuses alike. Returns 0, 2 (bad layout) or 1 (MPI error).
+int parallel_grid_init(parallel_grid *g, const parallel_config *pc, int n_head,
+                       int n_kv_head, long samples, int micro_batch);
+void parallel_grid_free(parallel_grid *g);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
