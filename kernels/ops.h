@@ -10,14 +10,16 @@
 //   C  model channels (d_model)          N   rows = B*T
 //   NH query heads                       KVH key/value heads (NH % KVH == 0)
 //   HS head size                         F   feed-forward (MLP hidden) channels
-//   V  real vocabulary size              Vp  padded vocabulary (row count of wte/logits)
+//   V  real vocabulary size              Vp  padded vocabulary (rows of wte / logits)
+//   Vs rows of a vocabulary shard         Vv  real (unpadded) rows of a shard
+//   P  ranks a tensor is sharded over (tensor parallel)
 //   OC output channels of a matmul
 //
 // Conventions every op follows:
 // - Backward ops ACCUMULATE (+=) into every gradient buffer they write, inputs and
 //   parameters alike; the caller zeroes gradient buffers when it needs to. Exceptions
 //   are named in the member's comment (rope_backward works in place,
-//   crossentropy_backward overwrites).
+//   crossentropy_stats / _combine / _backward overwrite).
 // - A NULL gradient pointer means "not needed" (a frozen weight, the first layer's
 //   input) wherever the comment says "or NULL".
 // - Tensors are fp32 on the cpu backend. Token ids and targets are int32; a target < 0
@@ -61,13 +63,16 @@ typedef struct anv_backend {
     void (*synchronize)(void);                           // wait for queued work
 
     // ---- embedding: token + optional learned position ---------------------
-    // out (B,T,C) = wte[tokens[b,t]] + (wpe ? wpe[t] : 0). wte (Vp,C), wpe (maxT,C).
+    // The table may be one tensor-parallel shard of the vocabulary: wte holds rows
+    // [v0, v0 + Vs) of the full table (v0 = 0, Vs = Vp when unsharded).
+    // out (B,T,C) = (v0 <= tok < v0+Vs ? wte[tok - v0] : 0) + (wpe ? wpe[t] : 0), with
+    // tok = tokens[b,t]; wte (Vs,C), wpe (maxT,C) or NULL.
     void (*encoder_forward)(float *out, const int32_t *tokens, const float *wte,
-                            const float *wpe, int B, int T, int C);
-    // dwte (Vp,C) += scatter of dout (B,T,C); dwpe (maxT,C) or NULL.
+                            const float *wpe, int B, int T, int C, int v0, int Vs);
+    // dwte (Vs,C) += scatter of dout (B,T,C) for tokens in [v0, v0+Vs); dwpe (maxT,C)
+    // += dout summed over the batch, or NULL.
     void (*encoder_backward)(float *dwte, float *dwpe, const float *dout,
-                             const int32_t *tokens, int B, int T, int C);
-
+                             const int32_t *tokens, int B, int T, int C, int v0, int Vs);
     // ---- LayerNorm (with bias) ------------------------------------------------
     // out (N,C); mean, rstd (N) saved for backward; weight, bias (C).
     void (*layernorm_forward)(float *out, float *mean, float *rstd, const float *inp,
@@ -133,18 +138,31 @@ typedef struct anv_backend {
     void (*residual_forward)(float *out, const float *a, const float *b, size_t n);
     void (*residual_backward)(float *da, float *db, const float *dout, size_t n);
 
-    // ---- softmax cross-entropy over the vocabulary -----------------------------
-    // logits (N,Vp), only columns < V are real; losses (N) overwritten with
-    // -log softmax(logits)[target] (0 where target < 0).
-    void (*crossentropy_forward)(float *losses, const float *logits,
-                                 const int32_t *targets, int N, int V, int Vp);
-    // dlogits (N,Vp) OVERWRITTEN with dloss * (softmax - onehot(target)) for rows
-    // with target >= 0, zero elsewhere and in the padded columns. dlogits may alias
-    // logits (the usual case: the logits buffer is reused for its gradient).
-    void (*crossentropy_backward)(float *dlogits, const float *logits,
-                                  const int32_t *targets, int N, int V, int Vp,
+    // ---- softmax cross-entropy over a (possibly sharded) vocabulary -------------
+    // In three steps so that a vocabulary split over P tensor-parallel ranks never
+    // needs the full logits on one rank: each rank reduces its columns to three numbers
+    // per row, the P triples of a row are gathered and combined into the log-sum-exp,
+    // and each rank forms the gradient of its own columns. Unsharded, P = 1, v0 = 0.
+    // logits (N,Vs) hold the vocabulary columns [v0, v0+Vs) of which the first Vv are
+    // real (0 <= Vv <= Vs; the rest is padding that gets no probability mass).
+    //
+    // stats (N,3) OVERWRITTEN per row: {m, s, z} with m = the max over the real
+    // columns, s = sum over them of exp(logit - m), z = the target's logit when the
+    // target falls in [v0, v0+Vv), else 0. A shard with no real column (Vv = 0) gives
+    // {-inf, 0, 0}.
+    void (*crossentropy_stats)(float *stats, const float *logits, const int32_t *targets,
+                               int N, int v0, int Vv, int Vs);
+    // stats (P,N,3): the P shards' stats in rank order. lse (N) and losses (N)
+    // OVERWRITTEN: lse = M + log(sum_p s_p exp(m_p - M)) with M = max_p m_p;
+    // losses = lse - sum_p z_p for rows with target >= 0, 0 elsewhere.
+    void (*crossentropy_combine)(float *losses, float *lse, const float *stats,
+                                 const int32_t *targets, int N, int P);
+    // dlogits (N,Vs) OVERWRITTEN with dloss * (exp(logit - lse) - onehot(target)) over
+    // the real columns of rows with target >= 0; zero on ignored rows and on padding.
+    // dlogits may alias logits (the usual case: the logits buffer is reused).
+    void (*crossentropy_backward)(float *dlogits, const float *logits, const float *lse,
+                                  const int32_t *targets, int N, int v0, int Vv, int Vs,
                                   float dloss);
-
     // ---- optimizer ---------------------------------------------------------------------
     // sum of squares of x (n), accumulated in double; used for the global grad norm.
     double (*sum_squares)(const float *x, size_t n);

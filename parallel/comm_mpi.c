@@ -4,16 +4,21 @@
 // (impl is an MPI_Comm *): all_reduce -> MPI_Allreduce in place, reduce_scatter ->
 // MPI_Reduce_scatter_block, all_gather -> MPI_Allgather (MPI_IN_PLACE when the send
 // block already sits at this rank's place in recv), broadcast -> MPI_Bcast, send / recv
-// -> blocking MPI_Send / MPI_Recv under one fixed tag. MPI has no average, so AVG is a
-// SUM followed by a division by the group size on every rank; an integer average would
-// round, so it is refused rather than silently truncated.
+// -> blocking MPI_Send / MPI_Recv and sendrecv -> MPI_Sendrecv, all under one fixed
+// tag (a sendrecv with dst or src -1 is a plain send or recv). MPI has no average, so
+// AVG is a SUM followed by a division by the group size on every rank; an integer
+// average would round, so it is refused rather than silently truncated.
 //
 // MPI counts are int. A buffer of more than COMM_MPI_CHUNK elements is moved in
 // pieces of at most COMM_MPI_CHUNK elements: all-reduce, broadcast and send / recv
 // simply walk the buffer; reduce-scatter and all-gather, whose buffers are n blocks
 // of `count`, become one MPI_Reduce (resp. MPI_Bcast) per group rank per piece, so no
 // single MPI call ever sees a count (or an n x count total) above the chunk. Every
-// rank takes the same path because every rank passes the same count.
+// rank takes the same path because every rank passes the same count. sendrecv walks
+// both buffers at once, step i moving send piece i and recv piece i in one
+// MPI_Sendrecv, and a direction that has run out of pieces stands in as MPI_PROC_NULL
+// (never as an empty message): each direction is then exactly the pieces of a plain
+// send / recv of its count, so both ends agree whatever their other direction's count.
 //
 // Every MPI return code is checked. The grid sets MPI_ERRORS_RETURN on its
 // communicators, so a failure comes back here as a code: it is printed once as
@@ -22,9 +27,9 @@
 //
 // bytes_sent grows by the standard algorithm's cost, not by what MPI does inside
 // (parallel.h): ring all-reduce 2(n-1)/n x bytes, reduce-scatter and all-gather
-// (n-1)/n x the full n x count buffer, broadcast the buffer on the root only, send its
-// bytes. A group of one rank moves nothing and counts nothing: its collectives are
-// no-ops apart from the copies the result needs.
+// (n-1)/n x the full n x count buffer, broadcast the buffer on the root only, send and
+// sendrecv (to a dst) the bytes they send. A group of one rank moves nothing and counts
+// nothing: its collectives are no-ops apart from the copies the result needs.
 #include "parallel/parallel.h"
 #include "parallel/comm_mpi.h"
 
@@ -227,26 +232,62 @@ static int mpi_broadcast(comm_group *g, void *buf, size_t count, comm_dtype dt, 
 // ---- point to point -------------------------------------------------------------------
 
 // A blocking send to oneself would wait for a receive that the same thread can never
-// post, so peer must be another rank (in a group of one there is none).
-static int peer_check(const comm_group *g, int peer, const char *op) {
-    if (rank_check(g, peer, op, "peer")) return -1;
+// post, so a peer (`what`: "peer", "dst", "src") must be another rank (in a group of one
+// there is none). Returns 0, or -1 after printing.
+static int peer_check(const comm_group *g, int peer, const char *op, const char *what) {
+    if (rank_check(g, peer, op, what)) return -1;
     if (peer != g->rank) return 0;
-    fprintf(stderr, "anvil: mpi: %s: peer %d is this rank (a blocking send or recv with oneself "
-            "never completes)\n", op, peer);
+    fprintf(stderr, "anvil: mpi: %s: %s %d is this rank (a blocking send or recv with oneself "
+            "never completes)\n", op, what, peer);
     return -1;
+}
+
+// A receive of c elements from peer completed with status st: a longer message has
+// already failed in MPI (MPI_ERR_TRUNCATE), a shorter one arrives quietly, so compare.
+// Returns 0, or -1 after printing.
+static int got_check(const MPI_Status *st, MPI_Datatype type, int c, int peer, const char *op) {
+    int got = 0;
+    if (comm_mpi_check(MPI_Get_count(st, type, &got), op)) return -1;
+    if (got == c) return 0;
+    fprintf(stderr, "anvil: mpi: %s: peer %d sent %d elements where %d were expected\n", op,
+            peer, got, c);
+    return -1;
+}
+
+// buf (count) to peer, piece by piece; counts nothing. Returns 0, or -1 after printing.
+static int send_pieces(comm_group *g, const void *buf, size_t count, MPI_Datatype type,
+                       size_t es, int peer, const char *op) {
+    const char *p = buf;
+    for (size_t done = 0; done < count;) {
+        int c = chunk_of(count - done);
+        if (comm_mpi_check(MPI_Send(p + done * es, c, type, peer, COMM_MPI_TAG, comm_of(g)), op))
+            return -1;
+        done += (size_t)c;
+    }
+    return 0;
+}
+
+// buf (count) from peer, piece by piece. Returns 0, or -1 after printing.
+static int recv_pieces(comm_group *g, void *buf, size_t count, MPI_Datatype type, size_t es,
+                       int peer, const char *op) {
+    char *p = buf;
+    for (size_t done = 0; done < count;) {
+        int c = chunk_of(count - done);
+        MPI_Status st;
+        if (comm_mpi_check(MPI_Recv(p + done * es, c, type, peer, COMM_MPI_TAG, comm_of(g), &st),
+                           op) ||
+            got_check(&st, type, c, peer, op))
+            return -1;
+        done += (size_t)c;
+    }
+    return 0;
 }
 
 static int mpi_send(comm_group *g, const void *buf, size_t count, comm_dtype dt, int peer) {
     MPI_Datatype type;
     size_t es;
-    if (dtype_info(dt, "send", &type, &es) || peer_check(g, peer, "send")) return -1;
-    const char *p = buf;
-    for (size_t done = 0; done < count;) {
-        int c = chunk_of(count - done);
-        if (comm_mpi_check(MPI_Send(p + done * es, c, type, peer, COMM_MPI_TAG, comm_of(g)), "send"))
-            return -1;
-        done += (size_t)c;
-    }
+    if (dtype_info(dt, "send", &type, &es) || peer_check(g, peer, "send", "peer")) return -1;
+    if (send_pieces(g, buf, count, type, es, peer, "send")) return -1;
     g->bytes_sent += (uint64_t)(count * es);
     return 0;
 }
@@ -254,24 +295,48 @@ static int mpi_send(comm_group *g, const void *buf, size_t count, comm_dtype dt,
 static int mpi_recv(comm_group *g, void *buf, size_t count, comm_dtype dt, int peer) {
     MPI_Datatype type;
     size_t es;
-    if (dtype_info(dt, "recv", &type, &es) || peer_check(g, peer, "recv")) return -1;
-    char *p = buf;
-    for (size_t done = 0; done < count;) {
-        int c = chunk_of(count - done);
-        MPI_Status st;
-        if (comm_mpi_check(MPI_Recv(p + done * es, c, type, peer, COMM_MPI_TAG, comm_of(g), &st),
-                      "recv"))
-            return -1;
-        // A longer message fails above (MPI_ERR_TRUNCATE); a shorter one arrives quietly.
-        int got = 0;
-        if (comm_mpi_check(MPI_Get_count(&st, type, &got), "recv")) return -1;
-        if (got != c) {
-            fprintf(stderr, "anvil: mpi: recv: peer %d sent %d elements where %d were "
-                    "expected\n", peer, got, c);
-            return -1;
+    if (dtype_info(dt, "recv", &type, &es) || peer_check(g, peer, "recv", "peer")) return -1;
+    return recv_pieces(g, buf, count, type, es, peer, "recv");
+}
+
+// Step i sends piece i of send and receives piece i of recv (file comment): a direction
+// with fewer pieces stands in as MPI_PROC_NULL once it has run out, so dst receives
+// exactly the pieces that its recv half (or a plain recv) of scount expects. Every step
+// completes once the pair's step i is posted on dst and src, so a ring of sendrecvs
+// cannot deadlock; with more than one piece, though, a peer that is both dst and src
+// must itself call sendrecv, not a blocking send and recv in a row. Refusals (dtype,
+// dst, src) come before any traffic.
+static int mpi_sendrecv(comm_group *g, const void *send, size_t scount, int dst, void *recv,
+                        size_t rcount, int src, comm_dtype dt) {
+    MPI_Datatype type;
+    size_t es;
+    if (dtype_info(dt, "sendrecv", &type, &es) ||
+        (dst != -1 && peer_check(g, dst, "sendrecv", "dst")) ||
+        (src != -1 && peer_check(g, src, "sendrecv", "src")))
+        return -1;
+    if (src == -1) {
+        if (dst == -1) return 0;
+        if (send_pieces(g, send, scount, type, es, dst, "sendrecv")) return -1;
+    } else if (dst == -1) {
+        return recv_pieces(g, recv, rcount, type, es, src, "sendrecv");
+    } else {
+        const char *s = send;
+        char *r = recv;
+        for (size_t done = 0; done < scount || done < rcount; done += COMM_MPI_CHUNK) {
+            int sc = done < scount ? chunk_of(scount - done) : 0;
+            int rc = done < rcount ? chunk_of(rcount - done) : 0;
+            MPI_Status st;
+            if (comm_mpi_check(MPI_Sendrecv(sc ? s + done * es : NULL, sc, type,
+                                            sc ? dst : MPI_PROC_NULL, COMM_MPI_TAG,
+                                            rc ? r + done * es : NULL, rc, type,
+                                            rc ? src : MPI_PROC_NULL, COMM_MPI_TAG, comm_of(g),
+                                            &st),
+                               "sendrecv"))
+                return -1;
+            if (rc && got_check(&st, type, rc, src, "sendrecv")) return -1;
         }
-        done += (size_t)c;
     }
+    g->bytes_sent += (uint64_t)(scount * es);
     return 0;
 }
 
@@ -290,6 +355,7 @@ static const comm_backend mpi_backend = {
     .broadcast = mpi_broadcast,
     .send = mpi_send,
     .recv = mpi_recv,
+    .sendrecv = mpi_sendrecv,
     .barrier = mpi_barrier,
 };
 

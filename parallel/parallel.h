@@ -49,6 +49,12 @@ typedef struct comm_backend {
     // point to point, blocking, to / from group rank peer (not collective).
     int (*send)(comm_group *g, const void *buf, size_t count, comm_dtype dt, int peer);
     int (*recv)(comm_group *g, void *buf, size_t count, comm_dtype dt, int peer);
+    // send (scount) to group rank dst and, at the same time, recv (rcount) from group
+    // rank src (not collective): the pipeline's exchange of an activation for a
+    // gradient, which two blocking calls in a row would deadlock on. dst or src may be
+    // -1 for "none" (then only the other half happens); send and recv must not overlap.
+    int (*sendrecv)(comm_group *g, const void *send, size_t scount, int dst, void *recv,
+                    size_t rcount, int src, comm_dtype dt);
     int (*barrier)(comm_group *g);
 } comm_backend;
 
@@ -80,6 +86,58 @@ typedef struct parallel_grid {
 int parallel_grid_init(parallel_grid *g, const parallel_config *pc, int n_head,
                        int n_kv_head, long samples, int micro_batch);
 void parallel_grid_free(parallel_grid *g);
+
+// ---- tensor parallel (tensor.c) ----------------------------------------------------
+
+// The tensor-parallel model's collectives over group ctx (a comm_group *), shaped for
+// trainer/model.h's model_tp_comm hooks: buf (n) summed in place; send (n) of every
+// rank gathered into recv (size, n) in rank order. A communication failure is an
+// internal error: it is reported and the job aborted (MPI_Abort), since a rank
+// returning alone would leave the others waiting.
+void tp_all_reduce_sum(void *ctx, float *buf, size_t n);
+void tp_all_gather(void *ctx, const float *send, float *recv, size_t n);
+
+// ---- pipeline schedule (pipeline.c) ------------------------------------------------
+
+// One stage as the schedule sees it: callbacks that run the model on a micro-batch
+// and name the buffers the schedule sends and receives (host memory for MPI, device
+// memory for NCCL). Micro-batch i runs in activation slot i % n_slots.
+typedef struct pipeline_stage {
+    void *ctx;
+    int n_slots;                              // pipeline_slots(...) or more
+    size_t act_count;                         // floats in one activation (B*T*C)
+    void (*forward)(void *ctx, int micro, int slot);   // input already in place
+    void (*backward)(void *ctx, int micro, int slot);  // output gradient in place
+    float *(*input)(void *ctx, int slot);     // receives the previous stage's output
+    float *(*output)(void *ctx, int slot);    // sent to the next stage
+    float *(*grad)(void *ctx);                // receives the output's gradient before
+                                              // backward, holds the input's after it
+} pipeline_stage;
+
+// The layers of pipeline stage `stage` of pp: global [*layer0, *layer0 + *count).
+// spec is parallel.pp_layers: "" splits n_layer as evenly as possible (the first
+// n_layer % pp stages get one more: the last stage also runs the head), else a
+// comma-separated count per stage. Returns 0, or 2 when spec is malformed, does not
+// list pp counts of at least 1 or does not sum to n_layer, or n_layer < pp (then it
+// prints one line naming parallel.pp_layers / parallel.pp, if `print`).
+int pipeline_split_layers(const char *spec, int n_layer, int pp, int stage, int print,
+                          int *layer0, int *count);
+
+// Activation slots stage `stage` of `pp` needs under 1F1B with n_micro micro-batches:
+// the micro-batches it has in flight at most, min(pp - stage, n_micro).
+int pipeline_slots(int pp, int stage, int n_micro);
+
+// One training step's forward and backward passes of n_micro micro-batches over the
+// stages of group `pp` (this rank is stage pp->rank), in the 1F1B order: warm-up of
+// pp - stage - 1 forwards, then one forward and one backward alternating, then the
+// remaining backwards. Activations go to the next stage and gradients back with
+// sendrecv where a stage both sends and receives, so no pair of blocking calls can
+// deadlock. pp of size 1 is forward, backward per micro-batch. Returns 0, or -1 after
+// a communication error.
+int pipeline_train_1f1b(comm_group *pp, int n_micro, const pipeline_stage *st);
+
+// Forward passes only (evaluation), micro-batch by micro-batch in slot 0.
+int pipeline_forward_only(comm_group *pp, int n_micro, const pipeline_stage *st);
 
 #ifdef __cplusplus
 }

@@ -162,6 +162,8 @@ const config_key config_keys[] = {
     KINT("parallel.pp", parallel.pp, "1", 1, SHAPE_MAX, 0, "pipeline-parallel stages"),
     KINT("parallel.zero", parallel.zero, "0", 0, 1, 0,
          "ZeRO stage: 0 (replicated optimizer state) or 1 (sharded over dp)"),
+    KSTR("parallel.pp_layers", parallel.pp_layers, "",
+         "layers of each pipeline stage, comma-separated (\"6,6,4\"); empty: balanced"),
 
     // checkpoint.*
     KLONG("checkpoint.every", checkpoint.every, "0", 0, INF,

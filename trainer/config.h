@@ -93,6 +93,7 @@ typedef struct run_config {
 // parallel.* (used from the distributed issue on; dp 0 means auto)
 typedef struct parallel_config {
     int dp, tp, pp, zero;
+    char pp_layers[CONFIG_STR];   // layers per stage, "4,4,3"; "" = balanced
 } parallel_config;
 
 // checkpoint.* (used from the checkpoint issue on)

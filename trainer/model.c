@@ -9,8 +9,9 @@
 // so that forward and backward never allocate.
 //
 // The model is single-device code: it receives its shape (layers, heads, vocab) and
-// knows nothing of ranks. The distributed issue builds a stage's or a tensor-parallel
-// shard's model by handing it the local shape.
+// knows nothing of ranks. A pipeline stage or a tensor-parallel shard is built by
+// handing it a model_shard (model.h); the only collectives it runs are the
+// tensor-parallel reductions, through the model_tp_comm hooks parallel/ supplies.
 #include "trainer/model.h"
 
 #include <math.h>
@@ -81,65 +82,97 @@ typedef struct table_builder {
     size_t offset;
 } table_builder;
 
-static void add_tensor(table_builder *tb, const char *name, int d0, int d1, int is_matrix,
-                       int is_embedding, float std, float cst) {
+// One tensor of the shard. g0, g1: the global shape (g1 = 0 for 1-D); split: -1 whole,
+// 0 rows, 1 columns, divided into sh.tp equal parts of which this rank holds part
+// tp_rank. repl: the same values on every tp rank (counted on tp rank 0 only).
+static param_tensor *add_tensor(table_builder *tb, const char *name, int g0, int g1,
+                                int split, int is_matrix, int is_embedding, float std,
+                                float cst) {
+    const model_shard *sh = &tb->m->sh;
     param_tensor *t = &tb->m->tensors[tb->m->n_tensors++];
     snprintf(t->name, sizeof t->name, "%s", name);
-    t->ndim = d1 > 0 ? 2 : 1;
-    t->shape[0] = d0;
-    t->shape[1] = d1 > 0 ? d1 : 0;
-    t->numel = (size_t)d0 * (size_t)(d1 > 0 ? d1 : 1);
+    t->ndim = g1 > 0 ? 2 : 1;
+    t->gshape[0] = g0;
+    t->gshape[1] = g1 > 0 ? g1 : 0;
+    t->shape[0] = t->gshape[0];
+    t->shape[1] = t->gshape[1];
+    t->split_dim = sh->tp > 1 ? split : -1;
+    t->split_off = 0;
+    if (t->split_dim >= 0) {
+        t->shape[t->split_dim] /= sh->tp;
+        t->split_off = sh->tp_rank * t->shape[t->split_dim];
+    }
+    t->counted = t->split_dim >= 0 || sh->tp_rank == 0;
+    t->numel = (size_t)t->shape[0] * (size_t)(g1 > 0 ? t->shape[1] : 1);
     t->offset = tb->offset;
     // Keep every tensor 16-float aligned (64 bytes) so vector loads stay aligned.
     tb->offset += (t->numel + 15) / 16 * 16;
     t->is_matrix = is_matrix;
     t->is_embedding = is_embedding;
+    t->is_vocab = 0;
     t->init_std = std;
     t->init_const = cst;
+    return t;
 }
 
 static void build_table(model *m) {
+    const model_shard *sh = &m->sh;
     const int gpt2 = m->cfg.family == MODEL_FAMILY_GPT2;
-    const int C = m->C, QD = m->NH * m->HS, KD = m->KVH * m->HS, F = m->F;
+    // global shapes: the table holds global shapes, add_tensor cuts the shard
+    const int C = m->C, QD = m->cfg.n_head * m->HS, KD = m->cfg.n_kv_head * m->HS;
+    const int F = m->cfg.ffn_dim, Vpg = m->Vp * sh->tp;
     const float std = m->cfg.init_std;
-    // GPT-2: residual output projections scaled by 1/sqrt(2L) so the residual stream's
-    // variance does not grow with depth.
-    const float std_res = std / sqrtf(2.0f * (float)m->L);
+    // GPT-2: residual output projections scaled by 1/sqrt(2L), L the global depth, so
+    // the residual stream's variance does not grow with depth.
+    const float std_res = std / sqrtf(2.0f * (float)m->cfg.n_layer);
     const int bias_qkv = gpt2 || m->cfg.qkv_bias;
+    const int tied = m->cfg.tie_embeddings;
     table_builder tb = {m, 0};
     char n[MODEL_MAX_NAME];
+    param_tensor *t;
 
-    add_tensor(&tb, "wte", m->Vp, C, 0, 1, std, 0);
-    if (gpt2) add_tensor(&tb, "wpe", m->maxT, C, 0, 1, std, 0);
-    for (int l = 0; l < m->L; l++) {
+    // wte: the embedding on the first stage; with tied embeddings also the head on the
+    // last, where a second stage holds a copy that the first stage's counts for.
+    if (sh->first || (sh->last && tied)) {
+        t = add_tensor(&tb, "wte", Vpg, C, 0, 0, 1, std, 0);
+        t->is_vocab = 1;
+        if (!sh->first) t->counted = 0;
+    }
+    if (gpt2 && sh->first) add_tensor(&tb, "wpe", m->maxT, C, -1, 0, 1, std, 0);
+    for (int l = sh->layer0; l < sh->layer0 + sh->n_layer; l++) {
 #define NAME(s) (snprintf(n, sizeof n, "layers.%d.%s", l, s), n)
-        add_tensor(&tb, NAME("norm_1.weight"), C, 0, 0, 0, 0, 1);
-        if (gpt2) add_tensor(&tb, NAME("norm_1.bias"), C, 0, 0, 0, 0, 0);
-        add_tensor(&tb, NAME("attn.wq.weight"), QD, C, 1, 0, std, 0);
-        if (bias_qkv) add_tensor(&tb, NAME("attn.wq.bias"), QD, 0, 0, 0, 0, 0);
-        add_tensor(&tb, NAME("attn.wk.weight"), KD, C, 1, 0, std, 0);
-        if (bias_qkv) add_tensor(&tb, NAME("attn.wk.bias"), KD, 0, 0, 0, 0, 0);
-        add_tensor(&tb, NAME("attn.wv.weight"), KD, C, 1, 0, std, 0);
-        if (bias_qkv) add_tensor(&tb, NAME("attn.wv.bias"), KD, 0, 0, 0, 0, 0);
-        add_tensor(&tb, NAME("attn.wo.weight"), C, QD, 1, 0, std_res, 0);
-        if (gpt2) add_tensor(&tb, NAME("attn.wo.bias"), C, 0, 0, 0, 0, 0);
-        add_tensor(&tb, NAME("norm_2.weight"), C, 0, 0, 0, 0, 1);
-        if (gpt2) add_tensor(&tb, NAME("norm_2.bias"), C, 0, 0, 0, 0, 0);
+        add_tensor(&tb, NAME("norm_1.weight"), C, 0, -1, 0, 0, 0, 1);
+        if (gpt2) add_tensor(&tb, NAME("norm_1.bias"), C, 0, -1, 0, 0, 0, 0);
+        add_tensor(&tb, NAME("attn.wq.weight"), QD, C, 0, 1, 0, std, 0);
+        if (bias_qkv) add_tensor(&tb, NAME("attn.wq.bias"), QD, 0, 0, 0, 0, 0, 0);
+        add_tensor(&tb, NAME("attn.wk.weight"), KD, C, 0, 1, 0, std, 0);
+        if (bias_qkv) add_tensor(&tb, NAME("attn.wk.bias"), KD, 0, 0, 0, 0, 0, 0);
+        add_tensor(&tb, NAME("attn.wv.weight"), KD, C, 0, 1, 0, std, 0);
+        if (bias_qkv) add_tensor(&tb, NAME("attn.wv.bias"), KD, 0, 0, 0, 0, 0, 0);
+        add_tensor(&tb, NAME("attn.wo.weight"), C, QD, 1, 1, 0, std_res, 0);
+        if (gpt2) add_tensor(&tb, NAME("attn.wo.bias"), C, 0, -1, 0, 0, 0, 0);
+        add_tensor(&tb, NAME("norm_2.weight"), C, 0, -1, 0, 0, 0, 1);
+        if (gpt2) add_tensor(&tb, NAME("norm_2.bias"), C, 0, -1, 0, 0, 0, 0);
         if (gpt2) {
-            add_tensor(&tb, NAME("mlp.fc.weight"), F, C, 1, 0, std, 0);
-            add_tensor(&tb, NAME("mlp.fc.bias"), F, 0, 0, 0, 0, 0);
-            add_tensor(&tb, NAME("mlp.proj.weight"), C, F, 1, 0, std_res, 0);
-            add_tensor(&tb, NAME("mlp.proj.bias"), C, 0, 0, 0, 0, 0);
+            add_tensor(&tb, NAME("mlp.fc.weight"), F, C, 0, 1, 0, std, 0);
+            add_tensor(&tb, NAME("mlp.fc.bias"), F, 0, 0, 0, 0, 0, 0);
+            add_tensor(&tb, NAME("mlp.proj.weight"), C, F, 1, 1, 0, std_res, 0);
+            add_tensor(&tb, NAME("mlp.proj.bias"), C, 0, -1, 0, 0, 0, 0);
         } else {
-            add_tensor(&tb, NAME("mlp.gate.weight"), F, C, 1, 0, std, 0);
-            add_tensor(&tb, NAME("mlp.up.weight"), F, C, 1, 0, std, 0);
-            add_tensor(&tb, NAME("mlp.down.weight"), C, F, 1, 0, std_res, 0);
+            add_tensor(&tb, NAME("mlp.gate.weight"), F, C, 0, 1, 0, std, 0);
+            add_tensor(&tb, NAME("mlp.up.weight"), F, C, 0, 1, 0, std, 0);
+            add_tensor(&tb, NAME("mlp.down.weight"), C, F, 1, 1, 0, std_res, 0);
         }
 #undef NAME
     }
-    add_tensor(&tb, "norm_f.weight", C, 0, 0, 0, 0, 1);
-    if (gpt2) add_tensor(&tb, "norm_f.bias", C, 0, 0, 0, 0, 0);
-    if (!m->cfg.tie_embeddings) add_tensor(&tb, "lm_head.weight", m->Vp, C, 0, 1, std, 0);
+    if (sh->last) {
+        add_tensor(&tb, "norm_f.weight", C, 0, -1, 0, 0, 0, 1);
+        if (gpt2) add_tensor(&tb, "norm_f.bias", C, 0, -1, 0, 0, 0, 0);
+        if (!tied) {
+            t = add_tensor(&tb, "lm_head.weight", Vpg, C, 0, 0, 1, std, 0);
+            t->is_vocab = 1;
+        }
+    }
     m->n_params = tb.offset;
 }
 
@@ -154,8 +187,9 @@ static void bind_views(model *m, model_views *v, float *base) {
     char n[MODEL_MAX_NAME];
     v->wte = view(m, base, "wte");
     v->wpe = view(m, base, "wpe");
-    for (int l = 0; l < m->L; l++) {
-        layer_params *lp = &v->layers[l];
+    for (int i = 0; i < m->L; i++) {
+        const int l = m->sh.layer0 + i;   // global index in the names
+        layer_params *lp = &v->layers[i];
 #define V(s) (snprintf(n, sizeof n, "layers.%d.%s", l, s), view(m, base, n))
         lp->norm1_w = V("norm_1.weight");
         lp->norm1_b = V("norm_1.bias");
@@ -187,6 +221,7 @@ static void bind_views(model *m, model_views *v, float *base) {
     v->normf_w = view(m, base, "norm_f.weight");
     v->normf_b = view(m, base, "norm_f.bias");
     v->lm_head = m->cfg.tie_embeddings ? v->wte : view(m, base, "lm_head.weight");
+    if (!m->sh.last) v->lm_head = NULL;
 }
 
 // ----------------------------------------------------------------------------
@@ -204,13 +239,14 @@ static float *carve(carver *c, size_t n) {
     return p;
 }
 
-static void carve_acts(model *m, carver *c) {
+// What one micro-batch's forward keeps for its backward.
+static void carve_slot(model *m, model_slot *sl, carver *c) {
     const size_t B = (size_t)m->B, T = (size_t)m->T, N = B * T;
     const size_t C = (size_t)m->C, QD = (size_t)m->NH * m->HS, KD = (size_t)m->KVH * m->HS;
     const size_t F = (size_t)m->F;
     const int gpt2 = m->cfg.family == MODEL_FAMILY_GPT2;
     for (int l = 0; l < m->L; l++) {
-        layer_acts *a = &m->acts[l];
+        layer_acts *a = &sl->acts[l];
         a->res_in = carve(c, N * C);
         a->norm1 = carve(c, N * C);
         a->n1_mean = gpt2 ? carve(c, N) : NULL;
@@ -228,16 +264,29 @@ static void carve_acts(model *m, carver *c) {
         a->up = gpt2 ? NULL : carve(c, N * F);
         a->act = carve(c, N * F);
     }
-    m->res_out = carve(c, N * C);
-    m->normf = carve(c, N * C);
-    m->nf_mean = gpt2 ? carve(c, N) : NULL;
-    m->nf_rstd = carve(c, N);
-    m->logits = carve(c, N * (size_t)m->Vp);
-    m->losses = carve(c, N);
-    m->inputs = (int32_t *)carve(c, N);   // int32 and float are both 4 bytes
-    m->targets = (int32_t *)carve(c, N);
+    sl->res_out = carve(c, N * C);
+    sl->inputs = (int32_t *)carve(c, N);   // int32 and float are both 4 bytes
+    if (m->sh.last) {
+        sl->normf = carve(c, N * C);
+        sl->nf_mean = gpt2 ? carve(c, N) : NULL;
+        sl->nf_rstd = carve(c, N);
+        sl->logits = carve(c, N * (size_t)m->Vp);
+        sl->losses = carve(c, N);
+        sl->lse = carve(c, N);
+        sl->stats = carve(c, N * 3);
+        sl->targets = (int32_t *)carve(c, N);
+    }
+}
+
+static void carve_acts(model *m, carver *c) {
+    const size_t B = (size_t)m->B, T = (size_t)m->T, N = B * T;
+    const size_t C = (size_t)m->C, QD = (size_t)m->NH * m->HS, KD = (size_t)m->KVH * m->HS;
+    const size_t F = (size_t)m->F;
+    const int gpt2 = m->cfg.family == MODEL_FAMILY_GPT2;
+    for (int s = 0; s < m->n_slots; s++) carve_slot(m, &m->slots[s], c);
     m->rope_cos = gpt2 ? NULL : carve(c, (size_t)m->maxT * (m->HS / 2));
     m->rope_sin = gpt2 ? NULL : carve(c, (size_t)m->maxT * (m->HS / 2));
+    m->stats_all = m->sh.last && m->sh.tp > 1 ? carve(c, (size_t)m->sh.tp * N * 3) : NULL;
     m->d_res = carve(c, N * C);
     m->d_tmp = carve(c, N * C);
     m->d_norm = carve(c, N * C);
@@ -252,22 +301,36 @@ static void carve_acts(model *m, carver *c) {
 }
 
 int model_init(model *m, const model_config *mc, const anv_backend *be, int B, int T,
-               int n_shards) {
+               const model_shard *sh) {
     memset(m, 0, sizeof *m);
     m->cfg = *mc;
     m->be = be;
-    m->L = mc->n_layer;
+    if (sh) {
+        m->sh = *sh;
+    } else {
+        model_shard whole = {1, 0, 0, mc->n_layer, 1, 1, 1, 1};
+        m->sh = whole;
+    }
+    if (m->sh.n_slots < 1) m->sh.n_slots = 1;
+    if (m->sh.n_shards < 1) m->sh.n_shards = 1;
+    const int tp = m->sh.tp;
+    m->L = m->sh.n_layer;
     m->C = mc->d_model;
-    m->NH = mc->n_head;
-    m->KVH = mc->n_kv_head;
+    m->NH = mc->n_head / tp;
+    m->KVH = mc->n_kv_head / tp;
     m->HS = mc->d_model / mc->n_head;
-    m->F = mc->ffn_dim;
+    m->F = mc->ffn_dim / tp;
     m->V = mc->vocab_size;
-    m->Vp = mc->vocab_size;   // padding for tensor parallelism comes with that issue
+    // Vocabulary rows: padded to a multiple of tp (the padded logits get no probability
+    // mass and no gradient, and export cuts them), then split.
+    m->Vp = (mc->vocab_size + tp - 1) / tp;
+    m->v0 = m->sh.tp_rank * m->Vp;
+    m->Vv = m->V - m->v0 < 0 ? 0 : (m->V - m->v0 > m->Vp ? m->Vp : m->V - m->v0);
     m->maxT = mc->max_seq_len;
     m->B = B;
     m->T = T;
     m->eps = mc->norm_eps;
+    m->n_slots = m->sh.n_slots;
     if (T > m->maxT) {
         fprintf(stderr, "anvil: train.seq_len (%d) exceeds model.max_seq_len (%d)\n", T,
                 m->maxT);
@@ -275,15 +338,20 @@ int model_init(model *m, const model_config *mc, const anv_backend *be, int B, i
     }
 
     m->tensors = calloc((size_t)m->L * MAX_TENSORS_PER_LAYER + 8, sizeof *m->tensors);
-    m->p.layers = calloc((size_t)m->L, sizeof(layer_params));
-    m->g.layers = calloc((size_t)m->L, sizeof(layer_params));
-    m->acts = calloc((size_t)m->L, sizeof(layer_acts));
-    m->losses_host = calloc((size_t)B * T, sizeof(float));
-    if (!m->tensors || !m->p.layers || !m->g.layers || !m->acts || !m->losses_host) goto oom;
+    m->p.layers = calloc((size_t)m->L + 1, sizeof(layer_params));
+    m->g.layers = calloc((size_t)m->L + 1, sizeof(layer_params));
+    m->slots = calloc((size_t)m->n_slots, sizeof(model_slot));
+    if (!m->tensors || !m->p.layers || !m->g.layers || !m->slots) goto oom;
+    for (int s = 0; s < m->n_slots; s++) {
+        m->slots[s].acts = calloc((size_t)m->L + 1, sizeof(layer_acts));
+        m->slots[s].losses_host = calloc((size_t)B * T, sizeof(float));
+        if (!m->slots[s].acts || !m->slots[s].losses_host) goto oom;
+    }
     build_table(m);
 
-    size_t shards = n_shards > 1 ? (size_t)n_shards : 1;
+    size_t shards = (size_t)m->sh.n_shards;
     m->n_alloc = (m->n_params + shards - 1) / shards * shards;
+    if (m->n_alloc == 0) m->n_alloc = shards;
     m->params = be->alloc(m->n_alloc * sizeof(float));
     m->grads = be->alloc(m->n_alloc * sizeof(float));
     if (!m->params || !m->grads) goto oom;
@@ -295,7 +363,8 @@ int model_init(model *m, const model_config *mc, const anv_backend *be, int B, i
     c.base = be->alloc(c.used * sizeof(float));
     if (!c.base) goto oom;
     c.used = 0;
-    carve_acts(m, &c);                // acts[0].res_in is the start of the allocation
+    carve_acts(m, &c);                // the first carved piece is the allocation's start
+    m->logits = m->slots[0].logits;
 
     if (m->cfg.family == MODEL_FAMILY_LLAMA) {
         size_t n = (size_t)m->maxT * (m->HS / 2);
@@ -321,36 +390,61 @@ void model_free(model *m) {
     if (m->be) {
         m->be->free(m->params);
         m->be->free(m->grads);
-        if (m->acts) m->be->free(m->acts[0].res_in);
+        // the activation block starts at the first slot's first carved piece
+        if (m->slots && m->slots[0].acts) {
+            void *block = m->L > 0 ? (void *)m->slots[0].acts[0].res_in
+                                   : (void *)m->slots[0].res_out;
+            m->be->free(block);
+        }
     }
+    for (int s = 0; m->slots && s < m->n_slots; s++) {
+        free(m->slots[s].acts);
+        free(m->slots[s].losses_host);
+    }
+    free(m->slots);
     free(m->tensors);
     free(m->p.layers);
     free(m->g.layers);
-    free(m->acts);
-    free(m->losses_host);
     memset(m, 0, sizeof *m);
 }
 
 int model_init_weights(model *m, unsigned long long seed) {
     size_t max_numel = 0;
-    for (int i = 0; i < m->n_tensors; i++)
-        if (m->tensors[i].numel > max_numel) max_numel = m->tensors[i].numel;
-    float *host = malloc(max_numel * sizeof(float));
-    if (!host) {
+    for (int i = 0; i < m->n_tensors; i++) {
+        const param_tensor *t = &m->tensors[i];
+        size_t g = (size_t)t->gshape[0] * (size_t)(t->ndim == 2 ? t->gshape[1] : 1);
+        if (g > max_numel) max_numel = g;
+    }
+    float *full = malloc(max_numel * sizeof(float));
+    float *part = malloc(max_numel * sizeof(float));
+    if (!full || !part) {
+        free(full);
+        free(part);
         fprintf(stderr, "anvil: out of memory initializing weights\n");
         return 1;
     }
     for (int i = 0; i < m->n_tensors; i++) {
         const param_tensor *t = &m->tensors[i];
-        if (t->init_std > 0) {
-            uint64_t s = rng_stream(seed, t->name);
-            for (size_t j = 0; j < t->numel; j++) host[j] = (float)(t->init_std * rng_normal(&s));
+        if (t->init_std <= 0) {
+            for (size_t j = 0; j < t->numel; j++) part[j] = t->init_const;
         } else {
-            for (size_t j = 0; j < t->numel; j++) host[j] = t->init_const;
+            // draw the global tensor (row-major), keep this shard's rows or columns
+            const size_t g0 = (size_t)t->gshape[0], g1 = t->ndim == 2 ? (size_t)t->gshape[1] : 1;
+            uint64_t s = rng_stream(seed, t->name);
+            for (size_t j = 0; j < g0 * g1; j++) full[j] = (float)(t->init_std * rng_normal(&s));
+            if (t->split_dim == 1) {
+                const size_t c1 = (size_t)t->shape[1];
+                for (size_t r = 0; r < g0; r++)
+                    memcpy(part + r * c1, full + r * g1 + t->split_off, c1 * sizeof(float));
+            } else {
+                const size_t first = t->split_dim == 0 ? (size_t)t->split_off * g1 : 0;
+                memcpy(part, full + first, t->numel * sizeof(float));
+            }
         }
-        m->be->copy_from_host(m->params + t->offset, host, t->numel * sizeof(float));
+        m->be->copy_from_host(m->params + t->offset, part, t->numel * sizeof(float));
     }
-    free(host);
+    free(full);
+    free(part);
     return 0;
 }
 
@@ -374,21 +468,52 @@ static void norm_backward(const model *m, float *dinp, float *dw, float *db,
         m->be->rmsnorm_backward(dinp, dw, dout, inp, w, rstd, N, m->C);
 }
 
-double model_forward(model *m, const int32_t *inputs, const int32_t *targets, int B, int T) {
+// Sum buf (n) over the tensor-parallel group: the output of a row-parallel layer
+// (forward) or the input gradient of a column-parallel one (backward).
+static void tp_sum(const model *m, float *buf, size_t n) {
+    if (m->sh.tp > 1) m->tp_comm->all_reduce(m->tp_comm->ctx, buf, n);
+}
+
+// A row-parallel matmul: each shard multiplies its input columns; the sum over tp is
+// the layer's output. Its bias is added once, by tp rank 0, before the sum.
+static void row_parallel_forward(const model *m, float *out, const float *inp,
+                                 const float *w, const float *b, int N, int C, int OC) {
+    m->be->matmul_forward(out, inp, w, m->sh.tp_rank == 0 ? b : NULL, N, C, OC);
+    tp_sum(m, out, (size_t)N * OC);
+}
+
+float *model_slot_input(model *m, int slot) {
+    return m->L > 0 ? m->slots[slot].acts[0].res_in : m->slots[slot].res_out;
+}
+float *model_slot_output(model *m, int slot) { return m->slots[slot].res_out; }
+float *model_input_grad(model *m) { return m->d_res; }
+
+double model_forward_slot(model *m, int slot, const int32_t *inputs,
+                          const int32_t *targets, int B, int T) {
     const anv_backend *be = m->be;
     const int N = B * T, C = m->C, QD = m->NH * m->HS, KD = m->KVH * m->HS, F = m->F;
     const int gpt2 = m->cfg.family == MODEL_FAMILY_GPT2;
-    m->curB = B;
-    m->curT = T;
-    m->have_targets = targets != NULL;
+    model_slot *sl = &m->slots[slot];
+    m->cur_slot = slot;
+    sl->curB = B;
+    sl->curT = T;
+    sl->have_targets = targets != NULL;
+    float *x = model_slot_input(m, slot);   // (B,T,C)
 
-    be->copy_from_host(m->inputs, inputs, (size_t)N * sizeof(int32_t));
-    be->encoder_forward(m->acts[0].res_in, m->inputs, m->p.wte, gpt2 ? m->p.wpe : NULL, B, T, C);
+    if (m->sh.first) {
+        // vocab-parallel embedding: each shard looks up the tokens it holds (zero rows
+        // for the others) and the sum over tp is the embedding; wpe is added once
+        be->copy_from_host(sl->inputs, inputs, (size_t)N * sizeof(int32_t));
+        be->encoder_forward(x, sl->inputs, m->p.wte,
+                            gpt2 && m->sh.tp_rank == 0 ? m->p.wpe : NULL, B, T, C, m->v0,
+                            m->Vp);
+        tp_sum(m, x, (size_t)N * C);
+    }
 
     for (int l = 0; l < m->L; l++) {
         const layer_params *w = &m->p.layers[l];
-        layer_acts *a = &m->acts[l];
-        float *res_next = l + 1 < m->L ? m->acts[l + 1].res_in : m->res_out;   // (B,T,C)
+        layer_acts *a = &sl->acts[l];
+        float *res_next = l + 1 < m->L ? sl->acts[l + 1].res_in : sl->res_out;   // (B,T,C)
 
         // attention block: res_mid = res_in + wo(attention(norm_1(res_in)))
         norm_forward(m, a->norm1, a->n1_mean, a->n1_rstd, a->res_in, w->norm1_w, w->norm1_b, N);
@@ -401,7 +526,7 @@ double model_forward(model *m, const int32_t *inputs, const int32_t *targets, in
         }
         be->attention_forward(a->att_out, a->att_state, a->q, a->k, a->v, B, T, m->NH,
                               m->KVH, m->HS);
-        be->matmul_forward(a->res_mid, a->att_out, w->wo, w->bo, N, QD, C);
+        row_parallel_forward(m, a->res_mid, a->att_out, w->wo, w->bo, N, QD, C);
         be->residual_forward(a->res_mid, a->res_mid, a->res_in, (size_t)N * C);
 
         // MLP block: res_next = res_mid + mlp(norm_2(res_mid))
@@ -413,51 +538,71 @@ double model_forward(model *m, const int32_t *inputs, const int32_t *targets, in
             be->matmul_forward(a->up, a->norm2, w->w_up, NULL, N, C, F);
             be->swiglu_forward(a->act, a->fc, a->up, (size_t)N * F);
         }
-        be->matmul_forward(res_next, a->act, w->w_proj, w->b_proj, N, F, C);
+        row_parallel_forward(m, res_next, a->act, w->w_proj, w->b_proj, N, F, C);
         be->residual_forward(res_next, res_next, a->res_mid, (size_t)N * C);
     }
+    if (!m->sh.last) return 0.0;
 
-    norm_forward(m, m->normf, m->nf_mean, m->nf_rstd, m->res_out, m->p.normf_w, m->p.normf_b, N);
-    be->matmul_forward(m->logits, m->normf, m->p.lm_head, NULL, N, C, m->Vp);   // (B,T,Vp)
+    norm_forward(m, sl->normf, sl->nf_mean, sl->nf_rstd, sl->res_out, m->p.normf_w,
+                 m->p.normf_b, N);
+    // vocab-parallel head: this shard's logits only; the full (B,T,V) never exists
+    be->matmul_forward(sl->logits, sl->normf, m->p.lm_head, NULL, N, C, m->Vp);  // (B,T,Vp)
     if (!targets) return 0.0;
 
-    be->copy_from_host(m->targets, targets, (size_t)N * sizeof(int32_t));
-    be->crossentropy_forward(m->losses, m->logits, m->targets, N, m->V, m->Vp);
-    be->copy_to_host(m->losses_host, m->losses, (size_t)N * sizeof(float));
+    be->copy_from_host(sl->targets, targets, (size_t)N * sizeof(int32_t));
+    be->crossentropy_stats(sl->stats, sl->logits, sl->targets, N, m->v0, m->Vv, m->Vp);
+    const float *stats = sl->stats;
+    if (m->sh.tp > 1) {
+        m->tp_comm->all_gather(m->tp_comm->ctx, sl->stats, m->stats_all, (size_t)N * 3);
+        stats = m->stats_all;
+    }
+    be->crossentropy_combine(sl->losses, sl->lse, stats, sl->targets, N, m->sh.tp);
+    be->copy_to_host(sl->losses_host, sl->losses, (size_t)N * sizeof(float));
     double sum = 0.0;
     for (int i = 0; i < N; i++)
-        if (targets[i] >= 0) sum += m->losses_host[i];
+        if (targets[i] >= 0) sum += sl->losses_host[i];
     return sum;
+}
+
+double model_forward(model *m, const int32_t *inputs, const int32_t *targets, int B, int T) {
+    return model_forward_slot(m, 0, inputs, targets, B, T);
 }
 
 // ----------------------------------------------------------------------------
 // backward: the forward pass in reverse
 
-void model_backward(model *m, float dloss) {
+void model_backward_slot(model *m, int slot, float dloss) {
     const anv_backend *be = m->be;
-    const int B = m->curB, T = m->curT, N = B * T;
+    model_slot *sl = &m->slots[slot];
+    const int B = sl->curB, T = sl->curT, N = B * T;
     const int C = m->C, QD = m->NH * m->HS, KD = m->KVH * m->HS, F = m->F;
     const int gpt2 = m->cfg.family == MODEL_FAMILY_GPT2;
     const size_t NC = (size_t)N * C;
 
-    // logits -> dlogits in place, then into the final norm's output
-    be->crossentropy_backward(m->logits, m->logits, m->targets, N, m->V, m->Vp, dloss);
-    be->zero(m->d_norm, NC * sizeof(float));
-    be->matmul_backward(m->d_norm, m->g.lm_head, NULL, m->logits, m->normf, m->p.lm_head, N,
-                        C, m->Vp);
     // d_res: gradient of the residual stream, carried down through the layers. Each
     // residual add passes it through unchanged, so the branches' input gradients are
-    // accumulated straight into it (norm backward accumulates into dinp).
-    be->zero(m->d_res, NC * sizeof(float));
-    norm_backward(m, m->d_res, m->g.normf_w, m->g.normf_b, m->d_norm, m->res_out,
-                  m->p.normf_w, m->nf_mean, m->nf_rstd, N);
+    // accumulated straight into it (norm backward accumulates into dinp). Stages
+    // other than the last receive it from the next stage.
+    if (m->sh.last) {
+        // logits -> dlogits in place, then into the final norm's output
+        be->crossentropy_backward(sl->logits, sl->logits, sl->lse, sl->targets, N, m->v0,
+                                  m->Vv, m->Vp, dloss);
+        be->zero(m->d_norm, NC * sizeof(float));
+        be->matmul_backward(m->d_norm, m->g.lm_head, NULL, sl->logits, sl->normf,
+                            m->p.lm_head, N, C, m->Vp);
+        tp_sum(m, m->d_norm, NC);
+        be->zero(m->d_res, NC * sizeof(float));
+        norm_backward(m, m->d_res, m->g.normf_w, m->g.normf_b, m->d_norm, sl->res_out,
+                      m->p.normf_w, sl->nf_mean, sl->nf_rstd, N);
+    }
 
     for (int l = m->L - 1; l >= 0; l--) {
         const layer_params *w = &m->p.layers[l];
         const layer_params *g = &m->g.layers[l];
-        const layer_acts *a = &m->acts[l];
+        const layer_acts *a = &sl->acts[l];
 
-        // MLP block
+        // MLP block (proj/down is row-parallel: its input gradient is local, its bias
+        // gradient is the full one on every rank)
         be->zero(m->d_act, (size_t)N * F * sizeof(float));
         be->matmul_backward(m->d_act, g->w_proj, g->b_proj, m->d_res, a->act, w->w_proj, N, F, C);
         be->zero(m->d_fc, (size_t)N * F * sizeof(float));
@@ -470,6 +615,7 @@ void model_backward(model *m, float dloss) {
             be->matmul_backward(m->d_norm, g->w_up, NULL, m->d_up, a->norm2, w->w_up, N, C, F);
         }
         be->matmul_backward(m->d_norm, g->w_fc, g->b_fc, m->d_fc, a->norm2, w->w_fc, N, C, F);
+        tp_sum(m, m->d_norm, NC);   // fc (gate, up) are column-parallel
         norm_backward(m, m->d_res, g->norm2_w, g->norm2_b, m->d_norm, a->res_mid, w->norm2_w,
                       a->n2_mean, a->n2_rstd, N);
 
@@ -489,35 +635,43 @@ void model_backward(model *m, float dloss) {
         be->matmul_backward(m->d_norm, g->wq, g->bq, m->d_q, a->norm1, w->wq, N, C, QD);
         be->matmul_backward(m->d_norm, g->wk, g->bk, m->d_k, a->norm1, w->wk, N, C, KD);
         be->matmul_backward(m->d_norm, g->wv, g->bv, m->d_v, a->norm1, w->wv, N, C, KD);
+        tp_sum(m, m->d_norm, NC);   // q, k, v are column-parallel
         norm_backward(m, m->d_res, g->norm1_w, g->norm1_b, m->d_norm, a->res_in, w->norm1_w,
                       a->n1_mean, a->n1_rstd, N);
     }
-    be->encoder_backward(m->g.wte, gpt2 ? m->g.wpe : NULL, m->d_res, m->inputs, B, T, C);
+    if (m->sh.first)
+        be->encoder_backward(m->g.wte, gpt2 ? m->g.wpe : NULL, m->d_res, sl->inputs, B, T, C,
+                             m->v0, m->Vp);
 }
+
+void model_backward(model *m, float dloss) { model_backward_slot(m, m->cur_slot, dloss); }
 
 void model_zero_grad(model *m) { m->be->zero(m->grads, m->n_alloc * sizeof(float)); }
 
 // ----------------------------------------------------------------------------
 // counts
 
-size_t model_num_params(const model *m) {
-    size_t n = 0;
-    for (int i = 0; i < m->n_tensors; i++) n += m->tensors[i].numel;
-    return n;
+// Elements of t that count on this rank: vocabulary tensors without their padding rows.
+static size_t counted_numel(const model *m, const param_tensor *t) {
+    if (!t->counted) return 0;
+    if (!t->is_vocab) return t->numel;
+    return (size_t)m->Vv * (size_t)t->shape[1];
 }
 
-size_t model_num_nonembedding_params(const model *m) {
+size_t model_num_params(const model *m) {
     size_t n = 0;
-    for (int i = 0; i < m->n_tensors; i++)
-        if (!m->tensors[i].is_embedding) n += m->tensors[i].numel;
+    for (int i = 0; i < m->n_tensors; i++) n += counted_numel(m, &m->tensors[i]);
     return n;
 }
 
 // 6 FLOPs per parameter per token (2 forward, 4 backward) for every matmul weight,
 // the LM head included (tied or not); plus attention scores and values:
 // 2 matmuls of T x HS per query head at 2 FLOPs per MAC, x3 for backward, halved by
-// the causal mask -> 6 * L * NH * HS * T per token.
+// the causal mask -> 6 * L * NH * HS * T per token. Each rank counts its shard.
 double model_flops_per_token(const model *m, int T) {
-    double n = (double)model_num_nonembedding_params(m) + (double)m->Vp * m->C;
+    double n = 0.0;
+    for (int i = 0; i < m->n_tensors; i++)
+        if (!m->tensors[i].is_embedding) n += (double)counted_numel(m, &m->tensors[i]);
+    if (m->sh.last) n += (double)m->Vv * m->C;   // the head, one shard per tp rank
     return 6.0 * n + 6.0 * m->L * (double)m->NH * m->HS * T;
 }

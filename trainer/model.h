@@ -22,6 +22,19 @@
 //          layers.L.mlp.down.weight (C, F)
 //   norm_f.weight             (C)           [+ .bias for gpt2]
 //   lm_head.weight            (Vp, C)       only when embeddings are untied
+//
+// Sharding (tensor and pipeline parallel) is applied from outside through the shapes
+// the model is given (model_shard): a pipeline stage holds a contiguous range of the
+// global layers (tensors keep their global names), the embedding on the first stage,
+// the final norm and the head on the last (with tied embeddings the last stage holds
+// its own copy of wte, kept equal by the trainer). A tensor-parallel shard holds
+// NH/tp query heads, KVH/tp kv heads, F/tp MLP channels and Vp/tp vocabulary rows:
+// q/k/v, fc (gate, up) and their biases are split by output rows (column-parallel),
+// wo and proj (down) by input columns (row-parallel), wte and lm_head by vocabulary
+// rows; norms, wpe and the row-parallel biases are replicated. The two reductions this
+// needs (Megatron's f and g: the sum of row-parallel outputs forward, of the input
+// gradient of column-parallel layers backward) and the gather of the cross-entropy's
+// per-shard statistics go through model_tp_comm, supplied by parallel/.
 #ifndef ANVIL_TRAINER_MODEL_H
 #define ANVIL_TRAINER_MODEL_H
 
@@ -38,13 +51,20 @@ extern "C" {
 #define MODEL_MAX_NAME 64
 
 typedef struct param_tensor {
-    char name[MODEL_MAX_NAME];
+    char name[MODEL_MAX_NAME];  // global name
     int ndim;                // 1 or 2
-    int shape[2];
+    int shape[2];            // this shard's shape
+    int gshape[2];           // the global tensor's shape (vocabulary rows padded: Vp*tp)
+    int split_dim;           // -1: whole tensor here; 0: rows split; 1: columns split
+    int split_off;           // first global row (split_dim 0) / column (1) held here
+    int counted;             // counts toward the global grad norm and parameter count
+                             // on this rank: 0 for a copy another rank also holds
+                             // (tp-replicated on tp_rank > 0, the tied head's copy)
     size_t offset;           // in floats, into params / grads
     size_t numel;
     int is_matrix;           // 2-D weight of a linear layer (weight decay applies)
     int is_embedding;        // wte / wpe / untied lm_head
+    int is_vocab;            // rows are vocabulary ids (wte, lm_head): padding rows >= V
     float init_std;          // 0: constant init (norm weights 1, biases 0)
     float init_const;
 } param_tensor;
@@ -81,10 +101,48 @@ typedef struct layer_acts {
     float *fc, *up, *act;       // (B,T,F): gpt2 fc pre-GELU / llama gate; llama up; GELU/SwiGLU out
 } layer_acts;
 
+// One activation set: everything a micro-batch's backward needs from its forward. A
+// pipeline stage keeps one per micro-batch in flight (1F1B: pp - stage).
+typedef struct model_slot {
+    layer_acts *acts;           // (L); acts[0].res_in is the stage's input
+    float *res_out;             // (B,T,C) residual after the last layer: the stage's output
+    float *normf, *nf_mean, *nf_rstd;   // (B,T,C), (B,T), (B,T)     last stage only
+    float *logits;              // (B,T,Vp); holds dlogits after backward starts
+    float *losses, *lse;        // (B,T) each
+    float *stats;               // (B,T,3) this shard's cross-entropy statistics
+    int32_t *inputs, *targets;  // (B,T) on the backend
+    float *losses_host;         // (B,T) host copy of losses
+    int curB, curT;             // shape of the slot's last forward
+    int have_targets;           // the slot's last forward had targets
+} model_slot;
+
+// How this rank's model is cut out of the global one. model_init(..., NULL) means the
+// whole model on one device (tp 1, all layers, one slot, no padding).
+typedef struct model_shard {
+    int tp, tp_rank;            // heads, kv heads, F and vocabulary rows split tp ways
+    int layer0, n_layer;        // this stage's layers: global [layer0, layer0 + n_layer)
+    int first, last;            // holds the embedding / the final norm and the head
+    int n_slots;                // activation sets (micro-batches in flight at once)
+    int n_shards;               // params and grads padded to a multiple (ZeRO-1)
+} model_shard;
+
+// The collectives of a tensor-parallel shard, over its tp group (parallel/ supplies
+// them; unused when tp == 1). A failure is an internal error: the implementation
+// reports it and aborts the job, so these return nothing.
+typedef struct model_tp_comm {
+    void *ctx;
+    void (*all_reduce)(void *ctx, float *buf, size_t n);                  // sum in place
+    void (*all_gather)(void *ctx, const float *send, float *recv, size_t n);  // (tp, n)
+} model_tp_comm;
+
 typedef struct model {
-    model_config cfg;           // resolved (preset applied, zeros filled in)
+    model_config cfg;           // resolved (preset applied, zeros filled in): global
     const anv_backend *be;
+    model_shard sh;
+    const model_tp_comm *tp_comm;   // set by the caller when sh.tp > 1
+    // local shape: L layers of this stage; NH, KVH, F and Vp of this tp shard
     int L, C, NH, KVH, HS, F, V, Vp, maxT;
+    int v0, Vv;                 // vocabulary rows held: global [v0, v0+Vp), Vv real
     int B, T;                   // sizes activations were allocated for (maxima)
     float eps;
 
@@ -92,28 +150,23 @@ typedef struct model {
     param_tensor *tensors;      // (n_tensors) host table
     int n_tensors;
     size_t n_params;            // floats in the layout (tensors plus alignment gaps)
-    size_t n_alloc;             // n_params rounded up to a multiple of n_shards
+    size_t n_alloc;             // n_params rounded up to a multiple of sh.n_shards
     float *params, *grads;      // (n_alloc) each; gaps and tail stay zero
     model_views p, g;           // views into params and grads
 
     // activations
-    layer_acts *acts;           // (L)
-    float *res_out;             // (B,T,C) residual after the last layer
-    float *normf, *nf_mean, *nf_rstd;   // (B,T,C), (B,T), (B,T)
-    float *logits;              // (B,T,Vp); holds dlogits after backward starts
-    float *losses;              // (B,T)
-    int32_t *inputs, *targets;  // (B,T) on the backend
+    model_slot *slots;          // (sh.n_slots)
+    int n_slots, cur_slot;      // cur_slot: the slot of the last forward
+    float *logits;              // slots[0].logits (model_forward's output, sampling)
     float *rope_cos, *rope_sin; // (maxT, HS/2), llama only
-    // backward scratch
+    float *stats_all;           // (tp,B,T,3) gathered cross-entropy statistics
+    // backward scratch, shared by the slots
     float *d_res, *d_tmp;       // (B,T,C) residual-stream gradient and a second one
     float *d_norm;              // (B,T,C)
     float *d_q, *d_k, *d_v;     // like q, k, v
     float *d_att;               // (B,T,NH*HS)
     float *att_scratch;         // attention_scratch_floats
     float *d_fc, *d_up, *d_act; // (B,T,F)
-    float *losses_host;         // (B,T) host copy of losses
-    int curB, curT;             // shape of the last forward
-    int have_targets;           // last forward had targets
 } model;
 
 // Fill the zeros of `mc` (shape keys no preset or key set) from the family rules and
@@ -129,33 +182,52 @@ const char *const *model_preset_names(void);
 // Returns 0, or -1 if `name` is unknown.
 int model_preset_apply(model_config *mc, const char *name);
 
-// Allocate parameters, gradients and activations for at most (B, T). `mc` must be
-// resolved. params and grads get n_alloc floats, a multiple of n_shards (>= 1), so
-// ZeRO-1 can split them into equal shards. Returns 0, or 2 (T > max_seq_len, ...) /
-// 1 (out of memory) after printing.
+// Allocate parameters, gradients and activations for at most (B, T), for the part of
+// the model `sh` describes (NULL: the whole model). `mc` must be resolved and the
+// shard must fit it (tp divides the heads, kv heads and ffn_dim; the stage's layers
+// exist; parallel/ checks this first). params and grads get n_alloc floats, a multiple
+// of sh->n_shards, so ZeRO-1 can split them into equal shards. Returns 0, or 2
+// (T > max_seq_len, ...) / 1 (out of memory) after printing.
 int model_init(model *m, const model_config *mc, const anv_backend *be, int B, int T,
-               int n_shards);
+               const model_shard *sh);
 void model_free(model *m);
 
 // Draw the initial weights from `seed` (GPT-2 init: std init_std, residual output
-// projections wo and proj/down scaled by 1/sqrt(2*L); norm weights 1, biases 0).
+// projections wo and proj/down scaled by 1/sqrt(2*n_layer); norm weights 1, biases 0).
+// Each tensor is drawn whole from its (seed, name) stream and this shard keeps its
+// slice, so every layout starts from the same global weights.
 int model_init_weights(model *m, unsigned long long seed);  // 0, or 1 out of memory
 
-// Forward over inputs (B,T) (host int32, B <= m->B, T <= m->T). With targets (host,
-// (B,T), < 0 = ignored) computes per-token losses and returns their sum over valid
-// targets; without, returns 0 and leaves logits (B,T,Vp) in m->logits.
-double model_forward(model *m, const int32_t *inputs, const int32_t *targets, int B, int T);
+// Forward of one micro-batch (B <= m->B, T <= m->T) into activation slot `slot`.
+// First stage: embeds inputs (host int32 (B,T)); other stages read their input from
+// model_slot_input(m, slot), where the caller has put the previous stage's output.
+// Last stage with targets (host (B,T), < 0 = ignored): computes the per-token losses
+// and returns their sum over valid targets; without targets it leaves logits
+// (B,T,Vp) in the slot. Other stages return 0 and leave their output in
+// model_slot_output(m, slot).
+double model_forward_slot(model *m, int slot, const int32_t *inputs,
+                          const int32_t *targets, int B, int T);
+// Backward of the slot's last forward: accumulates into m->grads the gradient of
+// dloss * sum(valid losses). Last stage: the forward must have had targets (the
+// slot's logits are overwritten). Other stages: the gradient of the loss w.r.t. the
+// stage's output must be in model_input_grad(m) first. On return model_input_grad(m)
+// holds the gradient w.r.t. the stage's input (valid until the next backward).
+void model_backward_slot(model *m, int slot, float dloss);
+float *model_slot_input(model *m, int slot);    // (B,T,C) on the backend
+float *model_slot_output(model *m, int slot);   // (B,T,C) on the backend
+float *model_input_grad(model *m);              // (B,T,C) on the backend
 
-// Backward of the last forward (which must have had targets): accumulates into
-// m->grads the gradient of dloss * sum(valid losses). m->logits is overwritten.
+// The whole model on one device: model_forward_slot / model_backward_slot on slot 0.
+double model_forward(model *m, const int32_t *inputs, const int32_t *targets, int B, int T);
 void model_backward(model *m, float dloss);
 
 void model_zero_grad(model *m);
 
-// Parameter counts: all, and without embeddings (for FLOP estimates).
+// This rank's share of the global parameter count (counted tensors, vocabulary rows
+// below V only), and of the training FLOPs per token at sequence length T (6 per
+// weight of every matmul incl. the head, plus attention): summed over the ranks of
+// one model replica they give the global figures.
 size_t model_num_params(const model *m);
-size_t model_num_nonembedding_params(const model *m);
-// Training FLOPs per token at sequence length T (6*N_nonembed + LM head + attention).
 double model_flops_per_token(const model *m, int T);
 
 #ifdef __cplusplus

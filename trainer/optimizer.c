@@ -50,7 +50,8 @@ double optimizer_grad_sumsq(const optimizer *o, const model *m, const float *gra
     double ss = 0.0;
     for (int i = 0; i < m->n_tensors; i++) {
         size_t a, b;
-        if (tensor_in_range(o, &m->tensors[i], &a, &b))
+        // a copy another rank also holds (model.h: counted) is summed there only
+        if (m->tensors[i].counted && tensor_in_range(o, &m->tensors[i], &a, &b))
             ss += o->be->sum_squares(grads + (a - o->lo), b - a);
     }
     return ss;

@@ -29,8 +29,10 @@ int optimizer_init(optimizer *o, const optim_config *cfg, const model *m, size_t
                    size_t hi);
 void optimizer_free(optimizer *o);
 
-// Sum of squares of the gradient over [lo, hi); grads holds element lo at index 0.
-// (The global norm is the square root of the sum of this over every shard.)
+// Sum of squares of the gradient over [lo, hi) of the tensors counted on this rank
+// (model.h: a tensor-parallel replica or the tied head's copy counts elsewhere);
+// grads holds element lo at index 0. The global norm is the square root of the sum
+// of this over the ranks of one replica (and the dp shards under ZeRO-1).
 double optimizer_grad_sumsq(const optimizer *o, const model *m, const float *grads);
 
 // One AdamW update of the parameters in [lo, hi) from grads (element lo at index 0)

@@ -32,8 +32,7 @@
 #include "trainer/optimizer.h"
 #include "trainer/rng.h"
 #include "trainer/sample.h"
-#include "trainer/tensorfile.h"
-#include "parallel/parallel.h"
+#include "trainer/train_internal.h"
 
 #define EXIT_STOPPED 75
 
@@ -117,30 +116,6 @@ static uint64_t grid_bytes_sent(const parallel_grid *g) {
            g->pp_g->bytes_sent;
 }
 
-// Write every parameter tensor, by name and global shape, to a tensorfile (the
-// run.final_weights debugging hook; checkpoints come with their own issue).
-// Returns 0, or 2 after printing why.
-static int write_final_weights(const model *m, const char *path) {
-    FILE *f = tensorfile_create(path);
-    if (!f) return 2;
-    float *host = malloc(m->n_params * sizeof(float));
-    int rc = host ? 0 : 1;
-    if (host) m->be->copy_to_host(host, m->params, m->n_params * sizeof(float));
-    for (int i = 0; rc == 0 && i < m->n_tensors; i++) {
-        const param_tensor *t = &m->tensors[i];
-        int64_t dims[2] = {t->shape[0], t->shape[1]};
-        if (tensorfile_add(f, t->name, TENSORFILE_DTYPE_F32, t->ndim, dims,
-                           host + t->offset) != 0)
-            rc = 2;
-    }
-    free(host);
-    if (fclose(f) != 0 || rc != 0) {
-        fprintf(stderr, "anvil: run.final_weights '%s': write failed\n", path);
-        return rc ? rc : 2;
-    }
-    return 0;
-}
-
 // Split b windows of T+1 tokens, win (b, T+1), into inputs and next-token targets,
 // inp and tgt (b, T).
 static void split_windows(const int32_t *win, int b, int T, int32_t *inp, int32_t *tgt) {
@@ -150,26 +125,83 @@ static void split_windows(const int32_t *win, int b, int T, int32_t *inp, int32_
     }
 }
 
+// ---- the step's passes, as the pipeline schedule drives them ------------------------
+
+// What the schedule's callbacks need: the model and this rank's micro-batches.
+typedef struct step_ctx {
+    model *m;
+    const int32_t *windows;     // (n, T+1) this rank's windows, micro-batch i at i*B
+    int B, T;
+    long n_windows;             // windows available (the last micro-batch may be short)
+    int32_t *inp, *tgt;         // (B,T) host scratch
+    float dloss;
+    double loss_sum;            // summed token losses (last stage) ...
+    double n_tokens;            // ... over this many tokens
+} step_ctx;
+
+static int micro_rows(const step_ctx *c, int micro) {
+    long left = c->n_windows - (long)micro * c->B;
+    return (int)(left < c->B ? left : c->B);
+}
+
+static void step_forward(void *ctx, int micro, int slot) {
+    step_ctx *c = ctx;
+    const int b = micro_rows(c, micro);
+    split_windows(c->windows + (size_t)micro * c->B * (c->T + 1), b, c->T, c->inp, c->tgt);
+    c->loss_sum += model_forward_slot(c->m, slot, c->inp, c->tgt, b, c->T);
+    c->n_tokens += (double)b * c->T;
+}
+
+static void step_backward(void *ctx, int micro, int slot) {
+    (void)micro;
+    step_ctx *c = ctx;
+    model_backward_slot(c->m, slot, c->dloss);
+}
+
+static float *step_input(void *ctx, int slot) { return model_slot_input(((step_ctx *)ctx)->m, slot); }
+static float *step_output(void *ctx, int slot) { return model_slot_output(((step_ctx *)ctx)->m, slot); }
+static float *step_grad(void *ctx) { return model_input_grad(((step_ctx *)ctx)->m); }
+
+static pipeline_stage stage_of(step_ctx *c, int n_slots) {
+    pipeline_stage st = {c, n_slots, (size_t)c->B * c->T * c->m->C, step_forward,
+                         step_backward, step_input, step_output, step_grad};
+    return st;
+}
+
+// The sum of x over one model replica's ranks, counted once: the last stage's tp rank
+// 0 of dp replica `dp_rank` contributes (the others pass 0), summed over the world.
+// With all_dp, every dp replica's contribution is summed. Returns 0 or -1.
+static int sum_from_last_stage(parallel_grid *g, double *x, int n, int all_dp) {
+    const int mine = g->pp_rank == g->pp - 1 && g->tp_rank == 0 && (all_dp || g->dp_rank == 0);
+    if (!mine)
+        for (int i = 0; i < n; i++) x[i] = 0.0;
+    return g->world_g->be->all_reduce(g->world_g, x, (size_t)n, COMM_DTYPE_F64, COMM_OP_SUM);
+}
+
 // Mean validation loss over the first n_windows windows of the val loader (the same
-// windows every time, so evaluations are comparable), split over the dp ranks. tok is
-// (B, T+1) host scratch, inp and tgt (B, T). Collective over dp.
+// windows every time, so evaluations are comparable), split over the dp ranks in
+// chunks of B windows (chunk c to dp rank c % dp), each chunk through the pipeline.
+// win is (B, T+1) host scratch. Collective over the world.
 static double evaluate(model *m, loader *val, parallel_grid *g, long n_windows, int B, int T,
-                       int32_t *tok, int32_t *inp, int32_t *tgt, long long *n_tokens) {
-    double acc[2] = {0.0, 0.0};   // loss sum, token count
-    // chunk c of B windows goes to dp rank c % dp; the sums are reduced over dp
+                       int32_t *win, int32_t *inp, int32_t *tgt, long long *n_tokens) {
+    step_ctx c = {m, win, B, T, 0, inp, tgt, 0.0f, 0.0, 0.0};
+    pipeline_stage st = stage_of(&c, 1);
+    int bad = 0;
     for (long w = (long)g->dp_rank * B; w < n_windows; w += (long)B * g->dp) {
-        int b = (int)(n_windows - w < B ? n_windows - w : B);
-        if (loader_fill(val, (uint64_t)w, b, tok) != 0) {
-            acc[0] = NAN;
+        c.n_windows = n_windows - w < B ? n_windows - w : B;
+        if (loader_fill(val, (uint64_t)w, (int)c.n_windows, win) != 0) bad = 1;
+        if (bad || pipeline_forward_only(g->pp_g, 1, &st) != 0) {
+            bad = 1;   // a data error; the val shards were checked at open, so rare
             break;
         }
-        split_windows(tok, b, T, inp, tgt);
-        acc[0] += model_forward(m, inp, tgt, b, T);
-        acc[1] += (double)b * T;
     }
-    if (g->dp_g->be->all_reduce(g->dp_g, acc, 2, COMM_DTYPE_F64, COMM_OP_SUM)) acc[0] = NAN;
+    double acc[3] = {c.loss_sum, c.n_tokens, 0.0};
+    if (sum_from_last_stage(g, acc, 2, 1) != 0) bad = 1;
+    // every rank learns whether any failed (the sums above are then meaningless)
+    acc[2] = bad;
+    g->world_g->be->all_reduce(g->world_g, &acc[2], 1, COMM_DTYPE_F64, COMM_OP_MAX);
     *n_tokens = (long long)acc[1];
-    return acc[1] > 0 ? acc[0] / acc[1] : NAN;
+    return acc[2] == 0 && acc[1] > 0 ? acc[0] / acc[1] : NAN;
 }
 
 // Writes each sampled token's text to stdout: through the BPE tokenizer when the run
@@ -260,17 +292,22 @@ int train_main(int argc, char **argv) {
     parallel_grid grid;
     if ((rc = parallel_grid_init(&grid, &cfg.parallel, mc.n_head, mc.n_kv_head, G, B)) != 0)
         goto out_tokenizer;
-    if (grid.tp > 1 || grid.pp > 1) {
-        if (grid.rank == 0)
-            fprintf(stderr, "anvil: parallel.tp = %d, parallel.pp = %d: tensor and pipeline "
-                    "parallelism are not implemented yet (data parallelism and ZeRO-1 are)\n",
-                    grid.tp, grid.pp);
-        rc = 2;
-        goto out_grid;
-    }
     const int lead = grid.rank == 0;           // the rank that prints and writes files
     const int Gr = G / grid.dp;                // samples of each global batch on this rank
     const int accum = Gr / B;                  // micro-batches per step on this rank
+    // The model's side of the layout: MLP channels split over tp (heads were checked
+    // with the grid), this stage's layers. Every rank checks alike; the lead prints.
+    int layer0 = 0, n_layers = 0;
+    if (mc.ffn_dim % grid.tp != 0) {
+        if (lead)
+            fprintf(stderr, "anvil: parallel layout does not fit the model: model.ffn_dim %d "
+                    "is not divisible by tp %d\n", mc.ffn_dim, grid.tp);
+        rc = 2;
+        goto out_grid;
+    }
+    if ((rc = pipeline_split_layers(cfg.parallel.pp_layers, mc.n_layer, grid.pp, grid.pp_rank,
+                                    lead, &layer0, &n_layers)) != 0)
+        goto out_grid;
 
     // ---- data ----------------------------------------------------------------
     loader train_data, val_data;
@@ -278,13 +315,13 @@ int train_main(int argc, char **argv) {
     memset(&val_data, 0, sizeof val_data);
     rc = loader_init(&train_data, cfg.data.train, "data.train", T,
                      cfg.data.order == DATA_ORDER_RANDOM, tc->seed, (uint32_t)mc.vocab_size);
-    if (rc != 0) goto out_grid;
+    if ((rc = agree_rc(&grid, rc)) != 0) goto out_train_data;
     long eval_windows = tc->eval_tokens / T > 0 ? tc->eval_tokens / T : 1;
     if (cfg.data.val[0] != '\0') {
         rc = loader_init(&val_data, cfg.data.val, "data.val", T, 0, tc->seed,
                          (uint32_t)mc.vocab_size);
-        if (rc != 0) goto out_train_data;
-        have_val = 1;
+        have_val = rc == 0;
+        if ((rc = agree_rc(&grid, rc)) != 0) goto out_val_data;
         if ((uint64_t)eval_windows > val_data.n_samples) eval_windows = (long)val_data.n_samples;
     }
 
@@ -292,53 +329,87 @@ int train_main(int argc, char **argv) {
     model m;
     optimizer opt;
     sampler smp;
+    memset(&m, 0, sizeof m);
     memset(&opt, 0, sizeof opt);
     memset(&smp, 0, sizeof smp);
-    float *grad_shard = NULL;
-    if ((rc = model_init(&m, &mc, be, B, T, grid.dp)) != 0) goto out_val_data;
-    if ((rc = model_init_weights(&m, tc->seed)) != 0) goto out_model;
+    float *grad_shard = NULL, *tied_peer = NULL;
+    int32_t *batch = NULL, *inp = NULL, *tgt = NULL;
+    const int zero = cfg.parallel.zero && grid.dp > 1;
+    const model_shard shard_of_rank = {
+        .tp = grid.tp, .tp_rank = grid.tp_rank, .layer0 = layer0, .n_layer = n_layers,
+        .first = grid.pp_rank == 0, .last = grid.pp_rank == grid.pp - 1,
+        .n_slots = pipeline_slots(grid.pp, grid.pp_rank, accum), .n_shards = zero ? grid.dp : 1};
+    const model_tp_comm tp_comm = {grid.tp_g, tp_all_reduce_sum, tp_all_gather};
+    rc = model_init(&m, &mc, be, B, T, &shard_of_rank);
+    if (rc == 0) rc = model_init_weights(&m, tc->seed);
+    if ((rc = agree_rc(&grid, rc)) != 0) goto out_model;
+    m.tp_comm = &tp_comm;
     // ZeRO-1: this rank keeps AdamW state for one dp-th of the flat buffer and receives
     // that shard's summed gradient by reduce-scatter; without it, the whole buffer.
-    const int zero = cfg.parallel.zero && grid.dp > 1;
     const size_t shard = m.n_alloc / (size_t)grid.dp;
     const size_t lo = zero ? (size_t)grid.dp_rank * shard : 0;
     const size_t hi = zero ? lo + shard : m.n_alloc;
-    if ((rc = optimizer_init(&opt, &cfg.optim, &m, lo, hi)) != 0) goto out_model;
-    if (zero && !(grad_shard = be->alloc(shard * sizeof(float)))) {
-        fprintf(stderr, "anvil: out of memory allocating the ZeRO-1 gradient shard\n");
-        rc = 1;
-        goto out_opt;
+    // Tied embeddings over a pipeline: the first stage's wte (embedding) and the last
+    // stage's copy (head) exchange gradients each step; both then hold the same sum.
+    const param_tensor *wte_t = NULL;
+    for (int i = 0; i < m.n_tensors; i++)
+        if (strcmp(m.tensors[i].name, "wte") == 0) wte_t = &m.tensors[i];
+    const int tied_pp = grid.pp > 1 && mc.tie_embeddings && wte_t;
+    const int tied_peer_rank = grid.pp_rank == 0 ? grid.pp - 1 : 0;
+    rc = optimizer_init(&opt, &cfg.optim, &m, lo, hi);
+    if (rc == 0 && zero && !(grad_shard = be->alloc(shard * sizeof(float)))) rc = 1;
+    if (rc == 0 && tied_pp && !(tied_peer = be->alloc(wte_t->numel * sizeof(float)))) rc = 1;
+    // samples need the whole model on this rank (tp 1, pp 1); anvil sample comes with
+    // checkpoints
+    const int can_sample = grid.tp == 1 && grid.pp == 1;
+    if (rc == 0 && can_sample) rc = sampler_init(&smp, &m, 1.0f, 0, 1.0f);
+    if (rc == 0) {
+        batch = malloc((size_t)Gr * (T + 1) * sizeof(int32_t));  // (Gr, T+1)
+        inp = malloc((size_t)B * T * sizeof(int32_t));           // (B, T)
+        tgt = malloc((size_t)B * T * sizeof(int32_t));           // (B, T)
+        if (!batch || !inp || !tgt) rc = 1;
     }
-    if ((rc = sampler_init(&smp, &m, 1.0f, 0, 1.0f)) != 0) goto out_opt;
-    int32_t *batch = malloc((size_t)Gr * (T + 1) * sizeof(int32_t));  // (Gr, T+1)
-    int32_t *inp = malloc((size_t)B * T * sizeof(int32_t));           // (B, T)
-    int32_t *tgt = malloc((size_t)B * T * sizeof(int32_t));           // (B, T)
-    if (!batch || !inp || !tgt) {
-        fprintf(stderr, "anvil: out of memory allocating batch buffers\n");
-        rc = 1;
-        goto out_buffers;
-    }
+    if (rc == 1) fprintf(stderr, "anvil: out of memory allocating optimizer and batch buffers\n");
+    if ((rc = agree_rc(&grid, rc)) != 0) goto out_buffers;
 
     // ---- run directory (the lead rank writes; every rank learns the outcome) -------
     FILE *metrics = NULL;
     if (lead) rc = open_run_dir(&cfg, &metrics);
     if ((rc = agree_rc(&grid, rc)) != 0) goto out_buffers;
 
-    const double flops_per_token = model_flops_per_token(&m, T);
-    const double peak = tc->peak_flops > 0 ? tc->peak_flops : estimate_cpu_peak_flops();
+    // global figures: each replica rank's share, summed (model.h)
+    double global[2] = {(double)model_num_params(&m), model_flops_per_token(&m, T)};
+    if (grid.dp_rank != 0) global[0] = global[1] = 0.0;
+    if (grid.world_g->be->all_reduce(grid.world_g, global, 2, COMM_DTYPE_F64, COMM_OP_SUM)) {
+        rc = 1;
+        goto out_metrics;
+    }
+    const double flops_per_token = global[1];
+    const double peak = (tc->peak_flops > 0 ? tc->peak_flops : estimate_cpu_peak_flops()) *
+                        grid.world;
     if (lead) {
         printf("anvil %s | device %s, %d threads/rank | %s model: %d layers, d_model %d, %d "
                "heads (%d kv), ffn %d, vocab %d | %.2fM parameters\n",
                "train", be->name, omp_get_max_threads(),
                mc.family == MODEL_FAMILY_GPT2 ? "gpt2" : "llama", mc.n_layer, mc.d_model,
-               mc.n_head, mc.n_kv_head, mc.ffn_dim, mc.vocab_size,
-               (double)model_num_params(&m) / 1e6);
+               mc.n_head, mc.n_kv_head, mc.ffn_dim, mc.vocab_size, global[0] / 1e6);
         printf("layout dp=%d tp=%d pp=%d zero=%d (%d rank%s) | batch: %d x %d tokens = %d per "
                "dp rank in %d micro-batches of %d -> %lld tokens/step | train data: %llu "
                "windows in %d shard(s)%s | run.dir %s\n",
                grid.dp, grid.tp, grid.pp, zero, grid.world, grid.world == 1 ? "" : "s", G, T,
                Gr, accum, B, gb_tokens, (unsigned long long)train_data.n_samples,
                train_data.n_shards, have_val ? ", validation on" : "", cfg.run.dir);
+        if (grid.pp > 1) {
+            printf("pipeline: 1F1B over %d stages, layers per stage:", grid.pp);
+            for (int s = 0; s < grid.pp; s++) {
+                int a, n;
+                pipeline_split_layers(cfg.parallel.pp_layers, mc.n_layer, grid.pp, s, 0, &a, &n);
+                printf(" %d", n);
+            }
+            printf("\n");
+        }
+        if (tc->sample_every > 0 && !can_sample)
+            printf("note: samples during training need tp=1 and pp=1; none will be printed\n");
         fflush(stdout);
     }
 
@@ -347,7 +418,8 @@ int train_main(int argc, char **argv) {
     long skipped = 0;
     long long tokens_done = 0;
     const double t_start = now_s();
-    const float dloss = 1.0f / (float)((double)G * T);
+    step_ctx sc = {&m, batch, B, T, Gr, inp, tgt, 1.0f / (float)((double)G * T), 0.0, 0.0};
+    const pipeline_stage stage = stage_of(&sc, shard_of_rank.n_slots);
     long step;
     for (step = 0; step < tc->steps; step++) {
         double t0 = now_s();
@@ -370,31 +442,39 @@ int train_main(int argc, char **argv) {
             if (!g_stop_signal) g_stop_signal = flags[1];
             break;
         }
+        // forward and backward of every micro-batch, in the 1F1B order over the stages
         model_zero_grad(&m);
-        double loss_sum = 0.0;
-        for (int a = 0; a < accum; a++) {
-            split_windows(batch + (size_t)a * B * (T + 1), B, T, inp, tgt);
-            loss_sum += model_forward(&m, inp, tgt, B, T);
-            model_backward(&m, dloss);
+        sc.loss_sum = sc.n_tokens = 0.0;
+        int crc = pipeline_train_1f1b(grid.pp_g, accum, &stage);
+        // tied embeddings over a pipeline: first and last stage add each other's
+        // gradient (a + b == b + a bit for bit, so both keep identical weights)
+        if (tied_pp && (grid.pp_rank == 0 || grid.pp_rank == grid.pp - 1)) {
+            float *gw = m.grads + wte_t->offset;
+            crc |= grid.pp_g->be->sendrecv(grid.pp_g, gw, wte_t->numel, tied_peer_rank,
+                                           tied_peer, wte_t->numel, tied_peer_rank,
+                                           COMM_DTYPE_F32);
+            be->residual_forward(gw, gw, tied_peer, wte_t->numel);
         }
         // Gradients: every rank summed dloss-weighted gradients of its Gr samples; the
         // sum over dp is the gradient of the global batch's mean loss.
         const float *grads = m.grads;
-        double ss = 0.0;
         comm_group *dpg = grid.dp_g;
-        int crc = dpg->be->all_reduce(dpg, &loss_sum, 1, COMM_DTYPE_F64, COMM_OP_SUM);
         if (zero) {
             crc |= dpg->be->reduce_scatter(dpg, m.grads, grad_shard, shard, COMM_DTYPE_F32,
                                            COMM_OP_SUM);
             grads = grad_shard;
-            ss = optimizer_grad_sumsq(&opt, &m, grads);
-            crc |= dpg->be->all_reduce(dpg, &ss, 1, COMM_DTYPE_F64, COMM_OP_SUM);
         } else {
             crc |= dpg->be->all_reduce(dpg, m.grads, m.n_alloc, COMM_DTYPE_F32, COMM_OP_SUM);
-            ss = optimizer_grad_sumsq(&opt, &m, grads);
         }
-        double loss = loss_sum / ((double)G * T);
-        float gnorm = (float)sqrt(ss);
+        // the global norm: every parameter counted once over the replica's tp shards
+        // and stages (and the dp shards under ZeRO-1), then summed over the world
+        double red[2] = {optimizer_grad_sumsq(&opt, &m, grads), 0.0};
+        if (!zero && grid.dp_rank != 0) red[0] = 0.0;
+        crc |= grid.world_g->be->all_reduce(grid.world_g, red, 1, COMM_DTYPE_F64, COMM_OP_SUM);
+        red[1] = sc.loss_sum;
+        crc |= sum_from_last_stage(&grid, &red[1], 1, 1);
+        double loss = red[1] / ((double)G * T);
+        float gnorm = (float)sqrt(red[0]);
         float lr = lr_at(tc, step);
         if (isfinite(loss) && isfinite(gnorm)) {
             optimizer_step(&opt, &m, grads, lr, gnorm);
@@ -434,11 +514,12 @@ int train_main(int argc, char **argv) {
                 printf("step %ld | val_loss %.4f over %lld tokens\n", step + 1, vl, vt);
             }
         }
-        if (lead && tc->sample_every > 0 && ((step + 1) % tc->sample_every == 0 || last))
+        if (lead && can_sample && tc->sample_every > 0 &&
+            ((step + 1) % tc->sample_every == 0 || last))
             print_sample(&smp, &m, tok, tc->sample_tokens, &sample_rng);
     }
-    if (rc == 0 && lead && cfg.run.final_weights[0] != '\0')
-        rc = write_final_weights(&m, cfg.run.final_weights);
+    if (rc == 0 && cfg.run.final_weights[0] != '\0')
+        rc = train_write_gathered(&m, &grid, cfg.run.final_weights);
     rc = agree_rc(&grid, rc);
     if (rc == 0 && g_stop_signal) {
         // Exit 75 is the "stopped on request" contract of DESIGN.md; until checkpoints
@@ -452,14 +533,15 @@ int train_main(int argc, char **argv) {
         printf("done: %ld steps, %lld tokens in %s\n", step, tokens_done,
                metrics_format_duration(now_s() - t_start, el, sizeof el));
     }
+out_metrics:
     if (metrics) fclose(metrics);
 out_buffers:
     free(batch);
     free(inp);
     free(tgt);
     sampler_free(&smp);
-out_opt:
     be->free(grad_shard);
+    be->free(tied_peer);
     optimizer_free(&opt);
 out_model:
     model_free(&m);

@@ -121,7 +121,8 @@ static const anv_backend cpu_backend = {
     .residual_forward = cpu_residual_forward,
     .residual_backward = cpu_residual_backward,
 
-    .crossentropy_forward = cpu_crossentropy_forward,
+    .crossentropy_stats = cpu_crossentropy_stats,
+    .crossentropy_combine = cpu_crossentropy_combine,
     .crossentropy_backward = cpu_crossentropy_backward,
 
     .sum_squares = cpu_sum_squares,

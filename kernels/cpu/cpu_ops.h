@@ -64,9 +64,9 @@ void cpu_synchronize(void);
 
 // ---- encoder.c ----------------------------------------------------------------------
 void cpu_encoder_forward(float *out, const int32_t *tokens, const float *wte,
-                         const float *wpe, int B, int T, int C);
+                         const float *wpe, int B, int T, int C, int v0, int Vs);
 void cpu_encoder_backward(float *dwte, float *dwpe, const float *dout,
-                          const int32_t *tokens, int B, int T, int C);
+                          const int32_t *tokens, int B, int T, int C, int v0, int Vs);
 
 // ---- layernorm.c --------------------------------------------------------------------
 void cpu_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
@@ -115,10 +115,13 @@ void cpu_residual_forward(float *out, const float *a, const float *b, size_t n);
 void cpu_residual_backward(float *da, float *db, const float *dout, size_t n);
 
 // ---- crossentropy.c -----------------------------------------------------------------
-void cpu_crossentropy_forward(float *losses, const float *logits, const int32_t *targets,
-                              int N, int V, int Vp);
-void cpu_crossentropy_backward(float *dlogits, const float *logits,
-                               const int32_t *targets, int N, int V, int Vp, float dloss);
+void cpu_crossentropy_stats(float *stats, const float *logits, const int32_t *targets,
+                            int N, int v0, int Vv, int Vs);
+void cpu_crossentropy_combine(float *losses, float *lse, const float *stats,
+                              const int32_t *targets, int N, int P);
+void cpu_crossentropy_backward(float *dlogits, const float *logits, const float *lse,
+                               const int32_t *targets, int N, int v0, int Vv, int Vs,
+                               float dloss);
 
 // ---- adamw.c (optimizer helpers) ----------------------------------------------------
 double cpu_sum_squares(const float *x, size_t n);

@@ -15,9 +15,10 @@
 //   avg f32 the sum's tolerance / n + FLT_EPSILON * |ref| (the division's rounding);
 //   f64 the same with DBL_EPSILON and twice the factor (the reference rounds too);
 //   max and every i32 result exact.
-// all_gather, broadcast and send/recv move bits, so they are compared exactly with the
-// regenerated inputs. Every call's byte count is checked against the formula in
-// parallel.h. Counts 0, 1, 7 and 1000003 (not multiples of any group size > 1).
+// all_gather, broadcast, send/recv and sendrecv move bits, so they are compared exactly
+// with the regenerated inputs. Every call's byte count is checked against the formula
+// in parallel.h. Counts 0, 1, 7 and 1000003 (not multiples of any group size > 1);
+// sendrecv gives each rank a send count and a different receive count (sr_counts).
 //
 // Built twice by meson: against the library, and with comm_mpi.c compiled in with a
 // chunk of 1000 elements so that the chunked paths (counts above INT_MAX) run on small
@@ -34,6 +35,12 @@
 
 static const size_t counts[] = {0, 1, 7, 1000003};
 #define N_COUNTS (sizeof counts / sizeof counts[0])
+// sendrecv: with rotation k, group rank r sends sr_counts[(k + r) % N_SR_COUNTS], so a
+// rank's send and receive counts are different entries: 0 and 1000003 against small
+// counts, and 2001 (3 pieces at the chunked build's 1000) against 1000003 (1001 pieces),
+// so both directions run several pieces, in unequal numbers.
+static const size_t sr_counts[] = {0, 7, 1000003, 2001, 1};
+#define N_SR_COUNTS (sizeof sr_counts / sizeof sr_counts[0])
 static const comm_dtype dtypes[] = {COMM_DTYPE_F32, COMM_DTYPE_F64, COMM_DTYPE_I32};
 static const comm_op ops[] = {COMM_OP_SUM, COMM_OP_AVG, COMM_OP_MAX};
 static const char *dtype_names[] = {"f32", "f64", "i32"};
@@ -295,6 +302,110 @@ static void check_ring(test_ctx *t, comm_dtype dt, size_t count) {
     free(want);
 }
 
+// The count group rank r sends in sendrecv check rotation k (see sr_counts).
+static size_t sr_count(int k, int r) { return sr_counts[(size_t)(k + r) % N_SR_COUNTS]; }
+
+// sendrecv around the ring: rank r sends sr_count(k, r) elements to r + dir and receives
+// what r - dir sends (dir 1, or -1 for the reverse ring), all ranks at once, which two
+// blocking calls in a row would deadlock on (large counts are not buffered by MPI).
+static void check_sendrecv_ring(test_ctx *t, comm_dtype dt, int k, int dir) {
+    comm_group *g = t->g;
+    int n = g->size, r = g->rank, dst = (r + dir + n) % n, src = (r - dir + n) % n;
+    size_t es = dtype_size(dt), sc = sr_count(k, r), rc = sr_count(k, src);
+    unsigned salt = ++t->salt;
+    char *out = xmalloc(sc * es), *in = xmalloc(rc * es), *want = xmalloc(rc * es);
+    fill(out, sc, dt, salt, r);
+    uint64_t before = g->bytes_sent;
+    int ok = g->be->sendrecv(g, out, sc, dst, in, rc, src, dt) == 0;
+    uint64_t bytes = g->bytes_sent - before;
+    fill(want, rc, dt, salt, src);
+    ok = ok && memcmp(in, want, rc * es) == 0 && bytes == sc * es;
+    char what[128];
+    snprintf(what, sizeof what, "sendrecv %s %s send=%zu recv=%zu",
+             dir > 0 ? "ring" : "reverse ring", dtype_names[dt], sc, rc);
+    report(t, ok, 0, 0, bytes, what);
+    free(out);
+    free(in);
+    free(want);
+}
+
+// sendrecv along a chain, as a pipeline does: rank r sends to r + dir and receives from
+// r - dir, -1 where that is past an end (so the ends run one half only, and a group of
+// one runs neither: a no-op). The half that is -1 gets a count anyway: it must be
+// ignored (no bytes counted for a dst of -1, recv left untouched for a src of -1).
+static void check_sendrecv_chain(test_ctx *t, comm_dtype dt, int k, int dir) {
+    comm_group *g = t->g;
+    int n = g->size, r = g->rank, dst = r + dir, src = r - dir;
+    if (dst < 0 || dst >= n) dst = -1;
+    if (src < 0 || src >= n) src = -1;
+    size_t es = dtype_size(dt), sc = sr_count(k, r), rc = src >= 0 ? sr_count(k, src) : sc;
+    unsigned salt = ++t->salt;
+    char *out = xmalloc(sc * es), *in = xmalloc(rc * es), *want = xmalloc(rc * es);
+    fill(out, sc, dt, salt, r);
+    uint64_t before = g->bytes_sent;
+    int ok = g->be->sendrecv(g, out, sc, dst, in, rc, src, dt) == 0;
+    uint64_t bytes = g->bytes_sent - before;
+    if (src >= 0) fill(want, rc, dt, salt, src);
+    else memset(want, 0xA5, rc * es);   // xmalloc's garbage, untouched
+    ok = ok && memcmp(in, want, rc * es) == 0 && bytes == (dst >= 0 ? sc * es : 0);
+    char what[128];
+    snprintf(what, sizeof what, "sendrecv %s %s send=%zu%s recv=%zu%s",
+             dir > 0 ? "chain" : "reverse chain", dtype_names[dt], sc, dst < 0 ? " (dst -1)" : "",
+             rc, src < 0 ? " (src -1)" : "");
+    report(t, ok, 0, 0, bytes, what);
+    free(out);
+    free(in);
+    free(want);
+}
+
+// The -1 halves against the plain calls: group rank 0 sends with send and rank 1
+// receives with sendrecv (dst -1), then back, rank 1 with sendrecv (src -1) and rank 0
+// with recv. The pieces must match the plain calls' pieces in the chunked build.
+static void check_sendrecv_halves(test_ctx *t, comm_dtype dt, size_t count) {
+    comm_group *g = t->g;
+    int r = g->rank;
+    size_t es = dtype_size(dt);
+    unsigned salt = ++t->salt;
+    char *out = xmalloc(count * es), *in = xmalloc(count * es), *want = xmalloc(count * es);
+    fill(out, count, dt, salt, r);
+    uint64_t before = g->bytes_sent;
+    int ok = 1;
+    if (r == 0) {
+        ok = g->be->send(g, out, count, dt, 1) == 0;
+        ok = g->be->recv(g, in, count, dt, 1) == 0 && ok;
+    } else if (r == 1) {
+        ok = g->be->sendrecv(g, NULL, 0, -1, in, count, 0, dt) == 0;
+        ok = g->be->sendrecv(g, out, count, 0, NULL, 0, -1, dt) == 0 && ok;
+    }
+    uint64_t bytes = g->bytes_sent - before;
+    if (r <= 1) {
+        fill(want, count, dt, salt, 1 - r);
+        ok = ok && memcmp(in, want, count * es) == 0 && bytes == count * es;
+    } else {
+        ok = bytes == 0;
+    }
+    char what[128];
+    snprintf(what, sizeof what, "sendrecv -1 halves against send/recv %s count=%zu",
+             dtype_names[dt], count);
+    report(t, ok, 0, 0, bytes, what);
+    free(out);
+    free(in);
+    free(want);
+}
+
+// A group of one: there is no peer, so every real dst or src is refused (oneself, or
+// out of range), before any traffic and counting nothing.
+static void check_sendrecv_alone(test_ctx *t) {
+    comm_group *g = t->g;
+    float x[4] = {0}, y[4] = {0};
+    uint64_t before = g->bytes_sent;
+    int ok = g->be->sendrecv(g, x, 4, 0, y, 4, -1, COMM_DTYPE_F32) == -1;
+    ok = g->be->sendrecv(g, x, 4, -1, y, 4, 0, COMM_DTYPE_F32) == -1 && ok;
+    ok = g->be->sendrecv(g, x, 4, 0, y, 4, 0, COMM_DTYPE_F32) == -1 && ok;
+    ok = g->be->sendrecv(g, x, 4, 1, y, 4, -1, COMM_DTYPE_F32) == -1 && ok;
+    report(t, ok && g->bytes_sent == before, 0, 0, 0, "sendrecv with self or rank 1 refused");
+}
+
 // Calls a user of the interface can get wrong: refused alike on every rank, -1, no bytes.
 static void check_refusals(test_ctx *t) {
     comm_group *g = t->g;
@@ -315,6 +426,37 @@ static void check_refusals(test_ctx *t) {
         else ok = g->be->recv(g, x, 4, COMM_DTYPE_F32, 0) == -1;
         report(t, ok, 0, 0, 0, sent < 4 ? "recv of a short message refused"
                                         : "recv of a long message refused");
+    }
+    // sendrecv refusals, each with the other half valid: refused before any traffic, so
+    // nothing is left in flight for the checks after them (probed below, and they would
+    // fail) and no rank waits for a partner that refused.
+    int other = 1 - g->rank;
+    float y[4] = {0};
+    before = g->bytes_sent;   // the short and long sends above counted theirs
+    ok = g->be->sendrecv(g, x, 4, g->size, y, 4, other, COMM_DTYPE_F32) == -1;
+    report(t, ok && g->bytes_sent == before, 0, 0, 0, "sendrecv dst=size refused");
+    ok = g->be->sendrecv(g, x, 4, other, y, 4, -2, COMM_DTYPE_F32) == -1;
+    report(t, ok && g->bytes_sent == before, 0, 0, 0, "sendrecv src=-2 refused");
+    ok = g->be->sendrecv(g, x, 4, g->rank, y, 4, other, COMM_DTYPE_F32) == -1;
+    report(t, ok && g->bytes_sent == before, 0, 0, 0, "sendrecv dst=self refused");
+    ok = g->be->sendrecv(g, x, 4, other, y, 4, g->rank, COMM_DTYPE_F32) == -1;
+    report(t, ok && g->bytes_sent == before, 0, 0, 0, "sendrecv src=self refused");
+    ok = g->be->sendrecv(g, x, 4, other, y, 4, other, (comm_dtype)7) == -1;
+    report(t, ok && g->bytes_sent == before, 0, 0, 0, "sendrecv unknown dtype refused");
+    // A refusal that sent anyway would leave a message queued here (sound, not complete:
+    // a message still in transit after the barrier goes unseen).
+    int pending = 0;
+    mpi_ok(MPI_Barrier(t->comm), "barrier");
+    mpi_ok(MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, t->comm, &pending, MPI_STATUS_IGNORE),
+           "probe");
+    report(t, !pending, 0, 0, 0, "nothing in flight after the refused sendrecvs");
+    // Short, then long, message in sendrecv's paired path (both dst and src given; the
+    // direction with 0 elements sends nothing): the receiver returns -1.
+    for (int sent = 3; sent <= 5; sent += 2) {
+        if (g->rank == 0) ok = g->be->sendrecv(g, x, (size_t)sent, 1, y, 0, 1, COMM_DTYPE_F32) == 0;
+        else ok = g->be->sendrecv(g, y, 0, 0, x, 4, 0, COMM_DTYPE_F32) == -1;
+        report(t, ok, 0, 0, 0, sent < 4 ? "sendrecv of a short message refused"
+                                        : "sendrecv of a long message refused");
     }
 }
 
@@ -343,6 +485,21 @@ static void run_group(test_ctx *t) {
     for (size_t c = 0; c < N_COUNTS; c++)
         for (int d = 0; d < 3; d++)
             if (t->g->size > 1 || (counts[c] == 7 && d == 0)) check_ring(t, dtypes[d], counts[c]);
+    for (int k = 0; k < (int)N_SR_COUNTS; k++)
+        for (int d = 0; d < 3; d++) {
+            if (t->g->size > 1) {
+                check_sendrecv_ring(t, dtypes[d], k, 1);
+                check_sendrecv_ring(t, dtypes[d], k, -1);
+            }
+            check_sendrecv_chain(t, dtypes[d], k, 1);
+            check_sendrecv_chain(t, dtypes[d], k, -1);
+        }
+    if (t->g->size > 1) {
+        check_sendrecv_halves(t, COMM_DTYPE_F32, 7);
+        check_sendrecv_halves(t, COMM_DTYPE_F64, 1000003);
+    } else {
+        check_sendrecv_alone(t);
+    }
     int ok = t->g->be->barrier(t->g) == 0;
     report(t, ok, 0, 0, 0, "barrier");
     if (t->g->size == 2) check_refusals(t);   // once is enough: they print messages

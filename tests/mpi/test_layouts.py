@@ -4,9 +4,10 @@
 For a tiny model of each family, 5 training steps with a fixed seed: the loss at every
 step within 1e-5 relative of the single-rank run, and every final parameter tensor
 within 1e-5 relative (||a - b||_2 / ||b||_2 over the whole tensor, read from
-run.final_weights), for each layout this build supports: dp2 and dp2 + ZeRO-1. A layout
-that does not fit the world size is refused with exit 2 and a message naming the
-factors. Runs with Debian's /usr/bin/python3 (numpy); the ranks run under mpiexec
+run.final_weights), for each layout: dp2, dp2 + ZeRO-1, tp2, pp2, dp2 x tp2, tp2 x pp2, dp2 x pp2 (with
+ZeRO-1) and dp2 x tp2 x pp2 on 8 ranks, plus an uneven pipeline split. A layout
+that does not fit the world size or the model is refused with exit 2 and one line
+naming the factors. Runs with Debian's /usr/bin/python3 (numpy); the ranks run under mpiexec
 (Open MPI, --oversubscribe: 2 cores).
 usage: /usr/bin/python3 test_layouts.py /path/to/anvil
 """
@@ -26,9 +27,15 @@ STEPS = 5
 LR = 3e-3
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
            OMP_NUM_THREADS="1")
-LAYOUTS = [  # name, ranks, overrides
+LAYOUTS = [  # name, ranks, overrides (pp runs have 4 micro-batches per dp rank or more)
     ("dp2", 2, ["parallel.dp=2"]),
     ("dp2+zero1", 2, ["parallel.dp=2", "parallel.zero=1"]),
+    ("tp2", 2, ["parallel.tp=2"]),
+    ("pp2", 2, ["parallel.pp=2"]),
+    ("dp2xtp2", 4, ["parallel.dp=2", "parallel.tp=2"]),
+    ("tp2xpp2", 4, ["parallel.tp=2", "parallel.pp=2"]),
+    ("dp2xpp2", 4, ["parallel.dp=2", "parallel.pp=2", "parallel.zero=1"]),
+    ("dp2xtp2xpp2", 8, ["parallel.dp=2", "parallel.tp=2", "parallel.pp=2"]),
 ]
 FAMILIES = {
     "gpt2": ["model.preset=gpt2-tiny"],
@@ -62,7 +69,7 @@ def main():
         subprocess.run([anvil, "prepare", "text", "--out", os.path.join(tmp, "data"),
                         "--val-frac", "0", text], check=True, capture_output=True)
         common = [f"data.train={tmp}/data/train_*.bin", "data.val=", f"train.steps={STEPS}",
-                  "train.seq_len=32", "train.micro_batch=2", "train.global_batch_tokens=256",
+                  "train.seq_len=32", "train.micro_batch=2", "train.global_batch_tokens=512",
                   f"train.lr={LR}", "train.warmup_steps=2", "optim.grad_clip=0.5"]
         for fam, fam_args in FAMILIES.items():
             ref_dir = os.path.join(tmp, f"{fam}-ref")
@@ -96,13 +103,45 @@ def main():
                 print(f"{'ok  ' if ok else 'FAIL'} {fam:5} {name:10} {ranks} ranks: loss max rel "
                       f"err {lerr:.2e}, final weights max rel err {werr:.2e} ({worst}) "
                       f"(tol {TOL})")
-        # a layout that does not fit the world is refused, naming the factors
-        p = run(anvil, 3, common + FAMILIES["gpt2"] + ["parallel.dp=2",
-                                                      f"run.dir={tmp}/bad"], check=False)
-        ok = p.returncode == 2 and "world 3" in p.stderr and "dp 2" in p.stderr
+        # an uneven pipeline split (parallel.pp_layers) of a 3-layer llama under tp2 x pp2
+        three = common + FAMILIES["llama"] + ["model.n_layer=3"]
+        ref_dir = os.path.join(tmp, "llama3-ref")
+        run(anvil, 1, three + [f"run.dir={ref_dir}", f"run.final_weights={ref_dir}/w.bin"])
+        d = os.path.join(tmp, "llama3-uneven")
+        run(anvil, 4, three + ["parallel.tp=2", "parallel.pp=2", "parallel.pp_layers=2,1",
+                               f"run.dir={d}", f"run.final_weights={d}/w.bin"])
+        ref_w, w = read_tensorfile(f"{ref_dir}/w.bin"), read_tensorfile(f"{d}/w.bin")
+        lerr = max(abs(a - b) / abs(b) for a, b in zip(losses(d), losses(ref_dir)))
+        werr = max(float(np.linalg.norm(w[k].astype(np.float64) - b) / np.linalg.norm(b))
+                   for k, b in ref_w.items())
+        ok = set(w) == set(ref_w) and lerr < TOL and werr < TOL
         fails += not ok
-        print(f"{'ok  ' if ok else 'FAIL'} dp2 on 3 ranks refused: exit {p.returncode}: "
-              f"{p.stderr.strip().splitlines()[0] if p.stderr.strip() else '(no message)'}")
+        print(f"{'ok  ' if ok else 'FAIL'} llama 3 layers, tp2 x pp2 with pp_layers 2,1: loss "
+              f"max rel err {lerr:.2e}, final weights max rel err {werr:.2e}")
+
+        # layouts that do not fit are refused with exit 2 and one line naming the factors
+        bad = [
+            ("dp2 on 3 ranks", 3, FAMILIES["gpt2"] + ["parallel.dp=2"], ["world 3", "dp 2"]),
+            ("pp2 with 1 micro-batch", 2,
+             FAMILIES["gpt2"] + ["parallel.pp=2", "train.global_batch_tokens=64"],
+             ["micro-batch", "pp"]),
+            ("pp_layers not matching pp", 2,
+             FAMILIES["gpt2"] + ["parallel.pp=2", "parallel.pp_layers=1,1,1"],
+             ["parallel.pp_layers", "parallel.pp = 2"]),
+            ("ffn_dim not divisible by tp", 4,
+             FAMILIES["gpt2"] + ["parallel.tp=4", "model.ffn_dim=250"],
+             ["model.ffn_dim 250", "tp 4"]),
+            ("kv heads not divisible by tp", 4, FAMILIES["llama"] + ["parallel.tp=4"],
+             ["n_kv_head 2", "tp 4"]),
+        ]
+        for what, ranks, args, needles in bad:
+            p = run(anvil, ranks, common + args + [f"run.dir={tmp}/bad"], check=False)
+            lines = [l for l in p.stderr.splitlines() if l.startswith("anvil:")]
+            ok = (p.returncode == 2 and len(lines) == 1 and
+                  all(n in lines[0] for n in needles) and not os.path.exists(f"{tmp}/bad"))
+            fails += not ok
+            print(f"{'ok  ' if ok else 'FAIL'} {what} refused: exit {p.returncode}, "
+                  f"{len(lines)} line(s): {lines[0] if lines else '(no message)'}")
     print(f"layouts: {'all passed' if not fails else f'{fails} failed'}")
     return 1 if fails else 0
 

@@ -98,7 +98,7 @@ int main(int argc, char **argv) {
 
     const int B = cfg.train.micro_batch, T = cfg.train.seq_len;
     model m;
-    int rc = model_init(&m, &cfg.model, anv_backend_cpu(), B, T, 1);
+    int rc = model_init(&m, &cfg.model, anv_backend_cpu(), B, T, NULL);
     if (rc != 0) return rc;
     optimizer o;
     int have_opt = 0;
