@@ -22,7 +22,8 @@ int metrics_write_step(FILE *f, const step_metrics *s) {
     put_num(f, "tokens_per_s", s->tokens_per_s, 0);
     put_num(f, "ms_per_step", s->ms_per_step, 0);
     put_num(f, "mfu", s->mfu, 0);
-    fprintf(f, "\"tokens\": %lld, \"skipped_steps\": %ld, ", s->tokens, s->skipped);
+    fprintf(f, "\"tokens\": %lld, \"samples\": %lld, \"skipped_steps\": %ld, ", s->tokens,
+            s->samples, s->skipped);
     put_num(f, "comm_bytes", s->comm_bytes, 0);
     put_num(f, "elapsed_s", s->elapsed_s, 1);
     fputs("}\n", f);

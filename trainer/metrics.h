@@ -22,6 +22,7 @@ typedef struct step_metrics {
     long long tokens;       // tokens consumed so far
     long skipped;           // steps skipped for a non-finite loss or gradient so far
     double comm_bytes;      // bytes this rank sent in the step's collectives
+    long long samples;      // data position: samples (windows) consumed, over all ranks
 } step_metrics;
 
 // Append one training-step object to `f` and flush. Returns 0 or -1.

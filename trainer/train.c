@@ -498,6 +498,7 @@ int train_main(int argc, char **argv) {
             .tokens_per_s = (double)gb_tokens / dt, .ms_per_step = 1e3 * dt,
             .mfu = peak > 0 ? flops_per_token * (double)gb_tokens / dt / peak : 0.0,
             .elapsed_s = now_s() - t_start, .tokens = tokens_done, .skipped = skipped,
+            .samples = (long long)(step + 1) * G,
             .comm_bytes = (double)(grid_bytes_sent(&grid) - bytes0)};
         if (lead) {
             metrics_write_step(metrics, &sm);
