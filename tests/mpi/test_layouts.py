@@ -2,7 +2,8 @@
 """mpi suite: a run split over several ranks trains the same model as one rank.
 
 For a tiny model of each family, 5 training steps with a fixed seed: the loss at every
-step within 1e-5 relative of the single-rank run, and every final parameter tensor
+step and the validation loss at the end (10 windows, unevenly split over dp) within
+1e-5 relative of the single-rank run, and every final parameter tensor
 within 1e-5 relative (||a - b||_2 / ||b||_2 over the whole tensor, read from
 run.final_weights), for each layout: dp2, dp2 + ZeRO-1, tp2, pp2, dp2 x tp2, tp2 x pp2, dp2 x pp2 (with
 ZeRO-1) and dp2 x tp2 x pp2 on 8 ranks, plus an uneven pipeline split. A layout
@@ -55,8 +56,11 @@ def run(anvil, ranks, args, check=True):
 
 
 def losses(run_dir):
+    """The training loss of every step, then the validation loss at the end."""
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        return [json.loads(l)["loss"] for l in f if '"loss"' in l]
+        recs = [json.loads(l) for l in f]
+    return ([r["loss"] for r in recs if "loss" in r] +
+            [r["val_loss"] for r in recs if "val_loss" in r])
 
 
 def main():
@@ -68,7 +72,8 @@ def main():
             f.write(" ".join(f"word{(i * 7919) % 97} of line {i % 13}." for i in range(4000)))
         subprocess.run([anvil, "prepare", "text", "--out", os.path.join(tmp, "data"),
                         "--val-frac", "0", text], check=True, capture_output=True)
-        common = [f"data.train={tmp}/data/train_*.bin", "data.val=", f"train.steps={STEPS}",
+        common = [f"data.train={tmp}/data/train_*.bin", f"data.val={tmp}/data/train_*.bin",
+                  f"train.steps={STEPS}", f"train.eval_every={STEPS}", "train.eval_tokens=320",
                   "train.seq_len=32", "train.micro_batch=2", "train.global_batch_tokens=512",
                   f"train.lr={LR}", "train.warmup_steps=2", "optim.grad_clip=0.5"]
         for fam, fam_args in FAMILIES.items():
@@ -97,7 +102,7 @@ def main():
                               max(np.linalg.norm(b.astype(np.float64)), 1e-30))
                     if e > werr:
                         werr, worst = e, k
-                ok = (len(got) == len(ref_loss) == STEPS and lerr < TOL and werr < TOL
+                ok = (len(got) == len(ref_loss) == STEPS + 1 and lerr < TOL and werr < TOL
                       and drift_ok and set(w) == set(ref_w))
                 fails += not ok
                 print(f"{'ok  ' if ok else 'FAIL'} {fam:5} {name:10} {ranks} ranks: loss max rel "
