@@ -5,17 +5,17 @@
 # terminal (CI).
 #
 # Packages: meson + ninja + pkg-config (build), Open MPI (required from the start),
-# libfyaml (configs), PCRE2 + jansson + utf8proc (tokenizer), OpenBLAS built for OpenMP (matmuls), fortunes (the default corpus
+# libfyaml (configs), HDF5 for Open MPI + h5dump (checkpoints), PCRE2 + jansson + utf8proc (tokenizer), OpenBLAS built for OpenMP (matmuls), fortunes (the default corpus
 # of real English text), python3-torch + numpy (the PyTorch reference in
-# tests/reference, for /usr/bin/python3).
+# tests/reference, for /usr/bin/python3; h5py reads checkpoints in the tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential meson ninja-build pkg-config libopenmpi-dev openmpi-bin
           libfyaml-dev libopenblas-openmp-dev libpcre2-dev libjansson-dev libutf8proc-dev
-          fortunes fortunes-min)
+          libhdf5-openmpi-dev hdf5-tools fortunes fortunes-min)
 if [ "${ANVIL_SETUP_TEST_DEPS:-0}" = 1 ]; then
-    packages+=(python3-torch python3-numpy)
+    packages+=(python3-torch python3-numpy python3-h5py-serial)
 fi
 
 missing=()

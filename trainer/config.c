@@ -170,6 +170,8 @@ const config_key config_keys[] = {
           "steps between checkpoints (0: only at the end and on a stop signal)"),
     KINT("checkpoint.keep", checkpoint.keep, "3", 1, SHAPE_MAX, 0,
          "how many of the newest checkpoints to keep"),
+    KLONG("checkpoint.keep_every", checkpoint.keep_every, "0", 0, INF,
+          "also keep for ever every checkpoint whose step is a multiple of this (0: none)"),
     KSTR("checkpoint.resume", checkpoint.resume, "auto",
          "auto (newest valid checkpoint in run.dir, if any), none, or a checkpoint path"),
 

@@ -100,6 +100,7 @@ typedef struct parallel_config {
 typedef struct checkpoint_config {
     long every;
     int keep;
+    long keep_every;         // steps that are multiples of it are kept for ever (0: none)
     char resume[CONFIG_STR]; // auto | none | a path
 } checkpoint_config;
 

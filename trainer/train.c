@@ -80,9 +80,32 @@ static double estimate_cpu_peak_flops(void) {
     return (double)omp_get_max_threads() * (avx512 && !amd ? 64.0 : 32.0) * mhz * 1e6;
 }
 
+// Keep the records of metrics.jsonl up to step `upto` (a resumed run logs the later
+// steps again), through a temporary file and a rename. Returns 0, or 2 after printing.
+static int trim_metrics(const char *path, long upto) {
+    FILE *in = fopen(path, "r");
+    if (!in) return errno == ENOENT ? 0 : 2;
+    char tmp[CONFIG_STR + 80];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *out = fopen(tmp, "w");
+    char line[4096];
+    int rc = out ? 0 : 2;
+    while (rc == 0 && fgets(line, sizeof line, in)) {
+        long step = -1;
+        if (sscanf(line, "{\"step\": %ld", &step) == 1 && step <= upto) fputs(line, out);
+    }
+    fclose(in);
+    if (out && fclose(out) != 0) rc = 2;
+    if (rc == 0 && rename(tmp, path) != 0) rc = 2;
+    if (rc) fprintf(stderr, "anvil: cannot rewrite '%s': %s\n", path, strerror(errno));
+    return rc;
+}
+
 // Create run.dir, write the effective config into it and open metrics.jsonl (lead
-// rank only). Returns 0, or 2 after printing which path failed.
-static int open_run_dir(const anvil_config *cfg, FILE **metrics) {
+// rank only): a fresh file, or after a resume from step `resumed` (>= 0) the old
+// records up to that step followed by the new ones. Returns 0, or 2 after printing
+// which path failed.
+static int open_run_dir(const anvil_config *cfg, long resumed, FILE **metrics) {
     char fpath[CONFIG_STR + 64];
     if (data_mkdirs(cfg->run.dir, fpath, sizeof fpath) != 0) {
         fprintf(stderr, "anvil: run.dir '%s': cannot create '%s': %s\n", cfg->run.dir, fpath,
@@ -96,16 +119,30 @@ static int open_run_dir(const anvil_config *cfg, FILE **metrics) {
         return 2;
     }
     snprintf(fpath, sizeof fpath, "%s/metrics.jsonl", cfg->run.dir);
-    if (!(*metrics = fopen(fpath, "w"))) {
+    if (resumed >= 0 && trim_metrics(fpath, resumed) != 0) return 2;
+    if (!(*metrics = fopen(fpath, resumed >= 0 ? "a" : "w"))) {
         fprintf(stderr, "anvil: cannot open '%s': %s\n", fpath, strerror(errno));
         return 2;
     }
     return 0;
 }
 
-// The largest exit code any rank has, so all ranks leave alike (the rank that failed
-// has printed why). Returns it (1 if the reduction itself fails).
-static int agree_rc(parallel_grid *g, int rc) {
+// The effective config as YAML text (malloc'ed), for the checkpoint; NULL if out of
+// memory.
+static char *config_text(const anvil_config *cfg) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) return NULL;
+    int bad = config_write_yaml(cfg, f) != 0;
+    if (fclose(f) != 0 || bad) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+int train_agree_rc(parallel_grid *g, int rc) {
     if (g->world_g->be->all_reduce(g->world_g, &rc, 1, COMM_DTYPE_I32, COMM_OP_MAX)) return 1;
     return rc;
 }
@@ -243,6 +280,9 @@ static const char *split_args(int argc, char **argv, int *first_override) {
 }
 
 int train_main(int argc, char **argv) {
+    // From the first moment: a stop signal during setup, evaluation or the first steps
+    // is honoured at the next step boundary (checkpoint, then exit 75).
+    install_stop_handlers();
     int rc = 0, first = 0;
     const char *path = split_args(argc, argv, &first);
     anvil_config cfg;
@@ -315,13 +355,13 @@ int train_main(int argc, char **argv) {
     memset(&val_data, 0, sizeof val_data);
     rc = loader_init(&train_data, cfg.data.train, "data.train", T,
                      cfg.data.order == DATA_ORDER_RANDOM, tc->seed, (uint32_t)mc.vocab_size);
-    if ((rc = agree_rc(&grid, rc)) != 0) goto out_train_data;
+    if ((rc = train_agree_rc(&grid, rc)) != 0) goto out_train_data;
     long eval_windows = tc->eval_tokens / T > 0 ? tc->eval_tokens / T : 1;
     if (cfg.data.val[0] != '\0') {
         rc = loader_init(&val_data, cfg.data.val, "data.val", T, 0, tc->seed,
                          (uint32_t)mc.vocab_size);
         have_val = rc == 0;
-        if ((rc = agree_rc(&grid, rc)) != 0) goto out_val_data;
+        if ((rc = train_agree_rc(&grid, rc)) != 0) goto out_val_data;
         if ((uint64_t)eval_windows > val_data.n_samples) eval_windows = (long)val_data.n_samples;
     }
 
@@ -334,6 +374,7 @@ int train_main(int argc, char **argv) {
     memset(&smp, 0, sizeof smp);
     float *grad_shard = NULL, *tied_peer = NULL;
     int32_t *batch = NULL, *inp = NULL, *tgt = NULL;
+    char *config_yaml = NULL;
     const int zero = cfg.parallel.zero && grid.dp > 1;
     const model_shard shard_of_rank = {
         .tp = grid.tp, .tp_rank = grid.tp_rank, .layer0 = layer0, .n_layer = n_layers,
@@ -342,7 +383,7 @@ int train_main(int argc, char **argv) {
     const model_tp_comm tp_comm = {grid.tp_g, tp_all_reduce_sum, tp_all_gather};
     rc = model_init(&m, &mc, be, B, T, &shard_of_rank);
     if (rc == 0) rc = model_init_weights(&m, tc->seed);
-    if ((rc = agree_rc(&grid, rc)) != 0) goto out_model;
+    if ((rc = train_agree_rc(&grid, rc)) != 0) goto out_model;
     m.tp_comm = &tp_comm;
     // ZeRO-1: this rank keeps AdamW state for one dp-th of the flat buffer and receives
     // that shard's summed gradient by reduce-scatter; without it, the whole buffer.
@@ -370,12 +411,27 @@ int train_main(int argc, char **argv) {
         if (!batch || !inp || !tgt) rc = 1;
     }
     if (rc == 1) fprintf(stderr, "anvil: out of memory allocating optimizer and batch buffers\n");
-    if ((rc = agree_rc(&grid, rc)) != 0) goto out_buffers;
+    if ((rc = train_agree_rc(&grid, rc)) != 0) goto out_buffers;
 
-    // ---- run directory (the lead rank writes; every rank learns the outcome) -------
+    // ---- resume (checkpoint.resume), then the run directory ------------------------
+    train_state ts = {0, 0, 0, 0, rng_stream(tc->seed, "sample")};
+    config_yaml = config_text(&cfg);
+    if ((rc = train_agree_rc(&grid, config_yaml ? 0 : 1)) != 0) goto out_buffers;
+    const train_ckpt ck = {&cfg, &m, &opt, &grid, zero, config_yaml};
+    char resume_dir[CONFIG_STR + 64];
+    long resumed = -1;
+    rc = train_checkpoint_find(&cfg, &grid, resume_dir, sizeof resume_dir);
+    if (rc == 0) {
+        if ((rc = train_checkpoint_load(&ck, resume_dir, &ts)) != 0) goto out_buffers;
+        resumed = ts.step;
+    } else if (rc == 1) {
+        rc = 0;   // nothing to resume: a fresh start
+    } else {
+        goto out_buffers;
+    }
     FILE *metrics = NULL;
-    if (lead) rc = open_run_dir(&cfg, &metrics);
-    if ((rc = agree_rc(&grid, rc)) != 0) goto out_buffers;
+    if (lead) rc = open_run_dir(&cfg, resumed, &metrics);
+    if ((rc = train_agree_rc(&grid, rc)) != 0) goto out_buffers;
 
     // global figures: each replica rank's share, summed (model.h)
     double global[2] = {(double)model_num_params(&m), model_flops_per_token(&m, T)};
@@ -413,20 +469,24 @@ int train_main(int argc, char **argv) {
         fflush(stdout);
     }
 
-    install_stop_handlers();
-    uint64_t sample_rng = rng_stream(tc->seed, "sample");
-    long skipped = 0;
-    long long tokens_done = 0;
+    uint64_t sample_rng = ts.sample_rng;
+    long skipped = ts.skipped;
+    long long tokens_done = ts.tokens;
+    const long step0 = ts.step;                // steps done before this process began
+    const unsigned long long samples0 = (unsigned long long)ts.samples;
+    long saved = resumed;                      // the step of the last checkpoint on disk
     const double t_start = now_s();
     step_ctx sc = {&m, batch, B, T, Gr, inp, tgt, 1.0f / (float)((double)G * T), 0.0, 0.0};
     const pipeline_stage stage = stage_of(&sc, shard_of_rank.n_slots);
     long step;
-    for (step = 0; step < tc->steps; step++) {
+    for (step = step0; step < tc->steps; step++) {
         double t0 = now_s();
         uint64_t bytes0 = grid_bytes_sent(&grid);
-        // This rank's part of global batch `step`: positions [step*G + dp_rank*Gr, +Gr).
-        rc = loader_fill(&train_data, (uint64_t)step * G + (uint64_t)grid.dp_rank * Gr, Gr,
-                         batch);
+        // This rank's part of the step's global batch: G samples from the data position
+        // (samples consumed so far, whatever layout consumed them), dp rank r's Gr of
+        // them from position + r*Gr.
+        const unsigned long long pos = samples0 + (unsigned long long)(step - step0) * G;
+        rc = loader_fill(&train_data, pos + (uint64_t)grid.dp_rank * Gr, Gr, batch);
         // Every rank must take the same branch: stop on a signal any rank got (or a bad
         // batch any rank read) together, never leaving the others waiting.
         int flags[2] = {rc, (int)g_stop_signal};
@@ -498,7 +558,7 @@ int train_main(int argc, char **argv) {
             .tokens_per_s = (double)gb_tokens / dt, .ms_per_step = 1e3 * dt,
             .mfu = peak > 0 ? flops_per_token * (double)gb_tokens / dt / peak : 0.0,
             .elapsed_s = now_s() - t_start, .tokens = tokens_done, .skipped = skipped,
-            .samples = (long long)(step + 1) * G,
+            .samples = (long long)(pos + (unsigned long long)G),
             .comm_bytes = (double)(grid_bytes_sent(&grid) - bytes0)};
         if (lead) {
             metrics_write_step(metrics, &sm);
@@ -518,16 +578,33 @@ int train_main(int argc, char **argv) {
         if (lead && can_sample && tc->sample_every > 0 &&
             ((step + 1) % tc->sample_every == 0 || last))
             print_sample(&smp, &m, tok, tc->sample_tokens, &sample_rng);
+        // A test hook: stop after this step as if a signal had come (every rank reads
+        // the same environment), so resume tests stop at an exact step.
+        const char *stop_at = getenv("ANVIL_TEST_STOP_AFTER_STEP");
+        if (stop_at && atol(stop_at) == step + 1 && !g_stop_signal) g_stop_signal = SIGUSR1;
+        if (cfg.checkpoint.every > 0 && (step + 1) % cfg.checkpoint.every == 0 && !last) {
+            train_state now = {step + 1, tokens_done, (long long)(pos + G), skipped, sample_rng};
+            if ((rc = train_checkpoint_save(&ck, &now)) != 0) break;
+            saved = step + 1;
+        }
+    }
+    // The state at the end, or at a stop: saved unless already on disk (a run that
+    // resumes a finished checkpoint saves nothing).
+    if (rc == 0 && step != saved) {
+        train_state now = {step, tokens_done,
+                           (long long)(samples0 + (unsigned long long)(step - step0) * G),
+                           skipped, sample_rng};
+        rc = train_checkpoint_save(&ck, &now);
     }
     if (rc == 0 && cfg.run.final_weights[0] != '\0')
         rc = train_write_gathered(&m, &grid, cfg.run.final_weights);
-    rc = agree_rc(&grid, rc);
+    rc = train_agree_rc(&grid, rc);
     if (rc == 0 && g_stop_signal) {
-        // Exit 75 is the "stopped on request" contract of DESIGN.md; until checkpoints
-        // exist, running the command again starts the run over.
+        // Exit 75 is the "stopped on request" contract of DESIGN.md: the checkpoint is
+        // on disk, and running the same command again continues from it.
         if (lead)
-            printf("anvil: stopped by signal %d after step %ld (no checkpoint yet: running "
-                   "the same command again starts over)\n", (int)g_stop_signal, step);
+            printf("anvil: stopped by signal %d after step %ld; checkpoint saved, run the "
+                   "same command again to continue\n", (int)g_stop_signal, step);
         rc = EXIT_STOPPED;
     } else if (rc == 0 && lead) {
         char el[32];
@@ -537,6 +614,7 @@ int train_main(int argc, char **argv) {
 out_metrics:
     if (metrics) fclose(metrics);
 out_buffers:
+    free(config_yaml);
     free(batch);
     free(inp);
     free(tgt);

@@ -2,8 +2,13 @@
 #ifndef ANVIL_TRAINER_TRAIN_INTERNAL_H
 #define ANVIL_TRAINER_TRAIN_INTERNAL_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 #include "parallel/parallel.h"
+#include "trainer/config.h"
 #include "trainer/model.h"
+#include "trainer/optimizer.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -14,6 +19,41 @@ extern "C" {
 // world (dp replica 0 sends, the others return at once). Returns 0, 1 (communication
 // or memory) or 2 (the file could not be written), on rank 0; 0 or 1 elsewhere.
 int train_write_gathered(const model *m, parallel_grid *g, const char *path);
+
+// The largest exit code any rank has, so all ranks leave alike (the rank that failed
+// has printed why). Returns it (1 if the reduction itself fails). Collective.
+int train_agree_rc(parallel_grid *g, int rc);
+
+// ---- checkpoints (checkpointing.c) ----------------------------------------------------
+
+// The counters a checkpoint carries besides tensors.
+typedef struct train_state {
+    long step;                  // optimizer steps done
+    long long tokens;           // tokens trained
+    long long samples;          // data position: windows consumed over all ranks
+    long skipped;               // updates skipped (non-finite)
+    uint64_t sample_rng;        // the sampler's RNG state
+} train_state;
+
+// What a save or a load works on.
+typedef struct train_ckpt {
+    const anvil_config *cfg;
+    model *m;
+    optimizer *opt;
+    parallel_grid *grid;
+    int zero;                   // ZeRO-1 in effect (moments sharded over dp)
+    const char *config_yaml;    // the effective config, stored in the checkpoint
+} train_ckpt;
+
+// Save the state after ts->step steps to run.dir/checkpoints/step_NNNNNNNN (atomic;
+// collective over the world). Returns the agreed exit code (0, 1 or 2).
+int train_checkpoint_save(const train_ckpt *c, const train_state *ts);
+// What checkpoint.resume selects: 0 with dir set (a verified checkpoint), 1 for a
+// fresh start, 2 when a given path does not verify (printed). Collective.
+int train_checkpoint_find(const anvil_config *cfg, parallel_grid *g, char *dir, size_t n);
+// Load dir's parameters, moments and counters into this rank's shard of the model and
+// optimizer, whatever layout wrote it. Returns the agreed exit code. Collective.
+int train_checkpoint_load(const train_ckpt *c, const char *dir, train_state *ts);
 
 #ifdef __cplusplus
 }

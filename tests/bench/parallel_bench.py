@@ -3,12 +3,14 @@
 
 Two measurements of `anvil train` under mpiexec, on whatever cores the machine has:
 
-1. Scaling. tokens/s of one rank against two data-parallel ranks for small GPT-2 shapes:
-   dp1 with 1 and 2 OpenMP threads, dp2 (and dp2 + ZeRO-1) with 1 thread per rank, dp2
-   with 2 threads per rank (oversubscribed), and dp1 with 1 thread on half the global
-   batch, which is the compute of one dp2 rank without its communication: the difference
-   of the two step times estimates what the gradient all-reduce (plus waiting for the
-   slower rank and the two ranks' contention for memory) costs. Each configuration runs
+1. Scaling. tokens/s of one rank against two data-parallel ranks for GPT-2 shapes: dp1
+   with 1 and 2 OpenMP threads, dp2 (and dp2 + ZeRO-1) with 1 thread per rank, dp2 with
+   2 threads per rank (oversubscribed), and dp1 with 1 thread on half the global batch,
+   which is the compute of one dp2 rank without its communication: the difference of the
+   two step times estimates what the gradient all-reduce (plus waiting for the slower
+   rank and the two ranks' contention for memory) costs. Open MPI 4 binds every rank to
+   one core when it starts 1 or 2 ranks, so the runs with 2 threads per rank pass
+   `--bind-to none` (one row shows the default binding's cost). Each configuration runs
    --reps times, interleaved, and the fastest median counts (other jobs on the machine
    only ever slow a run down); the "others" column is the CPU time that processes
    outside the run used while it ran, as a share of all cores.
@@ -42,7 +44,7 @@ ANVIL = os.path.join(ROOT, "build", "anvil")
 DATA = os.path.join(ROOT, "runs", "data", "fortunes")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MPIEXEC = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS={k} " \
-          "mpiexec -n {r} --oversubscribe build/anvil train"
+          "mpiexec -n {r} --oversubscribe{bind} build/anvil train"
 
 
 def log(*a):
@@ -80,6 +82,19 @@ def cpu_busy_s():
     return (sum(v) - v[3] - v[4]) / CLK_TCK
 
 
+def wait_quiet(limit_s=90.0, busy_max=0.15):
+    """Before a timed run: wait (up to limit_s) until the cores are idle but for busy_max
+    of their time over one second, since other jobs on a 2-core machine halve a rate."""
+    t0 = _now()
+    while True:
+        b0 = cpu_busy_s()
+        time.sleep(1.0)
+        busy = (cpu_busy_s() - b0) / os.cpu_count()
+        if busy <= busy_max or _now() - t0 > limit_s:
+            return busy
+        log(f"  waiting: other processes keep the cores {100 * busy:.0f}% busy")
+
+
 # ---------------------------------------------------------------------------------------
 # running anvil
 
@@ -110,8 +125,10 @@ class Shape:
         return o
 
 
-def run(shape, dp, tp, pp, zero, threads, steps, batch_tokens=None):
-    """One `anvil train` under mpiexec. Returns a dict of medians (steps 3..N) or raises."""
+def run(shape, dp, tp, pp, zero, threads, steps, batch_tokens=None, bind_none=False):
+    """One `anvil train` under mpiexec. Returns a dict of medians (steps 3..N) or raises.
+    Open MPI 4 binds each rank to one core when it starts at most 2 ranks, so a rank's
+    OpenMP threads share that core unless bind_none (mpiexec --bind-to none)."""
     ranks = dp * tp * pp
     d = tempfile.mkdtemp(prefix="anvil-par-")
     ov = shape.overrides(batch_tokens) + [
@@ -120,7 +137,8 @@ def run(shape, dp, tp, pp, zero, threads, steps, batch_tokens=None):
         f"parallel.zero={zero}"]
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                OMP_NUM_THREADS=str(threads))
-    cmd = ["mpiexec", "-n", str(ranks), "--oversubscribe", ANVIL, "train"] + ov
+    cmd = ["mpiexec", "-n", str(ranks), "--oversubscribe"] + \
+        (["--bind-to", "none"] if bind_none else []) + [ANVIL, "train"] + ov
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy0 = cpu_busy_s()
     t0 = _now()
@@ -254,43 +272,51 @@ def analytic(s, dp, tp, pp, zero):
 # ---------------------------------------------------------------------------------------
 # the two measurements
 
-def scaling(shape, steps, reps):
+def scaling(shape, steps, reps, first):
     """Returns the markdown table rows and a summary line for one model."""
-    configs = [  # label, dp, zero, threads, batch tokens
-        ("dp1, 1 thread", 1, 0, 1, None),
-        ("dp1, 2 threads", 1, 0, 2, None),
-        ("dp2, 1 thread/rank", 2, 0, 1, None),
-        ("dp2 + ZeRO-1, 1 thread/rank", 2, 1, 1, None),
-        ("dp2, 2 threads/rank (4 threads on 2 cores)", 2, 0, 2, None),
-        ("dp1, 1 thread, half batch (one dp2 rank's compute)", 1, 0, 1, shape.gbt // 2),
+    # label, dp, zero, threads per rank, batch tokens, --bind-to none, first model only
+    configs = [
+        ("dp1, 1 thread", 1, 0, 1, None, False, False),
+        ("dp1, 2 threads (--bind-to none)", 1, 0, 2, None, True, False),
+        ("dp1, 2 threads, default binding (both on one core)", 1, 0, 2, None, False, True),
+        ("dp2, 1 thread/rank", 2, 0, 1, None, False, False),
+        ("dp2 + ZeRO-1, 1 thread/rank", 2, 1, 1, None, False, False),
+        ("dp2, 2 threads/rank (--bind-to none: 4 threads, 2 cores)", 2, 0, 2, None, True,
+         False),
+        ("dp1, 1 thread, half batch (one dp2 rank's compute)", 1, 0, 1, shape.gbt // 2,
+         False, False),
     ]
+    configs = [c for c in configs if first or not c[6]]
     best = {}
     for rep in range(reps):
-        for label, dp, zero, k, bt in configs:
+        for label, dp, zero, k, bt, bind_none, _ in configs:
             log(f"scaling {shape.name}: {label} (rep {rep + 1}/{reps})")
-            r = run(shape, dp, 1, 1, zero, k, steps, bt)
-            r["cmd"] = (MPIEXEC.format(k=k, r=dp) + " " +
-                        " ".join(o for o in r["overrides"] if not o.startswith("run.dir")))
+            wait_quiet()
+            r = run(shape, dp, 1, 1, zero, k, steps, bt, bind_none)
+            r["cmd"] = (MPIEXEC.format(k=k, r=dp, bind=" --bind-to none" if bind_none else "")
+                        + " " + " ".join(o for o in r["overrides"]
+                                         if not o.startswith("run.dir")))
             if label not in best or r["tps"] > best[label]["tps"]:
                 best[label] = r
     base = best["dp1, 1 thread"]
     rows = []
-    for label, dp, zero, k, bt in configs:
+    for label, dp, zero, k, bt, _, _ in configs:
         r = best[label]
         tokens = bt or shape.gbt
         rel = r["tps"] / base["tps"]
         rows.append(f"| {shape.name} | {label} | {tokens} | {r['ms']:.0f} | {r['tps']:.0f} | "
                     f"{rel:.2f}x | {r['comm'] / 1e6:.2f} | {100 * r['others']:.0f}% |")
-    dp2, z1, two = best["dp2, 1 thread/rank"], best["dp2 + ZeRO-1, 1 thread/rank"], \
-        best["dp1, 2 threads"]
+    dp2, z1 = best["dp2, 1 thread/rank"], best["dp2 + ZeRO-1, 1 thread/rank"]
+    two = best["dp1, 2 threads (--bind-to none)"]
     half = best["dp1, 1 thread, half batch (one dp2 rank's compute)"]
     eff = dp2["tps"] / (2 * base["tps"])
     effz = z1["tps"] / (2 * base["tps"])
     vs2 = dp2["tps"] / two["tps"]
     comm_ms = dp2["ms"] - half["ms"]
+    rate = f"{dp2['comm'] / 1e6 / comm_ms:.2f} GB/s" if comm_ms > 0 else "n/a"
     summary = (f"| {shape.name} | {eff:.2f} | {effz:.2f} | {two['tps'] / (2 * base['tps']):.2f} "
                f"| {vs2:.2f} | {comm_ms:.0f} ms ({100 * comm_ms / dp2['ms']:.0f}%) | "
-               f"{dp2['comm'] / 1e6:.1f} MB -> {dp2['comm'] / 1e6 / max(comm_ms, 1e-9):.2f} GB/s |")
+               f"{dp2['comm'] / 1e6:.1f} MB -> {rate} |")
     return rows, summary, best
 
 
@@ -335,6 +361,7 @@ def main():
     ap.add_argument("--comm-steps", type=int, default=5, help="steps per layout run")
     ap.add_argument("--reps", type=int, default=2, help="runs per scaling configuration")
     ap.add_argument("--no-scaling", action="store_true")
+    ap.add_argument("--no-124m", action="store_true", help="skip GPT-2 124M in the scaling")
     ap.add_argument("--no-comm", action="store_true")
     a = ap.parse_args()
     if not os.access(ANVIL, os.X_OK):
@@ -342,22 +369,30 @@ def main():
     ensure_data()
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     mach = machine()
-    out = [f"Measured {date} on {mach}; `/usr/bin/python3 tests/bench/parallel_bench.py"
-           f"{' --write' if a.write else ''}` (Open MPI, shared memory; medians over steps "
-           f"3-{a.steps} of scaling runs, best of {a.reps}; steps 3-{a.comm_steps} of layout "
-           f"runs).", ""]
+    big_steps = min(a.steps, 6)
+    out = [f"Measured {date} on {mach}, Open MPI over shared memory, with "
+           f"`/usr/bin/python3 tests/bench/parallel_bench.py{' --write' if a.write else ''}`. "
+           f"Scaling: median over steps 3-{a.steps}, the best of {a.reps} interleaved runs "
+           f"(GPT-2 124M: steps 3-{big_steps}, one run); layouts: steps 3-{a.comm_steps}.", ""]
     small = Shape("GPT-2 4L/256C")
     mid = Shape("GPT-2 6L/384C", n_layer=6, d_model=384, n_head=6)
+    big = Shape("GPT-2 124M", n_layer=12, d_model=768, n_head=12, vocab=50257, seq_len=64,
+                batch_tokens=512)
     if not a.no_scaling:
         log(f"machine: {mach}")
         rows, sums, cmds = [], [], []
-        for s in (small, mid):
-            r, summ, best = scaling(s, a.steps, a.reps)
+        plan = [(small, a.steps, a.reps), (mid, a.steps, a.reps)]
+        if not a.no_124m:   # 20-35 s a run: fewer steps, one run each
+            plan.append((big, big_steps, 1))
+        for s, steps, reps in plan:
+            r, summ, best = scaling(s, steps, reps, s is small)
             rows += r
             sums.append(summ)
             cmds.append(best["dp2, 1 thread/rank"]["cmd"])
-        out += ["Scaling (B=4, T=128, 4096 tokens per step, vocabulary 257; \"others\": CPU "
-                "time of other processes during the run, share of all cores):", "",
+        out += ["Scaling: 4L/256C and 6L/384C at B=4, T=128, 4096 tokens per step, "
+                "vocabulary 257; GPT-2 124M at B=4, T=64, 512 tokens per step, vocabulary "
+                "50257. \"others\": CPU time that processes outside the run used while it "
+                "ran, as a share of all cores.", "",
                 "| model | layout | tokens/step | ms/step | tokens/s | vs dp1 1 thread | "
                 "comm MB/step (rank 0) | others |",
                 "| --- | --- | --- | --- | --- | --- | --- | --- |"] + rows + [""]
@@ -365,9 +400,10 @@ def main():
                 "efficiency | dp2 / dp1 2 threads (b) | dp2 step minus half-batch dp1 step "
                 "(comm + wait) | all-reduce volume -> rate |",
                 "| --- | --- | --- | --- | --- | --- | --- |"] + sums + [""]
-        out += ["Command (dp2 row; the others change `-n`, `OMP_NUM_THREADS`, `parallel.dp`, "
-                "`parallel.zero`, `train.global_batch_tokens`): "] + \
-               [f"`{c} run.dir=$(mktemp -d)`" for c in cmds[:1]] + [""]
+        out += ["Efficiency = tokens/s / (2 x tokens/s of dp1 with 1 thread). Commands (the "
+                "dp2 rows; the other rows change `-n`, `OMP_NUM_THREADS`, `--bind-to none`, "
+                "`parallel.dp`, `parallel.zero` and `train.global_batch_tokens`):", ""] + \
+               [f"    {c} run.dir=$(mktemp -d)" for c in cmds] + [""]
     if not a.no_comm:
         odd = Shape("GPT-2 3L/72C", n_layer=3, d_model=72, n_head=6, seq_len=64,
                     micro_batch=2, batch_tokens=64 * 2 * 12)

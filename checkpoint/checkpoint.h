@@ -1,0 +1,126 @@
+// checkpoint/checkpoint.h: fault-tolerant sharded checkpoints.
+//
+// A checkpoint is a directory run.dir/checkpoints/step_NNNNNNNN/ (8 digits, the number
+// of optimizer steps done) holding HDF5 files and a MANIFEST. It is written under
+// step_NNNNNNNN.tmp, every file fsynced, the MANIFEST (SHA-256 of every file, in
+// `sha256sum -c` format) written and fsynced last, then the directory is renamed into
+// place and the `latest` pointer (a one-line text file naming the directory) replaced
+// by rename. A crash at
+// any point leaves the previous checkpoint and pointer intact; a directory without a
+// valid MANIFEST is never loaded. docs/checkpoint.md documents the files.
+#ifndef ANVIL_CHECKPOINT_CHECKPOINT_H
+#define ANVIL_CHECKPOINT_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CKPT_PATH_MAX 4096
+
+// ---- directories, manifest, commit (commit.c) -------------------------------------
+
+// "root/step_NNNNNNNN" and "root/step_NNNNNNNN.tmp" into out (n bytes). Returns 0, or
+// -1 if it does not fit.
+int ckpt_step_dir(const char *root, long step, char *out, size_t n);
+int ckpt_tmp_dir(const char *root, long step, char *out, size_t n);
+
+// Create root (and its parents) and an empty tmp directory for `step`, removing a
+// stale one a crashed save left. A committed directory of the same step (left by a
+// run that resumed from an older checkpoint) is moved aside to
+// step_NNNNNNNN.replaced-TIME, never deleted. Returns 0, or 2 after printing the path
+// and errno.
+int ckpt_begin(const char *root, long step, char *tmp, size_t n);
+
+// Write dir/MANIFEST: one line "SHA256  NAME" per regular file in dir (sorted by name,
+// `sha256sum -c MANIFEST` format), then "# anvil-manifest 1 files N bytes B". Every
+// file and then MANIFEST and dir are fsynced. Returns 0, or 2 after printing.
+int ckpt_manifest_write(const char *dir);
+
+// Check dir against its MANIFEST: present and well formed, every listed file present
+// with that hash, no file missing from the list. Returns 0, or 2 with `why` (n bytes)
+// set to one line naming the file and what is wrong (nothing printed).
+int ckpt_verify(const char *dir, char *why, size_t n);
+
+// Commit: fsync tmp, rename it to root/step_NNNNNNNN (replacing nothing: a committed
+// step is never overwritten, the caller must not save a step twice), fsync root,
+// write root/latest.tmp with the directory name, fsync, rename over root/latest, fsync
+// root. Then delete committed checkpoints beyond the newest `keep`, except steps that
+// are multiples of keep_every (> 0). Returns 0, or 2 after printing.
+int ckpt_commit(const char *root, const char *tmp, long step, int keep, long keep_every);
+
+// The newest checkpoint under root that verifies: the one `latest` names if it does,
+// else the highest-numbered step_NNNNNNNN that does. Each candidate that fails is
+// reported on stderr once ("anvil: checkpoint DIR: FILE: what is wrong; skipped").
+// Returns 0 with path (n bytes) and *step set; 1 when root holds no valid checkpoint
+// (or does not exist); 2 on an error reading root.
+int ckpt_find_latest(const char *root, char *path, size_t n, long *step);
+
+// ---- tensors and state in HDF5 (h5.c) ----------------------------------------------
+//
+// Each writing rank stores rectangles ("pieces") of global tensors in its own file;
+// model.h5 holds, for every tensor, one virtual dataset /KIND/NAME of the global shape
+// that maps all of its pieces (HDF5 virtual datasets, relative file names), so any
+// reader (h5py, h5dump, the loader under any layout) sees whole tensors.
+
+#define CKPT_NAME_MAX 64
+
+// A rectangle of a global tensor. 1-D tensors use index 0 only (off[1] = 0, len[1] =
+// 1, gshape[1] = 0).
+typedef struct ckpt_piece {
+    char kind[8];                // "param", "adam_m", "adam_v"
+    char name[CKPT_NAME_MAX];    // global tensor name
+    int ndim;                    // 1 or 2
+    int64_t gshape[2];           // global shape
+    int64_t off[2], len[2];      // the rectangle
+    char file[32];               // the file holding it, relative to the checkpoint dir
+} ckpt_piece;
+
+// The run's state, stored as attributes of model.h5.
+typedef struct ckpt_state {
+    long step;                   // optimizer steps done
+    long long tokens;            // tokens trained
+    long long samples;           // data position: windows consumed over all ranks
+    long opt_t;                  // AdamW's step count (bias correction)
+    uint64_t sample_rng;         // the sampler's RNG state
+    long skipped;                // updates skipped (non-finite)
+    int dp, tp, pp, zero;        // the layout that wrote it
+    int format;                  // CKPT_FORMAT
+    char anvil_version[32];
+} ckpt_state;
+
+#define CKPT_FORMAT 1
+
+// Write the pieces (data[i]: (len[0], len[1]) row-major float32) into a new file
+// `path` as datasets /KIND/NAME/OFF0_OFF1. Returns 0, or 2 after printing.
+int ckpt_h5_write_pieces(const char *path, const ckpt_piece *p, const float *const *data,
+                         int n);
+
+// Write `path` (model.h5): per tensor a virtual dataset /KIND/NAME over all its pieces
+// (from every rank), the state as root attributes, the effective config as the string
+// dataset /config. Returns 0, or 2 after printing.
+int ckpt_h5_write_index(const char *path, const ckpt_piece *p, int n, const ckpt_state *st,
+                        const char *config_yaml);
+
+typedef struct ckpt_reader ckpt_reader;   // an open checkpoint (its model.h5)
+
+// Open dir/model.h5 and read the state. Returns 0, or 2 after printing (file and what
+// is wrong).
+int ckpt_h5_open(ckpt_reader **r, const char *dir, ckpt_state *st);
+// The global shape of /KIND/NAME: 0, or 2 (absent: *ndim = 0; nothing printed).
+int ckpt_h5_shape(ckpt_reader *r, const char *kind, const char *name, int *ndim,
+                  int64_t gshape[2]);
+// Read the rectangle (off, len) of /KIND/NAME into out (len[0] x len[1] float32).
+// Returns 0, or 2 after printing.
+int ckpt_h5_read(ckpt_reader *r, const char *kind, const char *name, const int64_t off[2],
+                 const int64_t len[2], float *out);
+// The stored config (malloc'ed NUL-terminated text; the caller frees), or NULL.
+char *ckpt_h5_config(ckpt_reader *r);
+void ckpt_h5_close(ckpt_reader *r);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

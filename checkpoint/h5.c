@@ -1,0 +1,333 @@
+// checkpoint/h5.c: tensors and run state in HDF5 files.
+//
+// Per-rank files plus a global index (the issue allows either that or hyperslab writes
+// into shared files): each writing rank puts its pieces, rectangles of global tensors,
+// in its own file with plain serial HDF5, so no rank waits for another's I/O, nothing
+// depends on MPI-IO or file locking working on the cluster's filesystem, and a
+// checkpoint's write bandwidth is the sum of the ranks'. model.h5 is the index: for
+// every tensor a virtual dataset (HDF5 >= 1.10 VDS) of the global shape whose
+// mappings point at the pieces, with file names relative to the checkpoint directory,
+// so h5py, h5dump and the loader under any layout read whole tensors or any slice of
+// them without knowing which rank wrote what. Elements no piece covers read as NaN
+// (the fill value), never as silent zeros.
+//
+// HDF5 prints its error stack by default; it is silenced, and on failure the innermost
+// message of the stack is put into anvil's one-line error instead.
+#include "checkpoint/checkpoint.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <hdf5.h>
+
+// ---- errors ---------------------------------------------------------------------------
+
+static herr_t last_error_cb(unsigned n, const H5E_error2_t *e, void *ctx) {
+    (void)n;
+    char *out = ctx;
+    if (e->desc && e->desc[0]) snprintf(out, 256, "%s", e->desc);
+    return 0;
+}
+
+// The innermost description on HDF5's error stack ("" if none).
+static const char *h5_error_text(char buf[256]) {
+    buf[0] = '\0';
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, last_error_cb, buf);
+    return buf;
+}
+
+static void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+
+static int h5_fail(const char *path, const char *what) {
+    char buf[256];
+    const char *t = h5_error_text(buf);
+    fprintf(stderr, "anvil: checkpoint '%s': %s%s%s\n", path, what, t[0] ? ": " : "", t);
+    return 2;
+}
+
+// ---- writing --------------------------------------------------------------------------
+
+static void piece_path(const ckpt_piece *p, char *out, size_t n) {
+    snprintf(out, n, "/%s/%s/%lld_%lld", p->kind, p->name, (long long)p->off[0],
+             (long long)p->off[1]);
+}
+
+static hid_t intermediate_lcpl(void) {
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    if (lcpl >= 0) H5Pset_create_intermediate_group(lcpl, 1);
+    return lcpl;
+}
+
+int ckpt_h5_write_pieces(const char *path, const ckpt_piece *p, const float *const *data,
+                         int n) {
+    h5_quiet();
+    hid_t f = H5Fcreate(path, H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) return h5_fail(path, "cannot create");
+    hid_t lcpl = intermediate_lcpl();
+    int rc = lcpl < 0 ? h5_fail(path, "property list") : 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        char dpath[2 * CKPT_NAME_MAX + 64];
+        piece_path(&p[i], dpath, sizeof dpath);
+        hsize_t dims[2] = {(hsize_t)p[i].len[0], (hsize_t)p[i].len[1]};
+        hid_t sp = H5Screate_simple(p[i].ndim, dims, NULL);
+        hid_t d = sp < 0 ? -1 : H5Dcreate2(f, dpath, H5T_IEEE_F32LE, sp, lcpl, H5P_DEFAULT,
+                                           H5P_DEFAULT);
+        if (d < 0 || H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data[i]) < 0)
+            rc = h5_fail(path, dpath);
+        if (d >= 0) H5Dclose(d);
+        if (sp >= 0) H5Sclose(sp);
+    }
+    if (lcpl >= 0) H5Pclose(lcpl);
+    if (H5Fclose(f) < 0 && rc == 0) rc = h5_fail(path, "close");
+    return rc;
+}
+
+static int put_attr_i64(hid_t obj, const char *name, long long v) {
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(obj, name, H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    int64_t x = v;
+    int bad = a < 0 || H5Awrite(a, H5T_NATIVE_INT64, &x) < 0;
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(sp);
+    return bad;
+}
+
+// A fixed-length string (h5py reads it as bytes; h5dump prints it).
+static hid_t string_type(size_t len) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, len > 0 ? len : 1);
+    H5Tset_strpad(t, H5T_STR_NULLPAD);
+    return t;
+}
+
+static int put_attr_str(hid_t obj, const char *name, const char *v) {
+    hid_t t = string_type(strlen(v));
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(obj, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
+    int bad = a < 0 || H5Awrite(a, t, v) < 0;
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(sp);
+    H5Tclose(t);
+    return bad;
+}
+
+static int write_state(hid_t f, const ckpt_state *st, const char *config_yaml) {
+    int bad = 0;
+    bad |= put_attr_i64(f, "format", st->format);
+    bad |= put_attr_str(f, "anvil_version", st->anvil_version);
+    bad |= put_attr_i64(f, "step", st->step);
+    bad |= put_attr_i64(f, "tokens", st->tokens);
+    bad |= put_attr_i64(f, "samples", st->samples);
+    bad |= put_attr_i64(f, "adamw_t", st->opt_t);
+    bad |= put_attr_i64(f, "skipped_steps", st->skipped);
+    // uint64 stored bit for bit in an int64 attribute
+    long long rng;
+    memcpy(&rng, &st->sample_rng, sizeof rng);
+    bad |= put_attr_i64(f, "sample_rng", rng);
+    bad |= put_attr_i64(f, "layout_dp", st->dp);
+    bad |= put_attr_i64(f, "layout_tp", st->tp);
+    bad |= put_attr_i64(f, "layout_pp", st->pp);
+    bad |= put_attr_i64(f, "layout_zero", st->zero);
+    size_t len = strlen(config_yaml);
+    hid_t t = string_type(len);
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t d = H5Dcreate2(f, "config", t, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    bad |= d < 0 || H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, config_yaml) < 0;
+    if (d >= 0) H5Dclose(d);
+    H5Sclose(sp);
+    H5Tclose(t);
+    return bad;
+}
+
+static int same_tensor(const ckpt_piece *a, const ckpt_piece *b) {
+    return strcmp(a->kind, b->kind) == 0 && strcmp(a->name, b->name) == 0;
+}
+
+// One virtual dataset /KIND/NAME over the pieces i with same_tensor(p[i], p[first]).
+static int write_virtual(hid_t f, hid_t lcpl, const char *path, const ckpt_piece *p, int n,
+                         int first) {
+    const ckpt_piece *t = &p[first];
+    hsize_t gdims[2] = {(hsize_t)t->gshape[0], (hsize_t)(t->ndim == 2 ? t->gshape[1] : 1)};
+    hid_t gsp = H5Screate_simple(t->ndim, gdims, NULL);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    float nan_fill = NAN;   // an element no piece covers reads as NaN, loudly
+    int bad = gsp < 0 || dcpl < 0 || H5Pset_fill_value(dcpl, H5T_NATIVE_FLOAT, &nan_fill) < 0;
+    for (int i = first; i < n && !bad; i++) {
+        if (!same_tensor(&p[i], t)) continue;
+        char src[2 * CKPT_NAME_MAX + 64];
+        piece_path(&p[i], src, sizeof src);
+        hsize_t start[2] = {(hsize_t)p[i].off[0], (hsize_t)p[i].off[1]};
+        hsize_t count[2] = {(hsize_t)p[i].len[0], (hsize_t)p[i].len[1]};
+        hid_t vsp = H5Scopy(gsp);
+        hid_t ssp = H5Screate_simple(t->ndim, count, NULL);
+        bad = vsp < 0 || ssp < 0 ||
+              H5Sselect_hyperslab(vsp, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
+              H5Pset_virtual(dcpl, vsp, p[i].file, src, ssp) < 0;
+        if (vsp >= 0) H5Sclose(vsp);
+        if (ssp >= 0) H5Sclose(ssp);
+    }
+    char dpath[2 * CKPT_NAME_MAX + 8];
+    snprintf(dpath, sizeof dpath, "/%s/%s", t->kind, t->name);
+    hid_t d = bad ? -1 : H5Dcreate2(f, dpath, H5T_IEEE_F32LE, gsp, lcpl, dcpl, H5P_DEFAULT);
+    if (d < 0) bad = 1;
+    else H5Dclose(d);
+    if (dcpl >= 0) H5Pclose(dcpl);
+    if (gsp >= 0) H5Sclose(gsp);
+    return bad ? h5_fail(path, dpath) : 0;
+}
+
+int ckpt_h5_write_index(const char *path, const ckpt_piece *p, int n, const ckpt_state *st,
+                        const char *config_yaml) {
+    h5_quiet();
+    hid_t f = H5Fcreate(path, H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) return h5_fail(path, "cannot create");
+    hid_t lcpl = intermediate_lcpl();
+    int rc = lcpl < 0 ? h5_fail(path, "property list") : 0;
+    if (rc == 0 && write_state(f, st, config_yaml)) rc = h5_fail(path, "writing the state");
+    for (int i = 0; i < n && rc == 0; i++) {
+        int seen = 0;   // the tensor's first piece creates its dataset
+        for (int j = 0; j < i && !seen; j++) seen = same_tensor(&p[j], &p[i]);
+        if (!seen) rc = write_virtual(f, lcpl, path, p, n, i);
+    }
+    if (lcpl >= 0) H5Pclose(lcpl);
+    if (H5Fclose(f) < 0 && rc == 0) rc = h5_fail(path, "close");
+    return rc;
+}
+
+// ---- reading --------------------------------------------------------------------------
+
+struct ckpt_reader {
+    hid_t f;
+    hid_t dapl;                  // virtual datasets resolve their files in the dir
+    char path[CKPT_PATH_MAX];
+};
+
+static int get_attr_i64(hid_t f, const char *name, long long *v) {
+    if (H5Aexists(f, name) <= 0) return 1;
+    hid_t a = H5Aopen(f, name, H5P_DEFAULT);
+    int64_t x = 0;
+    int bad = a < 0 || H5Aread(a, H5T_NATIVE_INT64, &x) < 0;
+    if (a >= 0) H5Aclose(a);
+    *v = x;
+    return bad;
+}
+
+int ckpt_h5_open(ckpt_reader **out, const char *dir, ckpt_state *st) {
+    h5_quiet();
+    *out = NULL;
+    ckpt_reader *r = calloc(1, sizeof *r);
+    if (!r) return 1;
+    snprintf(r->path, sizeof r->path, "%s/model.h5", dir);
+    r->f = H5Fopen(r->path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (r->f < 0) {
+        int rc = h5_fail(r->path, "cannot open");
+        free(r);
+        return rc;
+    }
+    r->dapl = H5Pcreate(H5P_DATASET_ACCESS);
+    if (r->dapl < 0 || H5Pset_virtual_prefix(r->dapl, dir) < 0) {
+        int rc = h5_fail(r->path, "dataset access property list");
+        ckpt_h5_close(r);
+        return rc;
+    }
+    memset(st, 0, sizeof *st);
+    long long v[12];
+    const char *names[12] = {"format", "step", "tokens", "samples", "adamw_t",
+                             "skipped_steps", "sample_rng", "layout_dp", "layout_tp",
+                             "layout_pp", "layout_zero", NULL};
+    for (int i = 0; names[i]; i++) {
+        if (get_attr_i64(r->f, names[i], &v[i])) {
+            fprintf(stderr, "anvil: checkpoint '%s': attribute '%s' missing or unreadable\n",
+                    r->path, names[i]);
+            ckpt_h5_close(r);
+            return 2;
+        }
+    }
+    if (v[0] != CKPT_FORMAT) {
+        fprintf(stderr, "anvil: checkpoint '%s': format %lld, this anvil reads format %d\n",
+                r->path, v[0], CKPT_FORMAT);
+        ckpt_h5_close(r);
+        return 2;
+    }
+    st->format = (int)v[0];
+    st->step = (long)v[1];
+    st->tokens = v[2];
+    st->samples = v[3];
+    st->opt_t = (long)v[4];
+    st->skipped = (long)v[5];
+    memcpy(&st->sample_rng, &v[6], sizeof st->sample_rng);
+    st->dp = (int)v[7];
+    st->tp = (int)v[8];
+    st->pp = (int)v[9];
+    st->zero = (int)v[10];
+    *out = r;
+    return 0;
+}
+
+int ckpt_h5_shape(ckpt_reader *r, const char *kind, const char *name, int *ndim,
+                  int64_t gshape[2]) {
+    char dpath[2 * CKPT_NAME_MAX + 8];
+    snprintf(dpath, sizeof dpath, "/%s/%s", kind, name);
+    *ndim = 0;
+    gshape[0] = gshape[1] = 0;
+    if (H5Lexists(r->f, "/", H5P_DEFAULT) <= 0) return 2;
+    char group[16];
+    snprintf(group, sizeof group, "/%s", kind);
+    if (H5Lexists(r->f, group, H5P_DEFAULT) <= 0 || H5Lexists(r->f, dpath, H5P_DEFAULT) <= 0)
+        return 2;
+    hid_t d = H5Dopen2(r->f, dpath, r->dapl);
+    if (d < 0) return 2;
+    hid_t sp = H5Dget_space(d);
+    hsize_t dims[2] = {0, 0};
+    int nd = sp < 0 ? -1 : H5Sget_simple_extent_dims(sp, dims, NULL);
+    if (sp >= 0) H5Sclose(sp);
+    H5Dclose(d);
+    if (nd < 1 || nd > 2) return 2;
+    *ndim = nd;
+    gshape[0] = (int64_t)dims[0];
+    gshape[1] = nd == 2 ? (int64_t)dims[1] : 0;
+    return 0;
+}
+
+int ckpt_h5_read(ckpt_reader *r, const char *kind, const char *name, const int64_t off[2],
+                 const int64_t len[2], float *out) {
+    char dpath[2 * CKPT_NAME_MAX + 8];
+    snprintf(dpath, sizeof dpath, "/%s/%s", kind, name);
+    hid_t d = H5Dopen2(r->f, dpath, r->dapl);
+    if (d < 0) return h5_fail(r->path, dpath);
+    hid_t fs = H5Dget_space(d);
+    int nd = fs < 0 ? -1 : H5Sget_simple_extent_ndims(fs);
+    hsize_t start[2] = {(hsize_t)off[0], (hsize_t)off[1]};
+    hsize_t count[2] = {(hsize_t)len[0], (hsize_t)len[1]};
+    hid_t ms = nd < 1 ? -1 : H5Screate_simple(nd, count, NULL);
+    int bad = ms < 0 || H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
+              H5Dread(d, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, out) < 0;
+    if (ms >= 0) H5Sclose(ms);
+    if (fs >= 0) H5Sclose(fs);
+    H5Dclose(d);
+    return bad ? h5_fail(r->path, dpath) : 0;
+}
+
+char *ckpt_h5_config(ckpt_reader *r) {
+    hid_t d = H5Dopen2(r->f, "config", H5P_DEFAULT);
+    if (d < 0) return NULL;
+    hid_t t = H5Dget_type(d);
+    size_t len = t < 0 ? 0 : H5Tget_size(t);
+    char *s = len ? calloc(len + 1, 1) : NULL;
+    if (s && H5Dread(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, s) < 0) {
+        free(s);
+        s = NULL;
+    }
+    if (t >= 0) H5Tclose(t);
+    H5Dclose(d);
+    return s;
+}
+
+void ckpt_h5_close(ckpt_reader *r) {
+    if (!r) return;
+    if (r->dapl >= 0 && r->dapl) H5Pclose(r->dapl);
+    if (r->f >= 0) H5Fclose(r->f);
+    free(r);
+}

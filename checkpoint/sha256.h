@@ -1,0 +1,42 @@
+// checkpoint/sha256.h: SHA-256 (FIPS 180-4), streaming, private to checkpoint/.
+//
+// Only the checkpoint MANIFEST uses it, and only to detect files that changed or were cut
+// short, so it is the plain portable algorithm with no CPU-specific paths: hashing reads
+// at disk speed anyway.
+#ifndef ANVIL_CHECKPOINT_SHA256_H
+#define ANVIL_CHECKPOINT_SHA256_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SHA256_DIGEST_BYTES 32
+#define SHA256_HEX_BYTES 65   // 64 hex digits and the NUL
+
+typedef struct sha256_ctx {
+    uint32_t h[8];        // the chaining state
+    uint64_t n_bytes;     // message bytes hashed so far
+    uint8_t block[64];    // the partial block
+    size_t n_block;       // bytes used in block
+} sha256_ctx;
+
+void sha256_init(sha256_ctx *c);
+void sha256_update(sha256_ctx *c, const void *data, size_t n);
+// Pads, writes the digest and leaves c to be re-initialized before any further use.
+void sha256_final(sha256_ctx *c, uint8_t out[SHA256_DIGEST_BYTES]);
+
+// Lower-case hex of a digest into hex (65 bytes, NUL-terminated).
+void sha256_hex(const uint8_t digest[SHA256_DIGEST_BYTES], char hex[SHA256_HEX_BYTES]);
+
+// Hash everything from fd's current offset to end of file, reading 1 MiB blocks; *size
+// (if not NULL) gets the byte count. Returns 0, or -1 with errno set (ENOMEM if the
+// block buffer could not be allocated).
+int sha256_fd(int fd, uint8_t out[SHA256_DIGEST_BYTES], uint64_t *size);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,336 @@
+// trainer/checkpointing.c: saving and loading the training state as a checkpoint
+// (checkpoint/checkpoint.h) from whatever layout this run has.
+//
+// Every element of every global tensor is written exactly once, as pieces (rectangles
+// in global coordinates) cut from the model's tensor table (model.h: split_dim,
+// split_off, counted): the parameters by dp replica 0, each counted tensor's slice;
+// the AdamW moments by the ranks that own them: dp replica 0 without ZeRO, every dp
+// rank its own flat range under ZeRO-1, where a range that starts or ends inside a
+// row becomes up to three rectangles (a partial row, whole rows, a partial row). The
+// vocabulary padding rows that tensor parallelism adds are never written (they hold
+// nothing: no probability mass, no gradient) and load as zero, so a checkpoint is the
+// same whatever tp wrote it.
+//
+// Loading is the mirror image: each rank reads, through model.h5's virtual datasets,
+// exactly the rectangles its own layout needs, so a checkpoint written under one
+// dp x tp x pp (ZeRO on or off) resumes under any other.
+#include "trainer/train_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <config.h>   // ANVIL_VERSION
+
+#include "checkpoint/checkpoint.h"
+
+// ---- pieces ---------------------------------------------------------------------------
+
+// A piece and where its data lives in this rank's host copy.
+typedef struct piece_list {
+    int64_t vocab;      // V: the global rows of vocabulary tensors (padding never stored)
+    ckpt_piece *p;
+    size_t *src;        // float offset of each piece's data in the host buffer
+    int n, cap;
+} piece_list;
+
+static int push(piece_list *l, const param_tensor *t, const char *kind, const char *file,
+                int64_t r0, int64_t c0, int64_t rows, int64_t cols, size_t src) {
+    if (rows <= 0 || cols <= 0) return 0;
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 256;
+        ckpt_piece *p = realloc(l->p, (size_t)cap * sizeof *p);
+        size_t *s = p ? realloc(l->src, (size_t)cap * sizeof *s) : NULL;
+        if (p) l->p = p;
+        if (!p || !s) return 1;
+        l->src = s;
+        l->cap = cap;
+    }
+    ckpt_piece *q = &l->p[l->n];
+    memset(q, 0, sizeof *q);
+    snprintf(q->kind, sizeof q->kind, "%s", kind);
+    snprintf(q->name, sizeof q->name, "%s", t->name);
+    snprintf(q->file, sizeof q->file, "%s", file);
+    q->ndim = t->ndim;
+    q->gshape[0] = t->is_vocab ? l->vocab : t->gshape[0];
+    q->gshape[1] = t->ndim == 2 ? t->gshape[1] : 0;
+    // local -> global coordinates
+    if (t->split_dim == 0) r0 += t->split_off;
+    if (t->split_dim == 1) c0 += t->split_off;
+    q->off[0] = r0;
+    q->off[1] = t->ndim == 2 ? c0 : 0;
+    q->len[0] = rows;
+    q->len[1] = t->ndim == 2 ? cols : 1;
+    l->src[l->n++] = src;
+    return 0;
+}
+
+// The rectangles of elements [a, b) (row-major, relative to the tensor's start) of
+// local tensor t, without vocabulary padding rows (rows >= vrows). src0 is the host
+// offset of element a. Returns 0, or 1 out of memory.
+static int push_range(piece_list *l, const param_tensor *t, const char *kind,
+                      const char *file, size_t a, size_t b, size_t src0, int64_t vrows) {
+    const size_t cols = t->ndim == 2 ? (size_t)t->shape[1] : 1;
+    size_t src = src0;
+    if (t->ndim == 1) {
+        // 1-D: one range; the global shape is the tensor's (vocab tensors are 2-D)
+        return push(l, t, kind, file, (int64_t)a, 0, (int64_t)(b - a), 1, src);
+    }
+    while (a < b) {
+        size_t row = a / cols, col = a % cols;
+        size_t rows, ncols;
+        if (col != 0 || b - a < cols) {          // a partial row
+            ncols = cols - col < b - a ? cols - col : b - a;
+            rows = 1;
+        } else {                                  // whole rows
+            rows = (b - a) / cols;
+            ncols = cols;
+        }
+        int64_t keep = (int64_t)rows;
+        if ((int64_t)row + keep > vrows) keep = vrows - (int64_t)row;   // drop padding
+        if (keep > 0 && push(l, t, kind, file, (int64_t)row, (int64_t)col, keep,
+                             (int64_t)ncols, src))
+            return 1;
+        a += rows * ncols;
+        src += rows * ncols;
+    }
+    return 0;
+}
+
+// Rows of t that hold real data: all of them, except vocabulary tensors (Vv of Vp).
+static int64_t real_rows(const model *m, const param_tensor *t) {
+    return t->is_vocab ? m->Vv : t->shape[0];
+}
+
+// This rank's pieces of kind "param" (src: offsets into a copy of m->params) and of
+// the moments (src: offsets into a copy of o->m / o->v, i.e. relative to o->lo).
+// With all_tensors, non-counted tensors too (what a rank must read, not write).
+static int build_pieces(piece_list *l, const model *m, const optimizer *o, int params,
+                        int moments, int all_tensors, const char *file) {
+    l->vocab = m->V;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const param_tensor *t = &m->tensors[i];
+        if (!t->counted && !all_tensors) continue;
+        if (params && push_range(l, t, "param", file, 0, t->numel, t->offset,
+                                 real_rows(m, t)))
+            return 1;
+        if (!moments) continue;
+        size_t a = t->offset > o->lo ? t->offset : o->lo;
+        size_t b = t->offset + t->numel < o->hi ? t->offset + t->numel : o->hi;
+        if (a >= b) continue;
+        for (int k = 0; k < 2; k++)
+            if (push_range(l, t, k ? "adam_v" : "adam_m", file, a - t->offset, b - t->offset,
+                           a - o->lo, real_rows(m, t)))
+                return 1;
+    }
+    return 0;
+}
+
+// ---- save -----------------------------------------------------------------------------
+
+// Bytes of a piece list's data.
+static const float *piece_data(const ckpt_piece *p, size_t src, const float *params,
+                               const float *mom_m, const float *mom_v) {
+    if (strcmp(p->kind, "param") == 0) return params + src;
+    return (strcmp(p->kind, "adam_m") == 0 ? mom_m : mom_v) + src;
+}
+
+int train_checkpoint_save(const train_ckpt *c, const train_state *ts) {
+    const model *m = c->m;
+    const optimizer *o = c->opt;
+    parallel_grid *g = c->grid;
+    comm_group *w = g->world_g;
+    char root[CKPT_PATH_MAX], tmp[CKPT_PATH_MAX], file[32], path[CKPT_PATH_MAX + 40];
+    snprintf(root, sizeof root, "%s/checkpoints", c->cfg->run.dir);
+    int rc = 0;
+    if (g->rank == 0) rc = ckpt_begin(root, ts->step, tmp, sizeof tmp);
+    if ((rc = train_agree_rc(g, rc)) != 0) return rc;
+    ckpt_tmp_dir(root, ts->step, tmp, sizeof tmp);
+
+    // 1. this rank's pieces into its own file
+    snprintf(file, sizeof file, "rank_%05d.h5", g->rank);
+    piece_list l = {0};
+    const int write_params = g->dp_rank == 0;
+    const int write_moments = c->zero || g->dp_rank == 0;
+    float *host = NULL, *hm = NULL, *hv = NULL;
+    if (build_pieces(&l, m, o, write_params, write_moments, 0, file)) rc = 1;
+    const size_t nm = o->hi - o->lo;
+    if (rc == 0 && l.n > 0) {
+        host = malloc(m->n_alloc * sizeof(float));
+        hm = malloc(nm * sizeof(float) + 1);
+        hv = malloc(nm * sizeof(float) + 1);
+        if (!host || !hm || !hv) rc = 1;
+    }
+    if (rc == 0 && l.n > 0) {
+        m->be->copy_to_host(host, m->params, m->n_alloc * sizeof(float));
+        m->be->copy_to_host(hm, o->m, nm * sizeof(float));
+        m->be->copy_to_host(hv, o->v, nm * sizeof(float));
+        const float **data = malloc((size_t)l.n * sizeof *data);
+        if (!data) rc = 1;
+        for (int i = 0; rc == 0 && i < l.n; i++)
+            data[i] = piece_data(&l.p[i], l.src[i], host, hm, hv);
+        snprintf(path, sizeof path, "%s/%s", tmp, file);
+        if (rc == 0) rc = ckpt_h5_write_pieces(path, l.p, data, l.n);
+        free(data);
+    }
+    free(host);
+    free(hm);
+    free(hv);
+    if (rc == 1) fprintf(stderr, "anvil: checkpoint: out of memory on rank %d\n", g->rank);
+    if ((rc = train_agree_rc(g, rc)) != 0) goto out;
+
+    // A test hook: a window in which every piece is on disk and nothing is committed,
+    // so the kill -9 test can hit the middle of a save deterministically.
+    const char *pause = getenv("ANVIL_TEST_CKPT_PAUSE");
+    if (pause && g->rank == 0) {
+        fprintf(stderr, "anvil: test hook: checkpoint %s paused\n", tmp);
+        sleep((unsigned)atoi(pause));
+    }
+
+    // 2. every rank's piece list to rank 0, which writes the index and commits
+    const size_t words = sizeof(ckpt_piece) / sizeof(int32_t);
+    if (g->rank != 0) {
+        int32_t n = l.n;
+        rc = w->be->send(w, &n, 1, COMM_DTYPE_I32, 0) ||
+             (n > 0 && w->be->send(w, l.p, words * (size_t)n, COMM_DTYPE_I32, 0));
+        rc = rc ? 1 : 0;
+    } else {
+        piece_list all = {0};
+        all.p = malloc((size_t)(l.n > 0 ? l.n : 1) * sizeof *all.p);
+        all.n = all.cap = l.n;
+        if (!all.p) rc = 1;
+        else if (l.n) memcpy(all.p, l.p, (size_t)l.n * sizeof *all.p);
+        for (int r = 1; r < g->world && rc == 0; r++) {
+            int32_t n = 0;
+            if (w->be->recv(w, &n, 1, COMM_DTYPE_I32, r)) {
+                rc = 1;
+                break;
+            }
+            if (n == 0) continue;
+            ckpt_piece *p = realloc(all.p, (size_t)(all.n + n) * sizeof *p);
+            if (!p) {
+                rc = 1;
+                break;
+            }
+            all.p = p;
+            if (w->be->recv(w, all.p + all.n, words * (size_t)n, COMM_DTYPE_I32, r)) rc = 1;
+            all.n += n;
+        }
+        ckpt_state st = {.step = ts->step, .tokens = ts->tokens, .samples = ts->samples,
+                         .opt_t = o->t, .sample_rng = ts->sample_rng, .skipped = ts->skipped,
+                         .dp = g->dp, .tp = g->tp, .pp = g->pp, .zero = c->zero,
+                         .format = CKPT_FORMAT};
+        snprintf(st.anvil_version, sizeof st.anvil_version, "%s", ANVIL_VERSION);
+        snprintf(path, sizeof path, "%s/model.h5", tmp);
+        if (rc == 0) rc = ckpt_h5_write_index(path, all.p, all.n, &st, c->config_yaml);
+        if (rc == 0) rc = ckpt_manifest_write(tmp);
+        if (rc == 0)
+            rc = ckpt_commit(root, tmp, ts->step, c->cfg->checkpoint.keep,
+                             c->cfg->checkpoint.keep_every);
+        free(all.p);
+    }
+    rc = train_agree_rc(g, rc);
+out:
+    free(l.p);
+    free(l.src);
+    return rc;
+}
+
+// ---- resume ---------------------------------------------------------------------------
+
+// Decide what to resume from (checkpoint.resume): rank 0 looks, every rank learns the
+// answer. Returns 0 with dir set, 1 for a fresh start, 2 (bad resume path: printed).
+int train_checkpoint_find(const anvil_config *cfg, parallel_grid *g, char *dir, size_t n) {
+    // the answer travels as int32 words: status, then the path
+    int32_t msg[1 + CKPT_PATH_MAX / 4];
+    memset(msg, 0, sizeof msg);
+    char *path = (char *)(msg + 1);
+    if (g->rank == 0) {
+        const char *r = cfg->checkpoint.resume;
+        long step = 0;
+        if (strcmp(r, "none") == 0) {
+            msg[0] = 1;
+        } else if (strcmp(r, "auto") == 0) {
+            char root[CKPT_PATH_MAX];
+            snprintf(root, sizeof root, "%s/checkpoints", cfg->run.dir);
+            msg[0] = ckpt_find_latest(root, path, CKPT_PATH_MAX - 1, &step);
+        } else {
+            char why[512];
+            snprintf(path, CKPT_PATH_MAX - 1, "%s", r);
+            if (ckpt_verify(path, why, sizeof why) != 0) {
+                fprintf(stderr, "anvil: checkpoint.resume '%s': %s\n", r, why);
+                msg[0] = 2;
+            }
+        }
+    }
+    if (g->world_g->be->broadcast(g->world_g, msg, sizeof msg / 4, COMM_DTYPE_I32, 0)) return 1;
+    snprintf(dir, n, "%s", path);
+    return msg[0];
+}
+
+int train_checkpoint_load(const train_ckpt *c, const char *dir, train_state *ts) {
+    model *m = c->m;
+    optimizer *o = c->opt;
+    parallel_grid *g = c->grid;
+    ckpt_reader *r = NULL;
+    ckpt_state st;
+    piece_list l = {0};
+    float *host = NULL, *hm = NULL, *hv = NULL;
+    int rc = ckpt_h5_open(&r, dir, &st);
+    // the model must be the one that was saved: every tensor this rank holds exists
+    // with the same global shape (vocabulary rows: V)
+    for (int i = 0; rc == 0 && i < m->n_tensors; i++) {
+        const param_tensor *t = &m->tensors[i];
+        int nd;
+        int64_t gs[2], want0 = t->is_vocab ? m->V : t->gshape[0];
+        if (ckpt_h5_shape(r, "param", t->name, &nd, gs) != 0) {
+            fprintf(stderr, "anvil: checkpoint '%s' has no tensor '%s': it was written for "
+                    "another model (compare its config with model.*)\n", dir, t->name);
+            rc = 2;
+        } else if (nd != t->ndim || gs[0] != want0 || (nd == 2 && gs[1] != t->gshape[1])) {
+            fprintf(stderr, "anvil: checkpoint '%s': tensor '%s' is %lldx%lld, this model's "
+                    "is %lldx%lld (model.* differs from the run that wrote it)\n", dir,
+                    t->name, (long long)gs[0], (long long)(nd == 2 ? gs[1] : 1),
+                    (long long)want0, (long long)(t->ndim == 2 ? t->gshape[1] : 1));
+            rc = 2;
+        }
+    }
+    if (rc == 0 && build_pieces(&l, m, o, 1, 1, 1, "")) rc = 1;
+    const size_t nm = o->hi - o->lo;
+    if (rc == 0) {
+        host = calloc(m->n_alloc, sizeof(float));   // padding rows and gaps stay zero
+        hm = calloc(nm + 1, sizeof(float));
+        hv = calloc(nm + 1, sizeof(float));
+        if (!host || !hm || !hv) rc = 1;
+    }
+    for (int i = 0; rc == 0 && i < l.n; i++) {
+        const ckpt_piece *p = &l.p[i];
+        float *dst = (float *)piece_data(p, l.src[i], host, hm, hv);
+        rc = ckpt_h5_read(r, p->kind, p->name, p->off, p->len, dst);
+    }
+    if (rc == 0) {
+        m->be->copy_from_host(m->params, host, m->n_alloc * sizeof(float));
+        m->be->copy_from_host(o->m, hm, nm * sizeof(float));
+        m->be->copy_from_host(o->v, hv, nm * sizeof(float));
+        o->t = st.opt_t;
+        ts->step = st.step;
+        ts->tokens = st.tokens;
+        ts->samples = st.samples;
+        ts->skipped = st.skipped;
+        ts->sample_rng = st.sample_rng;
+        if (g->rank == 0)
+            printf("resumed from %s: step %ld, %lld tokens, data position %lld samples "
+                   "(written by dp=%d tp=%d pp=%d zero=%d)\n", dir, st.step, st.tokens,
+                   st.samples, st.dp, st.tp, st.pp, st.zero);
+    }
+    if (rc == 1) fprintf(stderr, "anvil: checkpoint: out of memory loading '%s'\n", dir);
+    free(host);
+    free(hm);
+    free(hv);
+    free(l.p);
+    free(l.src);
+    ckpt_h5_close(r);
+    return train_agree_rc(g, rc);
+}
