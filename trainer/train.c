@@ -475,6 +475,10 @@ int train_main(int argc, char **argv) {
     const long step0 = ts.step;                // steps done before this process began
     const unsigned long long samples0 = (unsigned long long)ts.samples;
     long saved = resumed;                      // the step of the last checkpoint on disk
+    if (lead && step0 >= tc->steps)
+        printf("the checkpoint is at step %ld, train.steps is %ld: nothing left to train "
+               "(raise train.steps to continue, or checkpoint.resume=none to start over)\n",
+               step0, tc->steps);
     const double t_start = now_s();
     step_ctx sc = {&m, batch, B, T, Gr, inp, tgt, 1.0f / (float)((double)G * T), 0.0, 0.0};
     const pipeline_stage stage = stage_of(&sc, shard_of_rank.n_slots);
