@@ -240,15 +240,27 @@ out:
 
 // ---- resume ---------------------------------------------------------------------------
 
+static int find(const anvil_config *cfg, const char *r, parallel_grid *g, char *dir, size_t n);
+
+int train_checkpoint_find(const anvil_config *cfg, parallel_grid *g, char *dir, size_t n) {
+    return find(cfg, cfg->checkpoint.resume, g, dir, n);
+}
+
+int train_checkpoint_find_in_run(const anvil_config *cfg, parallel_grid *g, char *dir,
+                                 size_t n) {
+    return find(cfg, "auto", g, dir, n);
+}
+
+// What resume mode r selects (see train_checkpoint_find).
+
 // Decide what to resume from (checkpoint.resume): rank 0 looks, every rank learns the
 // answer. Returns 0 with dir set, 1 for a fresh start, 2 (bad resume path: printed).
-int train_checkpoint_find(const anvil_config *cfg, parallel_grid *g, char *dir, size_t n) {
+static int find(const anvil_config *cfg, const char *r, parallel_grid *g, char *dir, size_t n) {
     // the answer travels as int32 words: status, then the path
     int32_t msg[1 + CKPT_PATH_MAX / 4];
     memset(msg, 0, sizeof msg);
     char *path = (char *)(msg + 1);
     if (g->rank == 0) {
-        const char *r = cfg->checkpoint.resume;
         long step = 0;
         if (strcmp(r, "none") == 0) {
             msg[0] = 1;

@@ -154,6 +154,8 @@ const config_key config_keys[] = {
          "where the effective config, metrics.jsonl and checkpoints/ go"),
     KSTR("run.final_weights", run.final_weights, "",
          "write the final parameters to this named-tensor file (\"\": none; tests, debugging)"),
+    KDOUBLE("run.watchdog_s", run.watchdog_s, "1800", 0, INF,
+            "abort the job when a rank makes no progress for this many seconds (0: off)"),
 
     // parallel.*
     KINT("parallel.dp", parallel.dp, "auto", 0, SHAPE_MAX, KEY_AUTO_ZERO,
@@ -170,6 +172,8 @@ const config_key config_keys[] = {
           "steps between checkpoints (0: only at the end and on a stop signal)"),
     KINT("checkpoint.keep", checkpoint.keep, "3", 1, SHAPE_MAX, 0,
          "how many of the newest checkpoints to keep"),
+    KINT("checkpoint.rollback_after", checkpoint.rollback_after, "5", 0, SHAPE_MAX, 0,
+         "non-finite steps in a row before rolling back to the last checkpoint (0: never)"),
     KLONG("checkpoint.keep_every", checkpoint.keep_every, "0", 0, INF,
           "also keep for ever every checkpoint whose step is a multiple of this (0: none)"),
     KSTR("checkpoint.resume", checkpoint.resume, "auto",

@@ -88,6 +88,7 @@ typedef struct data_config {
 typedef struct run_config {
     char dir[CONFIG_STR];    // run.dir
     char final_weights[CONFIG_STR]; // run.final_weights: tensorfile of the final params
+    double watchdog_s;       // run.watchdog_s: abort after this long without progress
 } run_config;
 
 // parallel.* (used from the distributed issue on; dp 0 means auto)
@@ -101,6 +102,7 @@ typedef struct checkpoint_config {
     long every;
     int keep;
     long keep_every;         // steps that are multiples of it are kept for ever (0: none)
+    int rollback_after;      // non-finite steps in a row before a rollback (0: never)
     char resume[CONFIG_STR]; // auto | none | a path
 } checkpoint_config;
 

@@ -38,6 +38,12 @@ int metrics_write_eval(FILE *f, long step, double val_loss, long long val_tokens
     return fflush(f) == 0 ? 0 : -1;
 }
 
+int metrics_write_rollback(FILE *f, long step, long to) {
+    if (!f) return 0;
+    fprintf(f, "{\"step\": %ld, \"rollback_to\": %ld}\n", step, to);
+    return fflush(f) == 0 ? 0 : -1;
+}
+
 const char *metrics_format_duration(double seconds, char *buf, size_t len) {
     if (!isfinite(seconds) || seconds < 0) seconds = 0;
     long t = (long)(seconds + 0.5);

@@ -29,6 +29,8 @@ typedef struct step_metrics {
 int metrics_write_step(FILE *f, const step_metrics *s);
 // Append one evaluation object {"step": N, "val_loss": x, "val_tokens": n}.
 int metrics_write_eval(FILE *f, long step, double val_loss, long long val_tokens);
+// A rollback after non-finite steps: {"step": step, "rollback_to": to}.
+int metrics_write_rollback(FILE *f, long step, long to);
 // Print the progress line for s to `out`.
 void metrics_print_progress(FILE *out, const step_metrics *s);
 // Format seconds as H:MM:SS into buf (at least 16 bytes).

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "data/data.h"
 #include "kernels/ops.h"
@@ -151,6 +152,21 @@ int train_agree_rc(parallel_grid *g, int rc) {
 static uint64_t grid_bytes_sent(const parallel_grid *g) {
     return g->world_g->bytes_sent + g->dp_g->bytes_sent + g->tp_g->bytes_sent +
            g->pp_g->bytes_sent;
+}
+
+// A test hook: ANVIL_TEST_NAN_BATCHES="3,4,5" poisons the gradient computed from those
+// global batches (1-based: batch k is data positions [(k-1)G, kG)) on world rank 0, to
+// exercise the skip and the rollback (which moves past the offending batches).
+static int test_nan_batch(long batch) {
+    const char *s = getenv("ANVIL_TEST_NAN_BATCHES");
+    while (s && *s) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s) return 0;
+        if (v == batch) return 1;
+        s = *end == ',' ? end + 1 : end;
+    }
+    return 0;
 }
 
 // Split b windows of T+1 tokens, win (b, T+1), into inputs and next-token targets,
@@ -332,6 +348,8 @@ int train_main(int argc, char **argv) {
     parallel_grid grid;
     if ((rc = parallel_grid_init(&grid, &cfg.parallel, mc.n_head, mc.n_kv_head, G, B)) != 0)
         goto out_tokenizer;
+    if ((rc = train_agree_rc(&grid, watchdog_start(cfg.run.watchdog_s, grid.rank))) != 0)
+        goto out_grid;
     const int lead = grid.rank == 0;           // the rank that prints and writes files
     const int Gr = G / grid.dp;                // samples of each global batch on this rank
     const int accum = Gr / B;                  // micro-batches per step on this rank
@@ -422,6 +440,7 @@ int train_main(int argc, char **argv) {
     long resumed = -1;
     rc = train_checkpoint_find(&cfg, &grid, resume_dir, sizeof resume_dir);
     if (rc == 0) {
+        watchdog_beat("loading a checkpoint");
         if ((rc = train_checkpoint_load(&ck, resume_dir, &ts)) != 0) goto out_buffers;
         resumed = ts.step;
     } else if (rc == 1) {
@@ -472,8 +491,10 @@ int train_main(int argc, char **argv) {
     uint64_t sample_rng = ts.sample_rng;
     long skipped = ts.skipped;
     long long tokens_done = ts.tokens;
-    const long step0 = ts.step;                // steps done before this process began
-    const unsigned long long samples0 = (unsigned long long)ts.samples;
+    long step0 = ts.step;                      // the step samples0 belongs to: where this
+    unsigned long long samples0 = (unsigned long long)ts.samples;   // process (or a
+                                               // rollback) started
+    int bad_in_row = 0;                        // non-finite steps in a row
     long saved = resumed;                      // the step of the last checkpoint on disk
     if (lead && step0 >= tc->steps)
         printf("the checkpoint is at step %ld, train.steps is %ld: nothing left to train "
@@ -484,6 +505,11 @@ int train_main(int argc, char **argv) {
     const pipeline_stage stage = stage_of(&sc, shard_of_rank.n_slots);
     long step;
     for (step = step0; step < tc->steps; step++) {
+        watchdog_beat("in a training step");
+        // A test hook: the last rank hangs in this step, for the watchdog test.
+        const char *hang = getenv("ANVIL_TEST_HANG_AT_STEP");
+        if (hang && atol(hang) == step + 1 && grid.rank == grid.world - 1)
+            for (;;) pause();
         double t0 = now_s();
         uint64_t bytes0 = grid_bytes_sent(&grid);
         // This rank's part of the step's global batch: G samples from the data position
@@ -510,6 +536,10 @@ int train_main(int argc, char **argv) {
         model_zero_grad(&m);
         sc.loss_sum = sc.n_tokens = 0.0;
         int crc = pipeline_train_1f1b(grid.pp_g, accum, &stage);
+        if (lead && test_nan_batch((long)(pos / (unsigned long long)G) + 1)) {   // test hook
+            float nan = NAN;
+            be->copy_from_host(m.grads, &nan, sizeof nan);
+        }
         // tied embeddings over a pipeline: first and last stage add each other's
         // gradient (a + b == b + a bit for bit, so both keep identical weights)
         if (tied_pp && (grid.pp_rank == 0 || grid.pp_rank == grid.pp - 1)) {
@@ -545,8 +575,10 @@ int train_main(int argc, char **argv) {
             if (zero)   // every rank gets every shard's updated parameters
                 crc |= dpg->be->all_gather(dpg, m.params + lo, m.params, shard,
                                            COMM_DTYPE_F32);
+            bad_in_row = 0;
         } else {
             skipped++;
+            bad_in_row++;
             if (lead)
                 fprintf(stderr, "anvil: step %ld: non-finite %s, update skipped (%ld so far)\n",
                         step + 1, isfinite(loss) ? "gradient" : "loss", skipped);
@@ -570,9 +602,43 @@ int train_main(int argc, char **argv) {
                 metrics_print_progress(stdout, &sm);
         }
 
+        // Too many non-finite steps in a row: back to the last checkpoint, and on from
+        // the data after the offending batches (not the same batches again).
+        if (cfg.checkpoint.rollback_after > 0 && bad_in_row >= cfg.checkpoint.rollback_after) {
+            watchdog_beat("rolling back to a checkpoint");
+            char dir[CONFIG_STR + 64];
+            int frc = train_checkpoint_find_in_run(&cfg, &grid, dir, sizeof dir);
+            if (frc == 0) {
+                train_state back = ts;
+                if ((rc = train_checkpoint_load(&ck, dir, &back)) != 0) break;
+                if (lead) {
+                    fprintf(stderr, "anvil: %d non-finite steps in a row: rolled back to step "
+                            "%ld, continuing with the data after step %ld's batch\n",
+                            bad_in_row, back.step, step + 1);
+                    metrics_write_rollback(metrics, step + 1, back.step);
+                }
+                samples0 = pos + (unsigned long long)G;
+                step0 = back.step;
+                tokens_done = back.tokens;
+                sample_rng = back.sample_rng;
+                saved = back.step;
+                bad_in_row = 0;
+                step = back.step - 1;   // the loop's step++ makes it back.step
+                continue;
+            }
+            if (frc != 1) {
+                rc = frc;
+                break;
+            }
+            if (lead && bad_in_row == cfg.checkpoint.rollback_after)
+                fprintf(stderr, "anvil: %d non-finite steps in a row and no checkpoint to roll "
+                        "back to: skipping on\n", bad_in_row);
+        }
+
         int last = step + 1 == tc->steps;
         if (have_val && tc->eval_every > 0 && ((step + 1) % tc->eval_every == 0 || last)) {
             long long vt = 0;
+            watchdog_beat("evaluating");
             double vl = evaluate(&m, &val_data, &grid, eval_windows, B, T, batch, inp, tgt, &vt);
             if (lead) {
                 metrics_write_eval(metrics, step + 1, vl, vt);
@@ -588,6 +654,7 @@ int train_main(int argc, char **argv) {
         if (stop_at && atol(stop_at) == step + 1 && !g_stop_signal) g_stop_signal = SIGUSR1;
         if (cfg.checkpoint.every > 0 && (step + 1) % cfg.checkpoint.every == 0 && !last) {
             train_state now = {step + 1, tokens_done, (long long)(pos + G), skipped, sample_rng};
+            watchdog_beat("saving a checkpoint");
             if ((rc = train_checkpoint_save(&ck, &now)) != 0) break;
             saved = step + 1;
         }
@@ -598,6 +665,7 @@ int train_main(int argc, char **argv) {
         train_state now = {step, tokens_done,
                            (long long)(samples0 + (unsigned long long)(step - step0) * G),
                            skipped, sample_rng};
+        watchdog_beat("saving a checkpoint");
         rc = train_checkpoint_save(&ck, &now);
     }
     if (rc == 0 && cfg.run.final_weights[0] != '\0')
@@ -633,6 +701,7 @@ out_val_data:
 out_train_data:
     loader_free(&train_data);
 out_grid:
+    watchdog_stop();
     parallel_grid_free(&grid);
 out_tokenizer:
     tokenizer_free(tok);

@@ -24,6 +24,16 @@ int train_write_gathered(const model *m, parallel_grid *g, const char *path);
 // has printed why). Returns it (1 if the reduction itself fails). Collective.
 int train_agree_rc(parallel_grid *g, int rc);
 
+// ---- watchdog (watchdog.c) -----------------------------------------------------------
+
+// Start the watchdog thread (timeout_s <= 0: none): after timeout_s seconds without a
+// watchdog_beat it prints one line naming `rank` and the phase and exits with 1.
+// Returns 0, or 1 if the thread cannot start.
+int watchdog_start(double timeout_s, int rank);
+// Progress: reset the timer; `phase` (a static string) names what the rank does next.
+void watchdog_beat(const char *phase);
+void watchdog_stop(void);
+
 // ---- checkpoints (checkpointing.c) ----------------------------------------------------
 
 // The counters a checkpoint carries besides tensors.
@@ -51,6 +61,10 @@ int train_checkpoint_save(const train_ckpt *c, const train_state *ts);
 // What checkpoint.resume selects: 0 with dir set (a verified checkpoint), 1 for a
 // fresh start, 2 when a given path does not verify (printed). Collective.
 int train_checkpoint_find(const anvil_config *cfg, parallel_grid *g, char *dir, size_t n);
+// The newest valid checkpoint of this run (run.dir/checkpoints), whatever
+// checkpoint.resume says: for a rollback. 0 with dir set, 1 none, 2 error. Collective.
+int train_checkpoint_find_in_run(const anvil_config *cfg, parallel_grid *g, char *dir,
+                                 size_t n);
 // Load dir's parameters, moments and counters into this rank's shard of the model and
 // optimizer, whatever layout wrote it. Returns the agreed exit code. Collective.
 int train_checkpoint_load(const train_ckpt *c, const char *dir, train_state *ts);

@@ -1,0 +1,491 @@
+#!/usr/bin/env python3
+"""mpi suite: checkpoints resume training exactly, under any layout, after any stop.
+
+For a tiny model of each family (10 steps, fixed seed):
+1. exact resume on one rank: 10 steps straight vs 5 (ANVIL_TEST_STOP_AFTER_STEP=5, exit
+   75) then the same command again: every step's loss identical as logged (%.9g), final
+   weights bit-identical, and the step-10 checkpoints (/param, /adam_m, /adam_v, the
+   state attributes) identical;
+2. the same under dp2 x tp2 (4 ranks);
+3. resharding: the dp2 x tp2 checkpoint of step 5 resumed under pp2 and under dp2 +
+   ZeRO-1: losses and final weights within 1e-5 relative of the dp2 x tp2 resume.
+Then, with a constant learning rate (so train.steps may change between launches):
+4. SIGUSR1 to every rank, and SIGTERM to one rank only, of a dp2 x tp2 run: exit 75, the
+   checkpoint of the last logged step committed; the same command continues from it;
+5. kill -9 while training (checkpoint.every=3): the relaunch resumes from the newest
+   committed checkpoint and ends bit-identical to an uninterrupted run;
+6. kill -9 in the middle of a save (ANVIL_TEST_CKPT_PAUSE: pieces written, nothing
+   committed): the .tmp directory has no MANIFEST, the relaunch resumes from the save
+   before and ends bit-identical;
+7. corruption (a flipped byte, a truncated index, a deleted MANIFEST, `latest` naming a
+   missing step): reported by file name and skipped for the previous checkpoint;
+   checkpoint.resume=PATH to a corrupt one: exit 2 with one line naming the file;
+8. model.h5 read by h5py from another directory: every /param tensor at its global shape
+   (wte: V = 257 rows), equal to run.final_weights of the same step.
+Runs with Debian's /usr/bin/python3 (numpy, h5py); the ranks run under mpiexec (Open MPI,
+--oversubscribe: 2 cores).
+usage: /usr/bin/python3 test_checkpoint.py /path/to/anvil
+"""
+import hashlib
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import h5py
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
+from tensorfile import read_tensorfile  # noqa: E402
+
+TOL = 1e-5
+STEPS = 10
+HALF = 5            # where the interrupted runs stop
+LR = 3e-3
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("ANVIL_TEST_")}
+ENV.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMP_NUM_THREADS="1")
+FAMILIES = {
+    "gpt2": ["model.preset=gpt2-tiny"],
+    "llama": ["model.preset=llama-tiny", "model.n_kv_head=2", "model.tie_embeddings=false"],
+}
+DP2TP2 = ["parallel.dp=2", "parallel.tp=2"]
+RESHARD = [("pp2", 2, ["parallel.pp=2"]),
+           ("dp2+zero1", 2, ["parallel.dp=2", "parallel.zero=1"])]
+STATE_ATTRS = ["step", "tokens", "samples", "adamw_t", "sample_rng", "skipped_steps"]
+
+fails = 0
+COMMON = []         # data, batch and optimizer arguments, train.steps=STEPS (main fills)
+CONST = []          # the same with a constant learning rate and no train.steps
+
+
+class RunError(Exception):
+    """A launch that did not end as expected; the message holds the command and output."""
+
+
+def report(ok, what):
+    global fails
+    fails += not ok
+    print(f"{'ok  ' if ok else 'FAIL'} {what}", flush=True)
+
+
+def launch_cmd(anvil, ranks, args):
+    cmd = [anvil, "train"] + args
+    if ranks > 1:
+        cmd = ["mpiexec", "-n", str(ranks), "--oversubscribe"] + cmd
+    return cmd
+
+
+def run(anvil, ranks, args, expect=0, env=None):
+    """Run to the end; raises RunError unless the exit code is `expect`."""
+    cmd = launch_cmd(anvil, ranks, args)
+    p = subprocess.run(cmd, env=dict(ENV, **(env or {})), capture_output=True, text=True,
+                       timeout=300)
+    if p.returncode != expect:
+        raise RunError(f"{' '.join(cmd)} exited {p.returncode}, expected {expect}\n"
+                       f"{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
+    return p
+
+
+def start(anvil, ranks, args, log, env=None, stderr=None):
+    """Launch in the background (its own session), stdout (and stderr unless given) to log."""
+    out = open(log, "w")
+    p = subprocess.Popen(launch_cmd(anvil, ranks, args), env=dict(ENV, **(env or {})),
+                         stdout=out, stderr=stderr or subprocess.STDOUT, text=True,
+                         start_new_session=True)
+    out.close()
+    return p
+
+
+def finish(p, timeout=120):
+    """Wait for a background launch; kill its session if it hangs. Returns the exit code."""
+    try:
+        return p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        return None
+
+
+def metrics(run_dir):
+    """[(step, loss as logged)] of every training step in metrics.jsonl."""
+    out = []
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        for line in f:
+            m = re.match(r'\{"step": (\d+), "loss": ([^,}]+)', line)
+            if m:
+                out.append((int(m.group(1)), m.group(2)))
+    return out
+
+
+def last_step(run_dir):
+    """The last step metrics.jsonl shows (complete lines only), 0 if none yet."""
+    try:
+        with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+            lines = [l for l in f.read().split("\n")[:-1] if '"loss"' in l]
+    except OSError:
+        return 0
+    return json.loads(lines[-1])["step"] if lines else 0
+
+
+def wait_step(p, run_dir, n, timeout=60):
+    """Poll until metrics.jsonl shows step >= n; that step, or None (exited, too slow)."""
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end and p.poll() is None:
+        s = last_step(run_dir)
+        if s >= n:
+            return s
+        time.sleep(0.002)
+    return None
+
+
+def step_dir(run_dir, step):
+    return os.path.join(run_dir, "checkpoints", f"step_{step:08d}")
+
+
+def latest(run_dir):
+    try:
+        with open(os.path.join(run_dir, "checkpoints", "latest")) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def committed(d):
+    """d holds a MANIFEST (trailer last) whose SHA-256 lines match every file in d."""
+    try:
+        with open(os.path.join(d, "MANIFEST")) as f:
+            lines = f.read().splitlines()
+        listed = {}
+        for l in lines[:-1]:
+            h, name = l.split("  ", 1)
+            listed[name] = h
+        if not lines[-1].startswith("# anvil-manifest") or \
+                set(listed) != set(os.listdir(d)) - {"MANIFEST"}:
+            return False
+        for name, h in listed.items():
+            with open(os.path.join(d, name), "rb") as f:
+                if hashlib.sha256(f.read()).hexdigest() != h:
+                    return False
+        return True
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def newest_dir(run_dir):
+    """The highest-numbered committed-looking step_NNNNNNNN directory."""
+    root = os.path.join(run_dir, "checkpoints")
+    steps = sorted(n for n in os.listdir(root) if re.fullmatch(r"step_\d{8}", n))
+    return os.path.join(root, steps[-1])
+
+
+def read_ckpt(d):
+    """({KIND/NAME: array} of /param, /adam_m, /adam_v, {state attribute: value}) of d."""
+    with h5py.File(os.path.join(d, "model.h5"), "r") as f:
+        ts = {f"{k}/{n}": f[k][n][()] for k in ("param", "adam_m", "adam_v") for n in f[k]}
+        return ts, {a: f.attrs[a] for a in STATE_ATTRS}
+
+
+def resumed_from(p, run_dir, step):
+    return f"resumed from {step_dir(run_dir, step)}: step {step}," in p.stdout
+
+
+def rel_err(a, b):
+    return float(np.linalg.norm(a.astype(np.float64) - b) /
+                 max(np.linalg.norm(b.astype(np.float64)), 1e-30))
+
+
+def exact_resume(anvil, tmp, fam, ranks, lay, tag, copies=()):
+    """Straight vs stopped-and-resumed; returns the straight run's directory and the
+    resumed one's (its state at the stop copied to DIR-NAME for each name in copies)."""
+    args = FAMILIES[fam] + lay
+    a, b = os.path.join(tmp, f"{fam}-{tag}-straight"), os.path.join(tmp, f"{fam}-{tag}-resumed")
+    run(anvil, ranks, COMMON + args + [f"run.dir={a}", f"run.final_weights={a}/w.bin"])
+    cmd = COMMON + args + [f"run.dir={b}", f"run.final_weights={b}/w.bin"]
+    stop = {"ANVIL_TEST_STOP_AFTER_STEP": str(HALF)}
+    p = run(anvil, ranks, cmd, expect=75, env=stop)
+    stopped_ok = (latest(b) == f"step_{HALF:08d}\n" and committed(step_dir(b, HALF)) and
+                  f"stopped by signal {int(signal.SIGUSR1)} after step {HALF}" in p.stdout)
+    for name in copies:
+        shutil.copytree(b, f"{b}-{name}")
+    p = run(anvil, ranks, cmd, env=stop)   # the same command again
+    la, lb = metrics(a), metrics(b)
+    wa, wb = read_tensorfile(f"{a}/w.bin"), read_tensorfile(f"{b}/w.bin")
+    w_same = set(wa) == set(wb) and all(np.array_equal(wa[k], wb[k]) for k in wa)
+    (ta, sa), (tb, sb) = read_ckpt(newest_dir(a)), read_ckpt(newest_dir(b))
+    bad = sorted(k for k in ta if k not in tb or not np.array_equal(ta[k], tb[k]))
+    c_same = set(ta) == set(tb) and not bad and sa == sb and int(sa["step"]) == STEPS
+    ok = (stopped_ok and resumed_from(p, b, HALF) and len(la) == STEPS and la == lb and
+          w_same and c_same)
+    report(ok, f"{fam:5} {tag:7} {ranks} rank(s): stop after step {HALF} (exit 75, committed: "
+               f"{stopped_ok}), resume: {sum(x == y for x, y in zip(la, lb))}/{STEPS} losses "
+               f"identical, final weights {'bit-identical' if w_same else 'DIFFER'}, step "
+               f"{STEPS} checkpoint (param, adam_m, adam_v, adamw_t, state) "
+               f"{'identical' if c_same else f'DIFFERS: {bad[:3]} {sa} vs {sb}'}")
+    return a, b
+
+
+def reshard(anvil, fam, base, ranks, lay, name):
+    """Resume the dp2 x tp2 step-5 copy under another layout, compare with base."""
+    d = f"{base}-{name}"
+    p = run(anvil, ranks, COMMON + FAMILIES[fam] + lay +
+            [f"run.dir={d}", f"run.final_weights={d}/w.bin"])
+    got, ref = metrics(d), metrics(base)
+    lerr = max(abs(float(x[1]) - float(y[1])) / abs(float(y[1]))
+               for x, y in zip(got[HALF:], ref[HALF:]))
+    w, wr = read_tensorfile(f"{d}/w.bin"), read_tensorfile(f"{base}/w.bin")
+    werr, worst, drift_ok = 0.0, "", True
+    for k, b in wr.items():
+        if fam == "gpt2" and k.endswith(".attn.wk.bias"):
+            # Its gradient is zero in exact arithmetic (see test_layouts.py): AdamW turns
+            # rounding noise into updates of about lr. Bound the movement only.
+            drift_ok &= float(np.abs(w[k]).max()) <= 2 * LR * STEPS
+            continue
+        e = rel_err(w[k], b)
+        if e > werr:
+            werr, worst = e, k
+    ok = (resumed_from(p, d, HALF) and "(written by dp=2 tp=2 pp=1 zero=0)" in p.stdout and
+          [s for s, _ in got] == list(range(1, STEPS + 1)) and got[:HALF] == ref[:HALF] and
+          lerr < TOL and werr < TOL and drift_ok and set(w) == set(wr))
+    report(ok, f"{fam:5} dp2xtp2 step {HALF} resumed under {name} ({ranks} ranks): loss max rel "
+               f"err {lerr:.2e}, final weights max rel err {werr:.2e} ({worst}) (tol {TOL})")
+
+
+def rank_pids(anvil, run_dir):
+    """{rank: pid} of the anvil processes training in run_dir, from /proc."""
+    out = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            if argv[0] != anvil.encode() or f"run.dir={run_dir}".encode() not in argv:
+                continue
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+            out[int(env.get(b"OMPI_COMM_WORLD_RANK", b"0"))] = int(pid)
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def stop_by_signal(anvil, tmp, sig, which):
+    """A dp2 x tp2 run stopped by `sig` sent to `which` ranks ("all" or a rank number),
+    then continued for 3 more steps by the same command."""
+    d = os.path.join(tmp, f"signal-{sig.name}")
+    args = CONST + FAMILIES["gpt2"] + DP2TP2 + [f"run.dir={d}"]
+    p = start(anvil, 4, args + ["train.steps=100000"], f"{d}.log")
+    at = wait_step(p, d, 3)
+    pids = rank_pids(anvil, d)
+    targets = list(pids.values()) if which == "all" else [pids.get(which)]
+    sent = at is not None and len(pids) == 4 and None not in targets
+    for pid in targets if sent else []:
+        os.kill(pid, sig)
+    if not sent:
+        os.killpg(p.pid, signal.SIGKILL)
+    rc = finish(p)
+    with open(f"{d}.log") as f:
+        log = f.read()
+    last = last_step(d)
+    ok = (sent and rc == 75 and latest(d) == f"step_{last:08d}\n" and
+          committed(step_dir(d, last)) and f"after step {last};" in log)
+    q = run(anvil, 4, args + [f"train.steps={last + 3}"]) if ok else None
+    ok2 = (q is not None and resumed_from(q, d, last) and
+           [s for s, _ in metrics(d)] == list(range(1, last + 4)))
+    whom = "every rank" if which == "all" else f"rank {which} only"
+    report(ok and ok2, f"SIG{sig.name[3:]} to {whom} of 4 (dp2 x tp2) logged at step "
+                       f"{at}: exit {rc}, step {last} (last logged) committed: {ok}; the same "
+                       f"command with train.steps={last + 3} resumed there and finished: {ok2}"
+                       + ("" if ok else f"\n{log[-2000:]}"))
+
+
+def h5py_read(run_dir, fam, tmp):
+    """8: the step-10 model.h5 of a dp2 x tp2 run, read from another working directory."""
+    d = newest_dir(run_dir)
+    w = read_tensorfile(f"{run_dir}/w.bin")
+    away = tempfile.mkdtemp(dir=tmp)
+    here = os.getcwd()
+    os.chdir(away)
+    try:
+        with h5py.File(os.path.join(d, "model.h5"), "r") as f:
+            got = {n: f["param"][n][()] for n in f["param"]}
+            step = int(f.attrs["step"])
+    finally:
+        os.chdir(here)
+    bad = sorted(k for k in w if k not in got or got[k].shape != w[k].shape or
+                 np.isnan(got[k]).any() or not np.array_equal(got[k], w[k]))
+    ok = set(got) == set(w) and not bad and got["wte"].shape[0] == 257 and step == STEPS
+    report(ok, f"{fam:5} dp2xtp2 step {step} model.h5 read by h5py from {away}: {len(got)} "
+               f"/param tensors at global shape (wte {got['wte'].shape}), equal to "
+               f"run.final_weights{'' if not bad else f': DIFFER {bad[:4]}'}")
+
+
+def same_end(run_dir, ref):
+    """The run's losses and final weights bit-identical to the reference run's."""
+    w, wr = read_tensorfile(f"{run_dir}/w.bin"), read_tensorfile(f"{ref}/w.bin")
+    return (metrics(run_dir) == metrics(ref) and set(w) == set(wr) and
+            all(np.array_equal(w[k], wr[k]) for k in wr))
+
+
+def kill_training(anvil, tmp, every, ref):
+    """5: SIGKILL once step 5 is logged; the relaunch to 9 steps ends as the reference."""
+    d = os.path.join(tmp, "kill-training")
+    p = start(anvil, 1, every + ["train.steps=100000", f"run.dir={d}"], f"{d}.log")
+    at = wait_step(p, d, 5)
+    os.killpg(p.pid, signal.SIGKILL)
+    finish(p)
+    name = (latest(d) or "").strip()
+    newest = int(name[5:]) if re.fullmatch(r"step_\d{8}", name) else -1
+    q = run(anvil, 1, every + ["train.steps=9", f"run.dir={d}", f"run.final_weights={d}/w.bin"])
+    ok = (at is not None and newest in (3, 6) and committed(step_dir(d, newest)) and
+          resumed_from(q, d, newest) and same_end(d, ref))
+    report(ok, f"kill -9 at step {at} (checkpoint.every=3): newest committed step {newest}; "
+               f"relaunch to 9 steps resumed from it, losses and final weights bit-identical "
+               f"to the uninterrupted run: {ok}")
+
+
+def kill_saving(anvil, tmp, every, ref):
+    """6: SIGKILL during the step-6 save (pieces in step_00000006.tmp, nothing committed)."""
+    d = os.path.join(tmp, "kill-saving")
+    p = start(anvil, 1, every + ["train.steps=100000", f"run.dir={d}"], f"{d}.log",
+              env={"ANVIL_TEST_CKPT_PAUSE": "5"}, stderr=subprocess.PIPE)
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(l) for l in p.stderr], daemon=True).start()
+    tmp6 = step_dir(d, 6) + ".tmp"
+    seen, t_end = False, time.monotonic() + 120
+    while not seen and time.monotonic() < t_end:
+        try:
+            l = lines.get(timeout=1)
+        except queue.Empty:
+            continue
+        seen = "test hook" in l and tmp6 in l and "paused" in l
+    os.killpg(p.pid, signal.SIGKILL)
+    finish(p)
+    left = sorted(os.listdir(tmp6)) if os.path.isdir(tmp6) else None
+    state_ok = (left is not None and "MANIFEST" not in left and "rank_00000.h5" in left and
+                not os.path.exists(step_dir(d, 6)) and latest(d) == "step_00000003\n")
+    q = run(anvil, 1, every + ["train.steps=9", f"run.dir={d}", f"run.final_weights={d}/w.bin"])
+    stale = [n for n in os.listdir(os.path.join(d, "checkpoints")) if n.endswith(".tmp")]
+    ok = seen and state_ok and resumed_from(q, d, 3) and same_end(d, ref) and not stale
+    report(ok, f"kill -9 in the step 6 save (pause message seen: {seen}): step_00000006.tmp "
+               f"holds {left} (no MANIFEST), latest still step 3: {state_ok}; relaunch to 9 "
+               f"steps resumed from step 3, bit-identical to the uninterrupted run, no .tmp "
+               f"left ({stale}): {ok}")
+
+
+def corruption(anvil, tmp, every):
+    """7: one damage per copy of a run holding the checkpoints of steps 3 and 6."""
+    base = os.path.join(tmp, "corrupt-base")
+    run(anvil, 1, every + ["train.steps=6", f"run.dir={base}"])
+    ref = metrics(base)
+
+    def flip(d):
+        path = os.path.join(step_dir(d, 6), "rank_00000.h5")
+        with open(path, "r+b") as f:
+            f.seek(os.path.getsize(path) // 2)
+            b = f.read(1)
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([b[0] ^ 0xFF]))
+
+    def truncate(d):
+        path = os.path.join(step_dir(d, 6), "model.h5")
+        os.truncate(path, os.path.getsize(path) // 2)
+
+    def unmanifest(d):
+        os.remove(os.path.join(step_dir(d, 6), "MANIFEST"))
+
+    def dangle(d):
+        with open(os.path.join(d, "checkpoints", "latest"), "w") as f:
+            f.write("step_00000099\n")
+
+    cases = [("a flipped byte in step 6's rank_00000.h5", flip, "rank_00000.h5", 3),
+             ("step 6's model.h5 truncated", truncate, "model.h5", 3),
+             ("step 6's MANIFEST deleted", unmanifest, "MANIFEST", 3),
+             ("latest naming a missing step_00000099", dangle, "step_00000099", 6)]
+    for i, (what, damage, needle, want) in enumerate(cases):
+        d = os.path.join(tmp, f"corrupt-{i}")
+        shutil.copytree(base, d)
+        damage(d)
+        p = run(anvil, 1, every + ["train.steps=7", f"run.dir={d}"])
+        said = [l for l in p.stderr.splitlines()
+                if l.startswith("anvil: checkpoint") and needle in l and "skipped" in l]
+        got = metrics(d)
+        ok = (len(said) == 1 and resumed_from(p, d, want) and got[:6] == ref and
+              [s for s, _ in got] == list(range(1, 8)))
+        report(ok, f"{what}: reported ({said[0] if said else p.stderr.strip()[-300:]}), resumed "
+                   f"from step {want}, steps 1..6 logged as before: {ok}")
+
+    # checkpoint.resume=PATH to a corrupt checkpoint: refused, one line naming the file
+    d = os.path.join(tmp, "corrupt-path")
+    shutil.copytree(base, d)
+    flip(d)
+    fresh = os.path.join(tmp, "corrupt-path-run")
+    p = run(anvil, 1, every + ["train.steps=7", f"run.dir={fresh}",
+                               f"checkpoint.resume={step_dir(d, 6)}"], expect=2)
+    lines = [l for l in p.stderr.splitlines() if l.startswith("anvil:")]
+    ok = len(lines) == 1 and "rank_00000.h5" in lines[0] and not os.path.exists(fresh)
+    report(ok, f"checkpoint.resume=PATH of a corrupt checkpoint refused: exit {p.returncode}, "
+               f"{len(lines)} line(s): {lines[0] if lines else '(no message)'}")
+
+
+def main():
+    anvil = os.path.abspath(sys.argv[1])
+    with tempfile.TemporaryDirectory() as tmp:
+        text = os.path.join(tmp, "t.txt")
+        with open(text, "w") as f:
+            f.write(" ".join(f"word{(i * 7919) % 97} of line {i % 13}." for i in range(4000)))
+        subprocess.run([anvil, "prepare", "text", "--out", os.path.join(tmp, "data"),
+                        "--val-frac", "0", text], check=True, capture_output=True)
+        base = [f"data.train={tmp}/data/train_*.bin", "data.val=", "train.seq_len=32",
+                "train.micro_batch=2", "train.global_batch_tokens=512", f"train.lr={LR}",
+                "train.warmup_steps=2", "optim.grad_clip=0.5"]
+        COMMON[:] = base + [f"train.steps={STEPS}"]
+        # the launches of 4-7 change train.steps: a constant rate keeps them comparable
+        CONST[:] = base + ["train.schedule=constant"]
+
+        # 1-3, 8: exact resume on one rank and under dp2 x tp2, resharding, h5py
+        for fam in FAMILIES:
+            try:
+                exact_resume(anvil, tmp, fam, 1, [], "1rank")
+                a, b = exact_resume(anvil, tmp, fam, 4, DP2TP2, "dp2xtp2",
+                                    [name for name, _, _ in RESHARD])
+                for name, ranks, lay in RESHARD:
+                    reshard(anvil, fam, b, ranks, lay, name)
+                h5py_read(a, fam, tmp)
+            except RunError as e:
+                report(False, f"{fam}: {e}")
+
+        # 4: stop signals to every rank, and to one rank only
+        for sig, which in ((signal.SIGUSR1, "all"), (signal.SIGTERM, 3)):
+            try:
+                stop_by_signal(anvil, tmp, sig, which)
+            except RunError as e:
+                report(False, f"SIG{sig.name[3:]}: {e}")
+
+        # 5-6: kill -9 while training and while saving, against an uninterrupted run
+        every = CONST + FAMILIES["llama"] + ["checkpoint.every=3"]
+        ref = os.path.join(tmp, "kill-ref")
+        try:
+            run(anvil, 1, every + ["train.steps=9", f"run.dir={ref}",
+                                   f"run.final_weights={ref}/w.bin"])
+            kill_training(anvil, tmp, every, ref)
+            kill_saving(anvil, tmp, every, ref)
+        except RunError as e:
+            report(False, f"kill -9: {e}")
+
+        # 7: corrupt checkpoints
+        try:
+            corruption(anvil, tmp, every)
+        except RunError as e:
+            report(False, f"corruption: {e}")
+    print(f"checkpoint: {'all passed' if not fails else f'{fails} failed'}")
+    return 1 if fails else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
