@@ -116,7 +116,7 @@ static int build_pieces(piece_list *l, const model *m, const optimizer *o, int p
         if (params && push_range(l, t, "param", file, 0, t->numel, t->offset,
                                  real_rows(m, t)))
             return 1;
-        if (!moments) continue;
+        if (!moments || !o) continue;
         size_t a = t->offset > o->lo ? t->offset : o->lo;
         size_t b = t->offset + t->numel < o->hi ? t->offset + t->numel : o->hi;
         if (a >= b) continue;
@@ -309,8 +309,8 @@ int train_checkpoint_load(const train_ckpt *c, const char *dir, train_state *ts)
             rc = 2;
         }
     }
-    if (rc == 0 && build_pieces(&l, m, o, 1, 1, 1, "")) rc = 1;
-    const size_t nm = o->hi - o->lo;
+    if (rc == 0 && build_pieces(&l, m, o, 1, o != NULL, 1, "")) rc = 1;
+    const size_t nm = o ? o->hi - o->lo : 0;
     if (rc == 0) {
         host = calloc(m->n_alloc, sizeof(float));   // padding rows and gaps stay zero
         hm = calloc(nm + 1, sizeof(float));
@@ -324,15 +324,17 @@ int train_checkpoint_load(const train_ckpt *c, const char *dir, train_state *ts)
     }
     if (rc == 0) {
         m->be->copy_from_host(m->params, host, m->n_alloc * sizeof(float));
-        m->be->copy_from_host(o->m, hm, nm * sizeof(float));
-        m->be->copy_from_host(o->v, hv, nm * sizeof(float));
-        o->t = st.opt_t;
+        if (o) {
+            m->be->copy_from_host(o->m, hm, nm * sizeof(float));
+            m->be->copy_from_host(o->v, hv, nm * sizeof(float));
+            o->t = st.opt_t;
+        }
         ts->step = st.step;
         ts->tokens = st.tokens;
         ts->samples = st.samples;
         ts->skipped = st.skipped;
         ts->sample_rng = st.sample_rng;
-        if (g->rank == 0)
+        if (g->rank == 0 && o)
             printf("resumed from %s: step %ld, %lld tokens, data position %lld samples "
                    "(written by dp=%d tp=%d pp=%d zero=%d)\n", dir, st.step, st.tokens,
                    st.samples, st.dp, st.tp, st.pp, st.zero);

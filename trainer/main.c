@@ -22,8 +22,10 @@ static void usage(FILE *f) {
             "  train [CONFIG] [section.key=value ...]   train a model (see `anvil help train`)\n"
             "  prepare text --out DIR FILES...         turn text into token shards\n"
             "  tokenizer encode|decode|train ...       byte-level BPE tokenizer (HF tokenizer.json)\n"
+            "  sample CKPT [--prompt TEXT] [options]    generate text from a checkpoint\n"
+            "  ckpt info|verify PATH                   describe or verify a checkpoint\n"
             "  config [CONFIG] [section.key=value ...] print the effective config (YAML)\n"
-            "  help [train|prepare|config|presets]     explain a command, the config keys or "
+            "  help [train|sample|ckpt|prepare|config|presets] explain a command, the config keys or "
             "the model presets\n"
             "  version                                 print the version\n"
             "\n"
@@ -44,8 +46,22 @@ static int help_main(int argc, char **argv) {
                "Every key can be overridden after the file as section.key=value; see\n"
                "`anvil help config` for every key. Writes run.dir/config.yaml (the effective\n"
                "config) and run.dir/metrics.jsonl (one JSON object per step and per\n"
-               "evaluation). SIGINT, SIGTERM and SIGUSR1 stop after the current step with\n"
-               "exit code 75.\n");
+               "evaluation) and checkpoints to run.dir/checkpoints/. SIGINT, SIGTERM and\n"
+               "SIGUSR1 stop after the current step, save a checkpoint and exit with code 75;\n"
+               "the same command again continues from the newest valid checkpoint\n"
+               "(checkpoint.resume: auto). Under mpirun, the ranks split the run over\n"
+               "parallel.dp x parallel.tp x parallel.pp (docs/parallel.md).\n");
+    } else if (strcmp(topic, "sample") == 0) {
+        printf("anvil sample CKPT [--prompt TEXT] [--max-tokens N] [--temperature T] "
+               "[--top-k K]\n             [--top-p P] [--seed S] [--tokenizer FILE]\n\n"
+               "Generates text from a checkpoint (a step_NNNNNNNN directory, or a run\n"
+               "directory: its newest valid checkpoint). The prompt is TEXT or standard\n"
+               "input; the tokenizer is the run's data.tokenizer (or byte-level) unless\n"
+               "--tokenizer names one. Defaults: 128 tokens, temperature 1, no top-k/top-p.\n");
+    } else if (strcmp(topic, "ckpt") == 0) {
+        printf("anvil ckpt info PATH      step, counters, layout, files and config of a\n"
+               "                          checkpoint (or a run's newest valid one)\n"
+               "anvil ckpt verify DIR     check every file against MANIFEST; exit 2 if bad\n");
     } else if (strcmp(topic, "prepare") == 0) {
         printf("anvil prepare text --out DIR [--val-frac F] [--shard-tokens N] "
                "[--doc-sep STR] [--jsonl] FILES...\n\n"
@@ -55,7 +71,7 @@ static int help_main(int argc, char **argv) {
     } else if (topic[0] == '\0') {
         usage(stdout);
     } else {
-        fprintf(stderr, "anvil: help: unknown topic '%s' (train, prepare, config, presets)\n",
+        fprintf(stderr, "anvil: help: unknown topic '%s' (train, sample, ckpt, prepare, config, presets)\n",
                 topic);
         return 2;
     }
@@ -89,9 +105,10 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "prepare") == 0) return prepare_main(argc - 2, argv + 2);
     if (strcmp(cmd, "tokenizer") == 0) return tokenizer_main(argc - 2, argv + 2);
     if (strcmp(cmd, "config") == 0) return config_main(argc - 2, argv + 2);
-    if (strcmp(cmd, "train") == 0) {
+    if (strcmp(cmd, "ckpt") == 0) return ckpt_main(argc - 2, argv + 2);
+    if (strcmp(cmd, "train") == 0 || strcmp(cmd, "sample") == 0) {
         MPI_Init(&argc, &argv);
-        int rc = train_main(argc - 2, argv + 2);
+        int rc = cmd[0] == 't' ? train_main(argc - 2, argv + 2) : sample_main(argc - 2, argv + 2);
         MPI_Finalize();
         return rc;
     }

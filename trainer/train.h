@@ -11,6 +11,13 @@ extern "C" {
 // 2 bad input, 75 stopped by a signal.
 int train_main(int argc, char **argv);
 
+// `anvil ckpt info PATH` / `anvil ckpt verify DIR` (ckpt_cli.c): 0, or 2 for a bad or
+// missing checkpoint (printed).
+int ckpt_main(int argc, char **argv);
+// `anvil sample CKPT [--prompt TEXT] [--max-tokens N] [--temperature T] [--top-k K]
+// [--top-p P] [--seed S] [--tokenizer FILE]` (ckpt_cli.c; MPI initialized, one rank).
+int sample_main(int argc, char **argv);
+
 #ifdef __cplusplus
 }
 #endif

@@ -66,7 +66,7 @@ int train_checkpoint_find(const anvil_config *cfg, parallel_grid *g, char *dir, 
 int train_checkpoint_find_in_run(const anvil_config *cfg, parallel_grid *g, char *dir,
                                  size_t n);
 // Load dir's parameters, moments and counters into this rank's shard of the model and
-// optimizer, whatever layout wrote it. Returns the agreed exit code. Collective.
+// optimizer (c->opt NULL: the parameters only), whatever layout wrote it. Returns the agreed exit code. Collective.
 int train_checkpoint_load(const train_ckpt *c, const char *dir, train_state *ts);
 
 #ifdef __cplusplus
