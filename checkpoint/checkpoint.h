@@ -39,6 +39,23 @@ int ckpt_begin(const char *root, long step, char *tmp, size_t n);
 // file and then MANIFEST and dir are fsynced. Returns 0, or 2 after printing.
 int ckpt_manifest_write(const char *dir);
 
+// A file's SHA-256 as computed by the rank that wrote it, so that rank 0 does not
+// read every rank's file again to write the MANIFEST.
+typedef struct ckpt_file_hash {
+    char name[32];               // in the checkpoint directory
+    char hex[68];                // 64 lower-case hex digits, NUL-terminated
+    uint64_t size;               // bytes
+} ckpt_file_hash;
+
+// Hash `path` (SHA-256 into h->hex, size into h->size, h->name = its base name) and
+// fsync it: what a writer does once its file is complete. Returns 0, or 2 after
+// printing.
+int ckpt_hash_file(const char *path, ckpt_file_hash *h);
+
+// ckpt_manifest_write, taking the hashes of the files listed in `known` (n of them) as
+// given (their size is checked) and hashing the others. Returns 0, or 2 after printing.
+int ckpt_manifest_write_known(const char *dir, const ckpt_file_hash *known, int n);
+
 // Check dir against its MANIFEST: present and well formed, every listed file present
 // with that hash, no file missing from the list. Returns 0, or 2 with `why` (n bytes)
 // set to one line naming the file and what is wrong (nothing printed).

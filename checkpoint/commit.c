@@ -357,7 +357,35 @@ int ckpt_begin(const char *root, long step, char *tmp, size_t n) {
 
 // ---- MANIFEST ------------------------------------------------------------------------
 
-int ckpt_manifest_write(const char *dir) {
+int ckpt_hash_file(const char *path, ckpt_file_hash *h) {
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    if (strlen(base) >= sizeof h->name) {
+        fprintf(stderr, "anvil: checkpoint: '%s': file name too long\n", path);
+        return 2;
+    }
+    snprintf(h->name, sizeof h->name, "%s", base);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return ckpt_fail("open", path);
+    uint8_t digest[SHA256_DIGEST_BYTES];
+    const char *what = NULL;
+    if (sha256_fd(fd, digest, &h->size) != 0) what = "read";
+    else if (fsync(fd) != 0) what = "fsync";
+    if (what) {
+        int rc = ckpt_fail(what, path);
+        close(fd);
+        return rc;
+    }
+    if (close(fd) != 0) return ckpt_fail("close", path);
+    char hex[SHA256_HEX_BYTES];
+    sha256_hex(digest, hex);
+    snprintf(h->hex, sizeof h->hex, "%s", hex);
+    return 0;
+}
+
+int ckpt_manifest_write(const char *dir) { return ckpt_manifest_write_known(dir, NULL, 0); }
+
+int ckpt_manifest_write_known(const char *dir, const ckpt_file_hash *known, int n_known) {
     name_list names = {0};
     if (name_list_read_dir(&names, dir) != 0) return ckpt_fail("read directory", dir);
     char *text = NULL;
@@ -394,27 +422,23 @@ int ckpt_manifest_write(const char *dir) {
             rc = 2;
             goto done;
         }
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
-            rc = ckpt_fail("open", path);
+        const ckpt_file_hash *k = NULL;
+        for (int j = 0; j < n_known && !k; j++)
+            if (strcmp(known[j].name, name) == 0) k = &known[j];
+        ckpt_file_hash h;
+        if (k) {   // hashed (and fsynced) by the rank that wrote it
+            if ((uint64_t)st.st_size != k->size) {
+                fprintf(stderr, "anvil: checkpoint: '%s' is %lld bytes, its writer hashed "
+                        "%llu\n", path, (long long)st.st_size, (unsigned long long)k->size);
+                rc = 2;
+                goto done;
+            }
+            h = *k;
+        } else if ((rc = ckpt_hash_file(path, &h)) != 0) {
             goto done;
         }
-        uint8_t digest[SHA256_DIGEST_BYTES];
-        uint64_t size = 0;
-        const char *what = NULL;
-        if (sha256_fd(fd, digest, &size) != 0) what = "read";
-        else if (fsync(fd) != 0) what = "fsync";
-        if (what) {
-            rc = ckpt_fail(what, path);
-            close(fd);
-            goto done;
-        }
-        if (close(fd) != 0) {
-            rc = ckpt_fail("close", path);
-            goto done;
-        }
-        char hex[SHA256_HEX_BYTES];
-        sha256_hex(digest, hex);
+        const char *hex = h.hex;
+        uint64_t size = h.size;
         len += (size_t)snprintf(text + len, cap - len, "%s  %s\n", hex, name);
         n_files++;
         n_bytes += size;

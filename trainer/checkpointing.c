@@ -17,9 +17,12 @@
 #include "trainer/train_internal.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <config.h>   // ANVIL_VERSION
@@ -129,79 +132,164 @@ static int build_pieces(piece_list *l, const model *m, const optimizer *o, int p
 }
 
 // ---- save -----------------------------------------------------------------------------
+//
+// A save has three phases. (1) Collective, on the training thread: rank 0 creates the
+// tmp directory; every rank builds its piece list and copies what it writes (its
+// parameters and moments) to host memory. (2) Local: the rank writes its piece file,
+// hashes and fsyncs it. (3) Collective, on the training thread: every rank's piece
+// list and file hash go to rank 0, which writes model.h5 (the index), the MANIFEST
+// and commits. A synchronous save runs them in a row; with checkpoint.async, phase 2
+// runs on a background thread while training continues, and phase 3 runs at the
+// first step boundary at which every rank's write has finished (or before the next
+// save, or at the end).
 
-// Bytes of a piece list's data.
+// Where piece p's data lives in a host copy of the parameters and moments.
 static const float *piece_data(const ckpt_piece *p, size_t src, const float *params,
                                const float *mom_m, const float *mom_v) {
     if (strcmp(p->kind, "param") == 0) return params + src;
     return (strcmp(p->kind, "adam_m") == 0 ? mom_m : mom_v) + src;
 }
 
-int train_checkpoint_save(const train_ckpt *c, const train_state *ts) {
+struct train_save {
+    piece_list l;
+    float *host, *hm, *hv;      // the host copy of what this rank writes
+    const float **data;         // (l.n) each piece's data
+    char tmp[CKPT_PATH_MAX], root[CKPT_PATH_MAX];
+    char path[CKPT_PATH_MAX + 40];
+    train_state ts;
+    ckpt_file_hash hash;
+    int has_file, rc;           // rc of phase 2 on this rank
+    atomic_int done;            // phase 2 finished
+    int thread;                 // phase 2 runs on `th`
+    pthread_t th;
+    double t_begin, blocked_s;  // when the save began; training time it has blocked
+    double write_s;             // phase 2's duration
+};
+
+static double mono_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void save_free(train_save *sv) {
+    if (!sv) return;
+    free(sv->l.p);
+    free(sv->l.src);
+    free(sv->host);
+    free(sv->hm);
+    free(sv->hv);
+    free(sv->data);
+    free(sv);
+}
+
+// Phase 2: this rank's piece file, hashed and fsynced.
+static void *save_write(void *arg) {
+    train_save *sv = arg;
+    double t0 = mono_s();
+    if (sv->has_file) {
+        sv->rc = ckpt_h5_write_pieces(sv->path, sv->l.p, sv->data, sv->l.n);
+        if (sv->rc == 0) sv->rc = ckpt_hash_file(sv->path, &sv->hash);
+    }
+    sv->write_s = mono_s() - t0;
+    atomic_store(&sv->done, 1);
+    return NULL;
+}
+
+// Phase 1. Returns the agreed exit code; on 0, *out is the save in progress.
+static int save_begin(const train_ckpt *c, const train_state *ts, int async, train_save **out) {
     const model *m = c->m;
     const optimizer *o = c->opt;
     parallel_grid *g = c->grid;
-    comm_group *w = g->world_g;
-    char root[CKPT_PATH_MAX], tmp[CKPT_PATH_MAX], file[32], path[CKPT_PATH_MAX + 40];
-    snprintf(root, sizeof root, "%s/checkpoints", c->cfg->run.dir);
-    int rc = 0;
-    if (g->rank == 0) rc = ckpt_begin(root, ts->step, tmp, sizeof tmp);
-    if ((rc = train_agree_rc(g, rc)) != 0) return rc;
-    ckpt_tmp_dir(root, ts->step, tmp, sizeof tmp);
-
-    // 1. this rank's pieces into its own file
+    double t0 = mono_s();
+    train_save *sv = calloc(1, sizeof *sv);
+    int rc = sv ? 0 : 1;
+    if (sv) {
+        snprintf(sv->root, sizeof sv->root, "%s/checkpoints", c->cfg->run.dir);
+        sv->ts = *ts;
+        sv->ts.opt_t = o->t;
+        sv->t_begin = t0;
+        if (g->rank == 0) rc = ckpt_begin(sv->root, ts->step, sv->tmp, sizeof sv->tmp);
+    }
+    if ((rc = train_agree_rc(g, rc)) != 0) {
+        save_free(sv);
+        return rc;
+    }
+    ckpt_tmp_dir(sv->root, ts->step, sv->tmp, sizeof sv->tmp);
+    char file[32];
     snprintf(file, sizeof file, "rank_%05d.h5", g->rank);
-    piece_list l = {0};
+    snprintf(sv->path, sizeof sv->path, "%s/%s", sv->tmp, file);
     const int write_params = g->dp_rank == 0;
     const int write_moments = c->zero || g->dp_rank == 0;
-    float *host = NULL, *hm = NULL, *hv = NULL;
-    if (build_pieces(&l, m, o, write_params, write_moments, 0, file)) rc = 1;
+    if (build_pieces(&sv->l, m, o, write_params, write_moments, 0, file)) rc = 1;
     const size_t nm = o->hi - o->lo;
-    if (rc == 0 && l.n > 0) {
-        host = malloc(m->n_alloc * sizeof(float));
-        hm = malloc(nm * sizeof(float) + 1);
-        hv = malloc(nm * sizeof(float) + 1);
-        if (!host || !hm || !hv) rc = 1;
+    sv->has_file = sv->l.n > 0;
+    if (rc == 0 && sv->has_file) {
+        sv->host = malloc(m->n_alloc * sizeof(float));
+        sv->hm = malloc(nm * sizeof(float) + 1);
+        sv->hv = malloc(nm * sizeof(float) + 1);
+        sv->data = malloc((size_t)sv->l.n * sizeof *sv->data);
+        if (!sv->host || !sv->hm || !sv->hv || !sv->data) rc = 1;
     }
-    if (rc == 0 && l.n > 0) {
-        m->be->copy_to_host(host, m->params, m->n_alloc * sizeof(float));
-        m->be->copy_to_host(hm, o->m, nm * sizeof(float));
-        m->be->copy_to_host(hv, o->v, nm * sizeof(float));
-        const float **data = malloc((size_t)l.n * sizeof *data);
-        if (!data) rc = 1;
-        for (int i = 0; rc == 0 && i < l.n; i++)
-            data[i] = piece_data(&l.p[i], l.src[i], host, hm, hv);
-        snprintf(path, sizeof path, "%s/%s", tmp, file);
-        if (rc == 0) rc = ckpt_h5_write_pieces(path, l.p, data, l.n);
-        free(data);
+    if (rc == 0 && sv->has_file) {
+        m->be->copy_to_host(sv->host, m->params, m->n_alloc * sizeof(float));
+        m->be->copy_to_host(sv->hm, o->m, nm * sizeof(float));
+        m->be->copy_to_host(sv->hv, o->v, nm * sizeof(float));
+        for (int i = 0; i < sv->l.n; i++)
+            sv->data[i] = piece_data(&sv->l.p[i], sv->l.src[i], sv->host, sv->hm, sv->hv);
     }
-    free(host);
-    free(hm);
-    free(hv);
     if (rc == 1) fprintf(stderr, "anvil: checkpoint: out of memory on rank %d\n", g->rank);
-    if ((rc = train_agree_rc(g, rc)) != 0) goto out;
+    if ((rc = train_agree_rc(g, rc)) != 0) {
+        save_free(sv);
+        return rc;
+    }
+    if (async) {
+        sv->thread = pthread_create(&sv->th, NULL, save_write, sv) == 0;
+        if (!sv->thread) save_write(sv);   // no thread: write now
+    } else {
+        save_write(sv);
+    }
+    sv->blocked_s = mono_s() - t0;
+    *out = sv;
+    return 0;
+}
+
+// Phase 3 (waits for phase 2 first). Returns the agreed exit code; frees sv.
+static int save_finish(const train_ckpt *c, train_save *sv) {
+    parallel_grid *g = c->grid;
+    comm_group *w = g->world_g;
+    double t0 = mono_s();
+    if (sv->thread) pthread_join(sv->th, NULL);
+    int rc = train_agree_rc(g, sv->rc);
+    if (rc != 0) goto out;
 
     // A test hook: a window in which every piece is on disk and nothing is committed,
     // so the kill -9 test can hit the middle of a save deterministically.
     const char *pause = getenv("ANVIL_TEST_CKPT_PAUSE");
     if (pause && g->rank == 0) {
-        fprintf(stderr, "anvil: test hook: checkpoint %s paused\n", tmp);
+        fprintf(stderr, "anvil: test hook: checkpoint %s paused\n", sv->tmp);
         sleep((unsigned)atoi(pause));
     }
 
-    // 2. every rank's piece list to rank 0, which writes the index and commits
+    // every rank's piece list and file hash to rank 0, which writes the index, the
+    // MANIFEST, and commits
     const size_t words = sizeof(ckpt_piece) / sizeof(int32_t);
+    const size_t hwords = sizeof(ckpt_file_hash) / sizeof(int32_t);
     if (g->rank != 0) {
-        int32_t n = l.n;
+        int32_t n = sv->l.n;
         rc = w->be->send(w, &n, 1, COMM_DTYPE_I32, 0) ||
-             (n > 0 && w->be->send(w, l.p, words * (size_t)n, COMM_DTYPE_I32, 0));
+             (n > 0 && (w->be->send(w, sv->l.p, words * (size_t)n, COMM_DTYPE_I32, 0) ||
+                        w->be->send(w, &sv->hash, hwords, COMM_DTYPE_I32, 0)));
         rc = rc ? 1 : 0;
     } else {
-        piece_list all = {0};
-        all.p = malloc((size_t)(l.n > 0 ? l.n : 1) * sizeof *all.p);
-        all.n = all.cap = l.n;
-        if (!all.p) rc = 1;
-        else if (l.n) memcpy(all.p, l.p, (size_t)l.n * sizeof *all.p);
+        ckpt_piece *all = malloc((size_t)(sv->l.n > 0 ? sv->l.n : 1) * sizeof *all);
+        ckpt_file_hash *hashes = malloc((size_t)g->world * sizeof *hashes);
+        int n_all = sv->l.n, n_hash = 0;
+        if (!all || !hashes) rc = 1;
+        if (rc == 0 && sv->l.n) {
+            memcpy(all, sv->l.p, (size_t)sv->l.n * sizeof *all);
+            hashes[n_hash++] = sv->hash;
+        }
         for (int r = 1; r < g->world && rc == 0; r++) {
             int32_t n = 0;
             if (w->be->recv(w, &n, 1, COMM_DTYPE_I32, r)) {
@@ -209,33 +297,85 @@ int train_checkpoint_save(const train_ckpt *c, const train_state *ts) {
                 break;
             }
             if (n == 0) continue;
-            ckpt_piece *p = realloc(all.p, (size_t)(all.n + n) * sizeof *p);
+            ckpt_piece *p = realloc(all, (size_t)(n_all + n) * sizeof *p);
             if (!p) {
                 rc = 1;
                 break;
             }
-            all.p = p;
-            if (w->be->recv(w, all.p + all.n, words * (size_t)n, COMM_DTYPE_I32, r)) rc = 1;
-            all.n += n;
+            all = p;
+            if (w->be->recv(w, all + n_all, words * (size_t)n, COMM_DTYPE_I32, r) ||
+                w->be->recv(w, &hashes[n_hash++], hwords, COMM_DTYPE_I32, r))
+                rc = 1;
+            n_all += n;
         }
-        ckpt_state st = {.step = ts->step, .tokens = ts->tokens, .samples = ts->samples,
-                         .opt_t = o->t, .sample_rng = ts->sample_rng, .skipped = ts->skipped,
-                         .dp = g->dp, .tp = g->tp, .pp = g->pp, .zero = c->zero,
+        const parallel_grid *gg = g;
+        ckpt_state st = {.step = sv->ts.step, .tokens = sv->ts.tokens,
+                         .samples = sv->ts.samples, .opt_t = sv->ts.opt_t,
+                         .sample_rng = sv->ts.sample_rng, .skipped = sv->ts.skipped,
+                         .dp = gg->dp, .tp = gg->tp, .pp = gg->pp, .zero = c->zero,
                          .format = CKPT_FORMAT};
         snprintf(st.anvil_version, sizeof st.anvil_version, "%s", ANVIL_VERSION);
-        snprintf(path, sizeof path, "%s/model.h5", tmp);
-        if (rc == 0) rc = ckpt_h5_write_index(path, all.p, all.n, &st, c->config_yaml);
-        if (rc == 0) rc = ckpt_manifest_write(tmp);
+        char path[CKPT_PATH_MAX + 16];
+        snprintf(path, sizeof path, "%s/model.h5", sv->tmp);
+        if (rc == 0) rc = ckpt_h5_write_index(path, all, n_all, &st, c->config_yaml);
+        if (rc == 0) rc = ckpt_manifest_write_known(sv->tmp, hashes, n_hash);
         if (rc == 0)
-            rc = ckpt_commit(root, tmp, ts->step, c->cfg->checkpoint.keep,
+            rc = ckpt_commit(sv->root, sv->tmp, sv->ts.step, c->cfg->checkpoint.keep,
                              c->cfg->checkpoint.keep_every);
-        free(all.p);
+        free(all);
+        free(hashes);
     }
     rc = train_agree_rc(g, rc);
+    if (rc == 0 && g->rank == 0) {
+        const double blocked = sv->blocked_s + (mono_s() - t0);
+        printf("checkpoint step %ld saved: %.2f s in all, training blocked %.2f s%s\n",
+               sv->ts.step, mono_s() - sv->t_begin, blocked, sv->thread ? " (async)" : "");
+        fflush(stdout);
+        FILE *mf = c->metrics ? *c->metrics : NULL;
+        if (mf) {
+            fprintf(mf, "{\"step\": %ld, \"checkpoint_s\": %.6g, \"checkpoint_blocked_s\": "
+                    "%.6g}\n", sv->ts.step, mono_s() - sv->t_begin, blocked);
+            fflush(mf);
+        }
+    }
 out:
-    free(l.p);
-    free(l.src);
+    save_free(sv);
     return rc;
+}
+
+int train_checkpoint_save(const train_ckpt *c, const train_state *ts, int async) {
+    int rc = 0;
+    if (*c->pending) {   // the next save waits for the previous one
+        rc = save_finish(c, *c->pending);
+        *c->pending = NULL;
+        if (rc) return rc;
+    }
+    train_save *sv = NULL;
+    if ((rc = save_begin(c, ts, async, &sv)) != 0) return rc;
+    if (async) {
+        *c->pending = sv;
+        return 0;
+    }
+    return save_finish(c, sv);
+}
+
+int train_checkpoint_poll(const train_ckpt *c, int all_done, int wait) {
+    train_save *sv = *c->pending;
+    if (!sv || (!all_done && !wait)) return 0;
+    *c->pending = NULL;
+    return save_finish(c, sv);
+}
+
+void train_checkpoint_abandon(const train_ckpt *c) {
+    train_save *sv = *c->pending;
+    if (!sv) return;
+    if (sv->thread) pthread_join(sv->th, NULL);
+    save_free(sv);
+    *c->pending = NULL;
+}
+
+int train_checkpoint_write_done(const train_ckpt *c) {
+    return !*c->pending || atomic_load(&(*c->pending)->done);
 }
 
 // ---- resume ---------------------------------------------------------------------------

@@ -172,6 +172,8 @@ const config_key config_keys[] = {
           "steps between checkpoints (0: only at the end and on a stop signal)"),
     KINT("checkpoint.keep", checkpoint.keep, "3", 1, SHAPE_MAX, 0,
          "how many of the newest checkpoints to keep"),
+    KBOOL("checkpoint.async", checkpoint.async, "false",
+          "write checkpoints from a background thread while training continues"),
     KINT("checkpoint.rollback_after", checkpoint.rollback_after, "5", 0, SHAPE_MAX, 0,
          "non-finite steps in a row before rolling back to the last checkpoint (0: never)"),
     KLONG("checkpoint.keep_every", checkpoint.keep_every, "0", 0, INF,

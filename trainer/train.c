@@ -432,10 +432,12 @@ int train_main(int argc, char **argv) {
     if ((rc = train_agree_rc(&grid, rc)) != 0) goto out_buffers;
 
     // ---- resume (checkpoint.resume), then the run directory ------------------------
-    train_state ts = {0, 0, 0, 0, rng_stream(tc->seed, "sample")};
+    train_state ts = {0, 0, 0, 0, rng_stream(tc->seed, "sample"), 0};
+    train_save *pending_save = NULL;
+    FILE *metrics = NULL;
     config_yaml = config_text(&cfg);
     if ((rc = train_agree_rc(&grid, config_yaml ? 0 : 1)) != 0) goto out_buffers;
-    const train_ckpt ck = {&cfg, &m, &opt, &grid, zero, config_yaml};
+    const train_ckpt ck = {&cfg, &m, &opt, &grid, zero, config_yaml, &pending_save, &metrics};
     char resume_dir[CONFIG_STR + 64];
     long resumed = -1;
     rc = train_checkpoint_find(&cfg, &grid, resume_dir, sizeof resume_dir);
@@ -448,7 +450,6 @@ int train_main(int argc, char **argv) {
     } else {
         goto out_buffers;
     }
-    FILE *metrics = NULL;
     if (lead) rc = open_run_dir(&cfg, resumed, &metrics);
     if ((rc = train_agree_rc(&grid, rc)) != 0) goto out_buffers;
 
@@ -519,10 +520,15 @@ int train_main(int argc, char **argv) {
         rc = loader_fill(&train_data, pos + (uint64_t)grid.dp_rank * Gr, Gr, batch);
         // Every rank must take the same branch: stop on a signal any rank got (or a bad
         // batch any rank read) together, never leaving the others waiting.
-        int flags[2] = {rc, (int)g_stop_signal};
-        if (grid.world_g->be->all_reduce(grid.world_g, flags, 2, COMM_DTYPE_I32, COMM_OP_MAX)) {
+        // (and whether any rank is still writing its part of an async checkpoint)
+        int flags[3] = {rc, (int)g_stop_signal, !train_checkpoint_write_done(&ck)};
+        if (grid.world_g->be->all_reduce(grid.world_g, flags, 3, COMM_DTYPE_I32, COMM_OP_MAX)) {
             rc = 1;
             break;
+        }
+        if (pending_save && flags[2] == 0) {   // every rank's write is done: commit
+            watchdog_beat("committing a checkpoint");
+            if ((rc = train_checkpoint_poll(&ck, 1, 0)) != 0) break;
         }
         if (flags[0] != 0) {
             rc = flags[0];
@@ -607,6 +613,7 @@ int train_main(int argc, char **argv) {
         if (cfg.checkpoint.rollback_after > 0 && bad_in_row >= cfg.checkpoint.rollback_after) {
             watchdog_beat("rolling back to a checkpoint");
             char dir[CONFIG_STR + 64];
+            if ((rc = train_checkpoint_poll(&ck, 0, 1)) != 0) break;
             int frc = train_checkpoint_find_in_run(&cfg, &grid, dir, sizeof dir);
             if (frc == 0) {
                 train_state back = ts;
@@ -653,9 +660,10 @@ int train_main(int argc, char **argv) {
         const char *stop_at = getenv("ANVIL_TEST_STOP_AFTER_STEP");
         if (stop_at && atol(stop_at) == step + 1 && !g_stop_signal) g_stop_signal = SIGUSR1;
         if (cfg.checkpoint.every > 0 && (step + 1) % cfg.checkpoint.every == 0 && !last) {
-            train_state now = {step + 1, tokens_done, (long long)(pos + G), skipped, sample_rng};
+            train_state now = {step + 1, tokens_done, (long long)(pos + G), skipped, sample_rng,
+                               0};
             watchdog_beat("saving a checkpoint");
-            if ((rc = train_checkpoint_save(&ck, &now)) != 0) break;
+            if ((rc = train_checkpoint_save(&ck, &now, cfg.checkpoint.async)) != 0) break;
             saved = step + 1;
         }
     }
@@ -664,10 +672,13 @@ int train_main(int argc, char **argv) {
     if (rc == 0 && step != saved) {
         train_state now = {step, tokens_done,
                            (long long)(samples0 + (unsigned long long)(step - step0) * G),
-                           skipped, sample_rng};
+                           skipped, sample_rng, 0};
         watchdog_beat("saving a checkpoint");
-        rc = train_checkpoint_save(&ck, &now);
+        rc = train_checkpoint_save(&ck, &now, 0);
+    } else if (rc == 0) {
+        rc = train_checkpoint_poll(&ck, 0, 1);   // an async save still pending
     }
+    train_checkpoint_abandon(&ck);   // after an error: wait for the writer, commit nothing
     if (rc == 0 && cfg.run.final_weights[0] != '\0')
         rc = train_write_gathered(&m, &grid, cfg.run.final_weights);
     rc = train_agree_rc(&grid, rc);

@@ -3,6 +3,7 @@
 #define ANVIL_TRAINER_TRAIN_INTERNAL_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "parallel/parallel.h"
@@ -43,7 +44,12 @@ typedef struct train_state {
     long long samples;          // data position: windows consumed over all ranks
     long skipped;               // updates skipped (non-finite)
     uint64_t sample_rng;        // the sampler's RNG state
+    long opt_t;                 // AdamW's update count (set by the save itself)
 } train_state;
+
+typedef struct train_save train_save;   // a save in progress (checkpointing.c)
+
+
 
 // What a save or a load works on.
 typedef struct train_ckpt {
@@ -53,11 +59,24 @@ typedef struct train_ckpt {
     parallel_grid *grid;
     int zero;                   // ZeRO-1 in effect (moments sharded over dp)
     const char *config_yaml;    // the effective config, stored in the checkpoint
+    train_save **pending;       // an async save not yet committed, or NULL
+    FILE **metrics;             // rank 0: where a committed save's timings are logged
 } train_ckpt;
 
 // Save the state after ts->step steps to run.dir/checkpoints/step_NNNNNNNN (atomic;
-// collective over the world). Returns the agreed exit code (0, 1 or 2).
-int train_checkpoint_save(const train_ckpt *c, const train_state *ts);
+// collective over the world). A pending async save is committed first. With async,
+// this rank's file is written by a background thread from a host copy and the save
+// stays pending until train_checkpoint_poll commits it. Returns the agreed exit code
+// (0, 1 or 2).
+int train_checkpoint_save(const train_ckpt *c, const train_state *ts, int async);
+// Whether this rank's part of the pending save is on disk (1 when none is pending).
+int train_checkpoint_write_done(const train_ckpt *c);
+// Commit the pending save, if any, when all_done (every rank's write finished, as the
+// caller agreed) or wait (block until it has). Collective. Returns the agreed code.
+int train_checkpoint_poll(const train_ckpt *c, int all_done, int wait);
+// After an error: wait for this rank's background write and drop the pending save
+// without committing it (not collective).
+void train_checkpoint_abandon(const train_ckpt *c);
 // What checkpoint.resume selects: 0 with dir set (a verified checkpoint), 1 for a
 // fresh start, 2 when a given path does not verify (printed). Collective.
 int train_checkpoint_find(const anvil_config *cfg, parallel_grid *g, char *dir, size_t n);

@@ -349,6 +349,35 @@ def kill_training(anvil, tmp, every, ref):
                f"to the uninterrupted run: {ok}")
 
 
+def async_saves(anvil, tmp, every, ref):
+    """9: checkpoint.async under dp2 + ZeRO-1 and on one rank: each checkpoint's tensors
+    and state equal the synchronous run's; a relaunch from step 6 of the async run (the
+    later ones removed) ends bit-identical to the uninterrupted reference."""
+    for ranks, lay, tag in ((1, [], "1rank"), (2, ["parallel.dp=2", "parallel.zero=1"], "dp2z")):
+        a, s_ = os.path.join(tmp, f"async-{tag}"), os.path.join(tmp, f"sync-{tag}")
+        run(anvil, ranks, every + lay + ["train.steps=9", "checkpoint.async=true",
+                                         f"run.dir={a}"])
+        run(anvil, ranks, every + lay + ["train.steps=9", f"run.dir={s_}"])
+        same = True
+        for step in (6, 9):
+            ta, sa = read_ckpt(step_dir(a, step))
+            tb, sb = read_ckpt(step_dir(s_, step))
+            same &= (set(ta) == set(tb) and all(np.array_equal(ta[k], tb[k]) for k in tb)
+                     and all(np.array_equal(sa[k], sb[k]) for k in sb))
+        timed = [json.loads(l) for l in open(os.path.join(a, "metrics.jsonl"))
+                 if "checkpoint_blocked_s" in l]
+        report(same and [t["step"] for t in timed] == [3, 6, 9] and committed(step_dir(a, 9)),
+               f"{tag}: async checkpoints at steps 3, 6, 9 committed, tensors and state "
+               f"identical to synchronous saves, timings logged: {same}")
+    a = os.path.join(tmp, "async-1rank")   # the one-rank run: the reference's layout
+    shutil.rmtree(step_dir(a, 9))
+    os.remove(os.path.join(a, "checkpoints", "latest"))
+    q = run(anvil, 1, every + ["train.steps=9", f"run.dir={a}", f"run.final_weights={a}/w.bin"])
+    w, wr = read_tensorfile(f"{a}/w.bin"), read_tensorfile(f"{ref}/w.bin")
+    ok = resumed_from(q, a, 6) and all(np.array_equal(w[k], wr[k]) for k in wr)
+    report(ok, f"resume from an async checkpoint (step 6): final weights bit-identical: {ok}")
+
+
 def kill_saving(anvil, tmp, every, ref):
     """6: SIGKILL during the step-6 save (pieces in step_00000006.tmp, nothing committed)."""
     d = os.path.join(tmp, "kill-saving")
@@ -477,6 +506,13 @@ def main():
             kill_saving(anvil, tmp, every, ref)
         except RunError as e:
             report(False, f"kill -9: {e}")
+
+        # 9: async saves: the same checkpoints as synchronous ones, and a resume from
+        # one of them ends bit-identical
+        try:
+            async_saves(anvil, tmp, every, ref)
+        except RunError as e:
+            report(False, f"async: {e}")
 
         # 7: corrupt checkpoints
         try:

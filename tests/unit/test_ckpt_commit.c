@@ -2,7 +2,9 @@
 // pruning and the search for the newest valid checkpoint (checkpoint/commit.c).
 //
 // SHA-256 is checked against the FIPS 180-4 example vectors and against the system's
-// `sha256sum` on a random 3 MB file; a MANIFEST must pass `sha256sum --strict -c`, so
+// `sha256sum` on a random 3 MB file, on the SHA-NI path (where the CPU has it) and the
+// portable one, and the two paths must agree on random inputs of 0..300 bytes and a few
+// MB; an "info" line gives each path's speed on 256 MiB. A MANIFEST must pass `sha256sum --strict -c`, so
 // the format is judged by an independent tool, not by our own parser alone. Every
 // corruption a disk or a crash can cause (a flipped byte, a truncated file, a missing or
 // extra file, a missing, cut-short or malformed MANIFEST, a `latest` naming a missing or
@@ -20,6 +22,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static int failures;
@@ -137,6 +140,19 @@ static int shell(const char *cmd, char *out, size_t n) {
 }
 
 // ---- SHA-256 ---------------------------------------------------------------------------
+//
+// sha256.c has two block functions, SHA-NI and portable; sha256_force_portable picks one.
+// Each test below runs on every path this CPU has, and puts the path's name in its lines.
+
+static int sha_have_fast;   // the CPU has the SHA-NI path (set by test_sha256_vectors)
+
+static int sha_n_paths(void) { return sha_have_fast ? 2 : 1; }
+
+// Path k (0: the run-time choice, 1: portable) for the hashes that follow; its name.
+static const char *sha_use_path(int k) {
+    sha256_force_portable(k == 1);
+    return k == 1 || !sha_have_fast ? "portable" : "sha-ni";
+}
 
 static void hash_hex(const void *p, size_t n, char hex[SHA256_HEX_BYTES]) {
     sha256_ctx c;
@@ -147,69 +163,193 @@ static void hash_hex(const void *p, size_t n, char hex[SHA256_HEX_BYTES]) {
     sha256_hex(d, hex);
 }
 
+// p hashed in pieces of 1..max_piece bytes (from rng_next), so blocks straddle updates.
+static void hash_hex_pieces(const uint8_t *p, size_t n, size_t max_piece, char hex[SHA256_HEX_BYTES]) {
+    sha256_ctx c;
+    uint8_t d[SHA256_DIGEST_BYTES];
+    sha256_init(&c);
+    for (size_t off = 0; off < n;) {
+        size_t k = 1 + (size_t)(rng_next() % max_piece);
+        if (k > n - off) k = n - off;
+        sha256_update(&c, p + off, k);
+        off += k;
+    }
+    sha256_final(&c, d);
+    sha256_hex(d, hex);
+}
+
+// 1 if /proc/cpuinfo lists the sha_ni flag (0 elsewhere, or if it cannot be read).
+static int cpuinfo_has_sha_ni(void) {
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[8192];
+    int has = 0;
+    while (f && !has && fgets(line, sizeof line, f))
+        if (!strncmp(line, "flags", 5) && strstr(line, " sha_ni")) has = 1;
+    if (f) fclose(f);
+    return has;
+}
+
 static void test_sha256_vectors(void) {
-    // FIPS 180-4 examples (NIST "SHA256.pdf", "SHA2_Additional.pdf").
+    sha_have_fast = sha256_force_portable(0);
+    int cpu = cpuinfo_has_sha_ni();
+    char detail[160];
+    snprintf(detail, sizeof detail, "/proc/cpuinfo sha_ni %s, sha256 %s the SHA-NI path", cpu ? "yes" : "no",
+             sha_have_fast ? "uses" : "does not use");
+    report(!cpu || sha_have_fast, "sha256 uses SHA-NI where /proc/cpuinfo lists sha_ni", detail);
+
+    // FIPS 180-4 examples (NIST "SHA256.pdf", "SHA2_Additional.pdf"), and the 112-byte
+    // message of the SHA-512 example: two blocks once padded, the length in the second.
     static const struct { const char *msg, *hex; } v[] = {
         {"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
         {"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
         {"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
          "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"},
+        {"abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnopqklmnopqrlmnopqrsmnopqrstnopqrstu",
+         "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1"},
     };
-    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
-        char hex[SHA256_HEX_BYTES], hex_bytes[SHA256_HEX_BYTES], name[96];
-        hash_hex(v[i].msg, strlen(v[i].msg), hex);
-        sha256_ctx c;   // the same message a byte at a time: the block buffering path
-        uint8_t d[SHA256_DIGEST_BYTES];
-        sha256_init(&c);
-        for (const char *p = v[i].msg; *p; p++) sha256_update(&c, p, 1);
-        sha256_final(&c, d);
-        sha256_hex(d, hex_bytes);
-        snprintf(name, sizeof name, "sha256 \"%.12s%s\" (%zu bytes)", v[i].msg,
-                 strlen(v[i].msg) > 12 ? "..." : "", strlen(v[i].msg));
-        report(!strcmp(hex, v[i].hex) && !strcmp(hex_bytes, v[i].hex), name, hex);
-    }
-    // One million 'a', fed in chunks of 1..97 bytes so blocks straddle every offset.
     static char a[1000000];
     memset(a, 'a', sizeof a);
-    char one[SHA256_HEX_BYTES], chunked[SHA256_HEX_BYTES];
-    hash_hex(a, sizeof a, one);
-    sha256_ctx c;
-    uint8_t d[SHA256_DIGEST_BYTES];
-    sha256_init(&c);
-    for (size_t off = 0, k = 1; off < sizeof a; off += k, k = k % 97 + 1)
-        sha256_update(&c, a + off, off + k <= sizeof a ? k : sizeof a - off);
-    sha256_final(&c, d);
-    sha256_hex(d, chunked);
-    const char *want = "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0";
-    report(!strcmp(one, want) && !strcmp(chunked, want), "sha256 one million 'a' (whole, chunked)", one);
+    for (int k = 0; k < sha_n_paths(); k++) {
+        const char *path = sha_use_path(k);
+        for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+            char hex[SHA256_HEX_BYTES], hex_bytes[SHA256_HEX_BYTES], name[96];
+            hash_hex(v[i].msg, strlen(v[i].msg), hex);
+            sha256_ctx c;   // the same message a byte at a time: the block buffering path
+            uint8_t d[SHA256_DIGEST_BYTES];
+            sha256_init(&c);
+            for (const char *p = v[i].msg; *p; p++) sha256_update(&c, p, 1);
+            sha256_final(&c, d);
+            sha256_hex(d, hex_bytes);
+            snprintf(name, sizeof name, "sha256 [%s] \"%.12s%s\" (%zu bytes)", path, v[i].msg,
+                     strlen(v[i].msg) > 12 ? "..." : "", strlen(v[i].msg));
+            report(!strcmp(hex, v[i].hex) && !strcmp(hex_bytes, v[i].hex), name, hex);
+        }
+        // One million 'a', fed in chunks of 1..97 bytes so blocks straddle every offset.
+        char one[SHA256_HEX_BYTES], chunked[SHA256_HEX_BYTES], name[96];
+        hash_hex(a, sizeof a, one);
+        sha256_ctx c;
+        uint8_t d[SHA256_DIGEST_BYTES];
+        sha256_init(&c);
+        for (size_t off = 0, n = 1; off < sizeof a; off += n, n = n % 97 + 1)
+            sha256_update(&c, a + off, off + n <= sizeof a ? n : sizeof a - off);
+        sha256_final(&c, d);
+        sha256_hex(d, chunked);
+        const char *want = "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0";
+        snprintf(name, sizeof name, "sha256 [%s] one million 'a' (whole, chunked)", path);
+        report(!strcmp(one, want) && !strcmp(chunked, want), name, one);
+    }
+    sha256_force_portable(0);
+}
+
+// SHA-NI against portable on random inputs: every length 0..300 (each padding case, 0..4
+// whole blocks), whole and in pieces, then a few MB in pieces of up to 100 kB.
+static void test_sha256_paths_agree(void) {
+    if (!sha_have_fast) {
+        report(1, "sha256 sha-ni == portable on random inputs", "no SHA-NI on this CPU: portable only");
+        return;
+    }
+    static const size_t big[] = {(1u << 20) + 1, (3u << 20) + 13, (5u << 20) - 7};   // odd tails
+    size_t n_max = big[sizeof big / sizeof big[0] - 1];
+    uint8_t *buf = malloc(n_max);
+    if (!buf) {
+        report(0, "sha256 sha-ni == portable on random inputs", "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n_max; i++) buf[i] = (uint8_t)(rng_next() >> 56);
+    char fast[SHA256_HEX_BYTES], fast_pieces[SHA256_HEX_BYTES], slow[SHA256_HEX_BYTES], detail[256];
+    int bad = -1;
+    for (int n = 0; n <= 300 && bad < 0; n++) {
+        const uint8_t *p = buf + 7 * n;   // a different, unaligned start for each length
+        sha_use_path(0);
+        hash_hex(p, (size_t)n, fast);
+        hash_hex_pieces(p, (size_t)n, 70, fast_pieces);
+        sha_use_path(1);
+        hash_hex(p, (size_t)n, slow);
+        if (strcmp(fast, slow) || strcmp(fast_pieces, slow)) bad = n;
+    }
+    snprintf(detail, sizeof detail, bad < 0 ? "301 lengths, whole and in pieces"
+             : "length %d: sha-ni %.16s.., in pieces %.16s.., portable %.16s..", bad, fast, fast_pieces, slow);
+    report(bad < 0, "sha256 sha-ni == portable on random inputs of 0..300 bytes", detail);
+    int ok = 1;
+    for (size_t i = 0; i < sizeof big / sizeof big[0] && ok; i++) {
+        sha_use_path(0);
+        hash_hex_pieces(buf + 1, big[i] - 1, 100000, fast);
+        sha_use_path(1);
+        hash_hex(buf + 1, big[i] - 1, slow);
+        ok = !strcmp(fast, slow);
+        snprintf(detail, sizeof detail, "%zu bytes: sha-ni %s, portable %s", big[i] - 1, ok ? "==" : fast, slow);
+    }
+    report(ok, "sha256 sha-ni (in pieces) == portable (whole) on 1, 3 and 5 MB", detail);
+    sha256_force_portable(0);
+    free(buf);
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+// MiB/s of each path on 256 MiB in memory: information, not a check (machines differ).
+static void test_sha256_speed(void) {
+    size_t n = (size_t)256 << 20;   // large enough that the time is the hashing, not the timer
+    uint64_t *buf = malloc(n);
+    if (!buf) {
+        printf("info sha256 speed: skipped, could not allocate 256 MiB\n");
+        return;
+    }
+    for (size_t i = 0; i < n / 8; i++) buf[i] = rng_next();
+    char hex[2][SHA256_HEX_BYTES], line[256];
+    int len = snprintf(line, sizeof line, "info sha256 speed on 256 MiB in memory:");
+    for (int k = 0; k < sha_n_paths(); k++) {
+        const char *path = sha_use_path(k);
+        double t0 = now_s();
+        hash_hex(buf, n, hex[k]);
+        double s = now_s() - t0;
+        len += snprintf(line + len, sizeof line - (size_t)len, " %s %.0f MiB/s (%.2f s)%s", path,
+                        256.0 / s, s, k + 1 < sha_n_paths() ? "," : "");
+    }
+    sha256_force_portable(0);
+    printf("%s\n", line);
+    if (sha_n_paths() == 2) report(!strcmp(hex[0], hex[1]), "sha256 sha-ni == portable on 256 MiB", hex[0]);
+    free(buf);
 }
 
 static void test_sha256_file(void) {
     // 3 MiB + 13 bytes: several 1 MiB reads and a partial last block.
     size_t n = (3u << 20) + 13;
     uint8_t *buf = malloc(n);
-    char path[128], hex[SHA256_HEX_BYTES], cmd[256], out[512], detail[256];
+    char path[128], hex[SHA256_HEX_BYTES], cmd[256], out[512], detail[256], name[96];
     if (!buf) {
         report(0, "sha256 of a 3 MB file", "out of memory");
         return;
     }
     for (size_t i = 0; i < n; i++) buf[i] = (uint8_t)(rng_next() >> 56);
     path_in(path, sizeof path, dir, "random.bin");
-    int ok = write_file(path, buf, n) == 0;
+    int written = write_file(path, buf, n) == 0;
     free(buf);
-    int fd = open(path, O_RDONLY);
-    uint8_t d[SHA256_DIGEST_BYTES];
-    uint64_t size = 0;
-    ok = ok && fd >= 0 && sha256_fd(fd, d, &size) == 0 && size == n;
-    if (fd >= 0) close(fd);
-    sha256_hex(d, hex);
     snprintf(cmd, sizeof cmd, "sha256sum '%s' 2>&1", path);
     int st = shell(cmd, out, sizeof out);
-    ok = ok && st == 0 && strlen(out) > 64 && !strncmp(out, hex, 64);
-    snprintf(detail, sizeof detail, "ours %s, sha256sum %.64s (status %d), %llu bytes", ok ? "==" : hex,
-             out, st, (unsigned long long)size);
-    report(ok, "sha256 of a random 3 MB file == sha256sum", detail);
+    for (int k = 0; k < sha_n_paths(); k++) {
+        const char *how = sha_use_path(k);
+        int fd = open(path, O_RDONLY);
+        uint8_t d[SHA256_DIGEST_BYTES] = {0};
+        uint64_t size = 0;
+        int ok = written && fd >= 0 && sha256_fd(fd, d, &size) == 0 && size == n;
+        if (fd >= 0) close(fd);
+        sha256_hex(d, hex);
+        ok = ok && st == 0 && strlen(out) > 64 && !strncmp(out, hex, 64);
+        snprintf(detail, sizeof detail, "ours %s, sha256sum %.64s (status %d), %llu bytes", ok ? "==" : hex,
+                 out, st, (unsigned long long)size);
+        snprintf(name, sizeof name, "sha256 [%s] of a random 3 MB file == sha256sum", how);
+        report(ok, name, detail);
+    }
+    sha256_force_portable(0);
     unlink(path);
+    // main calls only test_sha256_vectors and test_sha256_file; the rest of the SHA-256
+    // checks run from here, after the known answers.
+    test_sha256_paths_agree();
+    test_sha256_speed();
 }
 
 // ---- checkpoints -----------------------------------------------------------------------
