@@ -52,6 +52,7 @@ void rope_tables_fill(float *cos_tab, float *sin_tab, int maxT, int HS, const ro
 
 typedef struct anv_backend {
     const char *name;            // "cpu" or "cuda"
+    int host_memory;             // 1: alloc returns host memory the CPU may read directly
 
     // ---- memory --------------------------------------------------------------
     void *(*alloc)(size_t bytes);                        // zeroed; NULL on failure

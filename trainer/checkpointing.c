@@ -150,15 +150,22 @@ static const float *piece_data(const ckpt_piece *p, size_t src, const float *par
     return (strcmp(p->kind, "adam_m") == 0 ? mom_m : mom_v) + src;
 }
 
+// A rank's pieces go into files of about this size, so that hashing one (for the
+// MANIFEST) overlaps writing the next, and only the last one's hash is not hidden.
+#define CKPT_PART_BYTES ((size_t)256 << 20)
+#define CKPT_MAX_PARTS 4096
+
 struct train_save {
     piece_list l;
-    float *host, *hm, *hv;      // the host copy of what this rank writes
+    float *host, *hm, *hv;      // the host copy of what this rank writes (async, or a
+                                // device backend); NULL when pieces point at the state
     const float **data;         // (l.n) each piece's data
     char tmp[CKPT_PATH_MAX], root[CKPT_PATH_MAX];
-    char path[CKPT_PATH_MAX + 40];
     train_state ts;
-    ckpt_file_hash hash;
-    int has_file, rc;           // rc of phase 2 on this rank
+    int n_parts;                // files this rank writes
+    int *part_first;            // (n_parts + 1) first piece of each file
+    ckpt_file_hash *hash;       // (n_parts) each file's hash
+    int rc;                     // rc of phase 2 on this rank
     atomic_int done;            // phase 2 finished
     int thread;                 // phase 2 runs on `th`
     pthread_t th;
@@ -180,20 +187,76 @@ static void save_free(train_save *sv) {
     free(sv->hm);
     free(sv->hv);
     free(sv->data);
+    free(sv->part_first);
+    free(sv->hash);
     free(sv);
 }
 
-// Phase 2: this rank's piece file, hashed and fsynced.
+typedef struct hash_job {
+    char path[CKPT_PATH_MAX + 40];
+    ckpt_file_hash *out;
+    int rc;
+} hash_job;
+
+static void *hash_part(void *arg) {
+    hash_job *j = arg;
+    j->rc = ckpt_hash_file(j->path, j->out);
+    return NULL;
+}
+
+// Phase 2: this rank's part files, each hashed and fsynced on a second thread while
+// the next one is written.
 static void *save_write(void *arg) {
     train_save *sv = arg;
     double t0 = mono_s();
-    if (sv->has_file) {
-        sv->rc = ckpt_h5_write_pieces(sv->path, sv->l.p, sv->data, sv->l.n);
-        if (sv->rc == 0) sv->rc = ckpt_hash_file(sv->path, &sv->hash);
+    hash_job job[2];
+    pthread_t th;
+    int hashing = 0;
+    for (int p = 0; p < sv->n_parts && sv->rc == 0; p++) {
+        hash_job *j = &job[p % 2];
+        snprintf(j->path, sizeof j->path, "%s/%s", sv->tmp, sv->l.p[sv->part_first[p]].file);
+        j->out = &sv->hash[p];
+        j->rc = 0;
+        const int a = sv->part_first[p], b = sv->part_first[p + 1];
+        sv->rc = ckpt_h5_write_pieces(j->path, sv->l.p + a, sv->data + a, b - a);
+        if (hashing) {
+            pthread_join(th, NULL);
+            hashing = 0;
+            if (job[(p + 1) % 2].rc) sv->rc = job[(p + 1) % 2].rc;
+        }
+        if (sv->rc) break;
+        if (pthread_create(&th, NULL, hash_part, j) == 0) hashing = 1;
+        else hash_part(j), sv->rc = j->rc;
+    }
+    if (hashing) {
+        pthread_join(th, NULL);
+        if (job[(sv->n_parts - 1) % 2].rc && sv->rc == 0) sv->rc = job[(sv->n_parts - 1) % 2].rc;
     }
     sv->write_s = mono_s() - t0;
     atomic_store(&sv->done, 1);
     return NULL;
+}
+
+// Cut the piece list into part files of about CKPT_PART_BYTES (in order; a piece is
+// never split). Returns 0, or 1 out of memory.
+static int assign_parts(train_save *sv, int rank) {
+    sv->part_first = malloc((size_t)(sv->l.n + 2) * sizeof *sv->part_first);
+    if (!sv->part_first) return 1;
+    size_t bytes = 0;
+    sv->n_parts = 0;
+    for (int i = 0; i < sv->l.n; i++) {
+        size_t b = (size_t)sv->l.p[i].len[0] * (size_t)sv->l.p[i].len[1] * sizeof(float);
+        if (i == 0 || (bytes + b > CKPT_PART_BYTES && bytes > 0 && sv->n_parts < CKPT_MAX_PARTS)) {
+            sv->part_first[sv->n_parts++] = i;
+            bytes = 0;
+        }
+        bytes += b;
+        snprintf(sv->l.p[i].file, sizeof sv->l.p[i].file, "rank_%05d_%03d.h5", rank,
+                 sv->n_parts - 1);
+    }
+    sv->part_first[sv->n_parts] = sv->l.n;
+    sv->hash = calloc((size_t)(sv->n_parts > 0 ? sv->n_parts : 1), sizeof *sv->hash);
+    return sv->hash ? 0 : 1;
 }
 
 // Phase 1. Returns the agreed exit code; on 0, *out is the save in progress.
@@ -216,27 +279,33 @@ static int save_begin(const train_ckpt *c, const train_state *ts, int async, tra
         return rc;
     }
     ckpt_tmp_dir(sv->root, ts->step, sv->tmp, sizeof sv->tmp);
-    char file[32];
-    snprintf(file, sizeof file, "rank_%05d.h5", g->rank);
-    snprintf(sv->path, sizeof sv->path, "%s/%s", sv->tmp, file);
     const int write_params = g->dp_rank == 0;
     const int write_moments = c->zero || g->dp_rank == 0;
-    if (build_pieces(&sv->l, m, o, write_params, write_moments, 0, file)) rc = 1;
+    if (build_pieces(&sv->l, m, o, write_params, write_moments, 0, "")) rc = 1;
+    if (rc == 0 && assign_parts(sv, g->rank)) rc = 1;
     const size_t nm = o->hi - o->lo;
-    sv->has_file = sv->l.n > 0;
-    if (rc == 0 && sv->has_file) {
-        sv->host = malloc(m->n_alloc * sizeof(float));
-        sv->hm = malloc(nm * sizeof(float) + 1);
-        sv->hv = malloc(nm * sizeof(float) + 1);
+    // A synchronous save of host memory writes straight from the training state; an
+    // async one (training goes on changing it) or a device backend needs a copy.
+    const int copy = async || !m->be->host_memory;
+    if (rc == 0 && sv->l.n > 0) {
+        if (copy) {
+            sv->host = malloc(m->n_alloc * sizeof(float));
+            sv->hm = malloc(nm * sizeof(float) + 1);
+            sv->hv = malloc(nm * sizeof(float) + 1);
+        }
         sv->data = malloc((size_t)sv->l.n * sizeof *sv->data);
-        if (!sv->host || !sv->hm || !sv->hv || !sv->data) rc = 1;
+        if ((copy && (!sv->host || !sv->hm || !sv->hv)) || !sv->data) rc = 1;
     }
-    if (rc == 0 && sv->has_file) {
-        m->be->copy_to_host(sv->host, m->params, m->n_alloc * sizeof(float));
-        m->be->copy_to_host(sv->hm, o->m, nm * sizeof(float));
-        m->be->copy_to_host(sv->hv, o->v, nm * sizeof(float));
+    if (rc == 0 && sv->l.n > 0) {
+        const float *P = m->params, *M = o->m, *Vv = o->v;
+        if (copy) {
+            m->be->copy_to_host(sv->host, m->params, m->n_alloc * sizeof(float));
+            m->be->copy_to_host(sv->hm, o->m, nm * sizeof(float));
+            m->be->copy_to_host(sv->hv, o->v, nm * sizeof(float));
+            P = sv->host, M = sv->hm, Vv = sv->hv;
+        }
         for (int i = 0; i < sv->l.n; i++)
-            sv->data[i] = piece_data(&sv->l.p[i], sv->l.src[i], sv->host, sv->hm, sv->hv);
+            sv->data[i] = piece_data(&sv->l.p[i], sv->l.src[i], P, M, Vv);
     }
     if (rc == 1) fprintf(stderr, "anvil: checkpoint: out of memory on rank %d\n", g->rank);
     if ((rc = train_agree_rc(g, rc)) != 0) {
@@ -276,37 +345,41 @@ static int save_finish(const train_ckpt *c, train_save *sv) {
     const size_t words = sizeof(ckpt_piece) / sizeof(int32_t);
     const size_t hwords = sizeof(ckpt_file_hash) / sizeof(int32_t);
     if (g->rank != 0) {
-        int32_t n = sv->l.n;
-        rc = w->be->send(w, &n, 1, COMM_DTYPE_I32, 0) ||
-             (n > 0 && (w->be->send(w, sv->l.p, words * (size_t)n, COMM_DTYPE_I32, 0) ||
-                        w->be->send(w, &sv->hash, hwords, COMM_DTYPE_I32, 0)));
+        int32_t n[2] = {sv->l.n, sv->n_parts};
+        rc = w->be->send(w, n, 2, COMM_DTYPE_I32, 0) ||
+             (n[0] > 0 && (w->be->send(w, sv->l.p, words * (size_t)n[0], COMM_DTYPE_I32, 0) ||
+                           w->be->send(w, sv->hash, hwords * (size_t)n[1], COMM_DTYPE_I32, 0)));
         rc = rc ? 1 : 0;
     } else {
         ckpt_piece *all = malloc((size_t)(sv->l.n > 0 ? sv->l.n : 1) * sizeof *all);
-        ckpt_file_hash *hashes = malloc((size_t)g->world * sizeof *hashes);
-        int n_all = sv->l.n, n_hash = 0;
+        ckpt_file_hash *hashes = malloc((size_t)(sv->n_parts > 0 ? sv->n_parts : 1) *
+                                        sizeof *hashes);
+        int n_all = sv->l.n, n_hash = sv->n_parts;
         if (!all || !hashes) rc = 1;
         if (rc == 0 && sv->l.n) {
             memcpy(all, sv->l.p, (size_t)sv->l.n * sizeof *all);
-            hashes[n_hash++] = sv->hash;
+            memcpy(hashes, sv->hash, (size_t)sv->n_parts * sizeof *hashes);
         }
         for (int r = 1; r < g->world && rc == 0; r++) {
-            int32_t n = 0;
-            if (w->be->recv(w, &n, 1, COMM_DTYPE_I32, r)) {
+            int32_t n[2] = {0, 0};
+            if (w->be->recv(w, n, 2, COMM_DTYPE_I32, r)) {
                 rc = 1;
                 break;
             }
-            if (n == 0) continue;
-            ckpt_piece *p = realloc(all, (size_t)(n_all + n) * sizeof *p);
-            if (!p) {
+            if (n[0] == 0) continue;
+            ckpt_piece *p = realloc(all, (size_t)(n_all + n[0]) * sizeof *p);
+            if (p) all = p;
+            ckpt_file_hash *h = p ? realloc(hashes, (size_t)(n_hash + n[1]) * sizeof *h) : NULL;
+            if (h) hashes = h;
+            if (!p || !h) {
                 rc = 1;
                 break;
             }
-            all = p;
-            if (w->be->recv(w, all + n_all, words * (size_t)n, COMM_DTYPE_I32, r) ||
-                w->be->recv(w, &hashes[n_hash++], hwords, COMM_DTYPE_I32, r))
+            if (w->be->recv(w, all + n_all, words * (size_t)n[0], COMM_DTYPE_I32, r) ||
+                w->be->recv(w, hashes + n_hash, hwords * (size_t)n[1], COMM_DTYPE_I32, r))
                 rc = 1;
-            n_all += n;
+            n_all += n[0];
+            n_hash += n[1];
         }
         const parallel_grid *gg = g;
         ckpt_state st = {.step = sv->ts.step, .tokens = sv->ts.tokens,
@@ -451,8 +524,17 @@ int train_checkpoint_load(const train_ckpt *c, const char *dir, train_state *ts)
     }
     if (rc == 0 && build_pieces(&l, m, o, 1, o != NULL, 1, "")) rc = 1;
     const size_t nm = o ? o->hi - o->lo : 0;
-    if (rc == 0) {
-        host = calloc(m->n_alloc, sizeof(float));   // padding rows and gaps stay zero
+    // Host-memory backends read straight into the model and optimizer; others through
+    // a host copy. Either way padding rows and gaps end up zero.
+    const int direct = m->be->host_memory;
+    if (rc == 0 && direct) {
+        m->be->zero(m->params, m->n_alloc * sizeof(float));
+        if (o) m->be->zero(o->m, nm * sizeof(float)), m->be->zero(o->v, nm * sizeof(float));
+        host = m->params;
+        hm = o ? o->m : NULL;
+        hv = o ? o->v : NULL;
+    } else if (rc == 0) {
+        host = calloc(m->n_alloc, sizeof(float));
         hm = calloc(nm + 1, sizeof(float));
         hv = calloc(nm + 1, sizeof(float));
         if (!host || !hm || !hv) rc = 1;
@@ -463,12 +545,12 @@ int train_checkpoint_load(const train_ckpt *c, const char *dir, train_state *ts)
         rc = ckpt_h5_read(r, p->kind, p->name, p->off, p->len, dst);
     }
     if (rc == 0) {
-        m->be->copy_from_host(m->params, host, m->n_alloc * sizeof(float));
-        if (o) {
+        if (!direct) m->be->copy_from_host(m->params, host, m->n_alloc * sizeof(float));
+        if (o && !direct) {
             m->be->copy_from_host(o->m, hm, nm * sizeof(float));
             m->be->copy_from_host(o->v, hv, nm * sizeof(float));
-            o->t = st.opt_t;
         }
+        if (o) o->t = st.opt_t;
         ts->step = st.step;
         ts->tokens = st.tokens;
         ts->samples = st.samples;
@@ -480,9 +562,11 @@ int train_checkpoint_load(const train_ckpt *c, const char *dir, train_state *ts)
                    st.samples, st.dp, st.tp, st.pp, st.zero);
     }
     if (rc == 1) fprintf(stderr, "anvil: checkpoint: out of memory loading '%s'\n", dir);
-    free(host);
-    free(hm);
-    free(hv);
+    if (!direct) {
+        free(host);
+        free(hm);
+        free(hv);
+    }
     free(l.p);
     free(l.src);
     ckpt_h5_close(r);

@@ -440,11 +440,16 @@ int train_main(int argc, char **argv) {
     const train_ckpt ck = {&cfg, &m, &opt, &grid, zero, config_yaml, &pending_save, &metrics};
     char resume_dir[CONFIG_STR + 64];
     long resumed = -1;
+    const double t_find = now_s();
     rc = train_checkpoint_find(&cfg, &grid, resume_dir, sizeof resume_dir);
     if (rc == 0) {
+        const double t_load = now_s();
         watchdog_beat("loading a checkpoint");
         if ((rc = train_checkpoint_load(&ck, resume_dir, &ts)) != 0) goto out_buffers;
         resumed = ts.step;
+        if (lead)
+            printf("checkpoint loaded in %.2f s (verifying its checksums %.2f s, reading %.2f "
+                   "s)\n", now_s() - t_find, t_load - t_find, now_s() - t_load);
     } else if (rc == 1) {
         rc = 0;   // nothing to resume: a fresh start
     } else {

@@ -85,6 +85,7 @@ void cpu_synchronize(void) {
 
 static const anv_backend cpu_backend = {
     .name = "cpu",
+    .host_memory = 1,
 
     .alloc = cpu_alloc,
     .free = cpu_free,

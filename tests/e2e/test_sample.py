@@ -97,13 +97,13 @@ def main():
         check(p.returncode == 0, f"ckpt verify: ok (exit {p.returncode})")
         bad = os.path.join(tmp, "bad")
         shutil.copytree(ckpt, bad)
-        with open(os.path.join(bad, "rank_00000.h5"), "r+b") as f:
+        with open(os.path.join(bad, "rank_00000_000.h5"), "r+b") as f:
             f.seek(5000)
             c = f.read(1)
             f.seek(5000)
             f.write(bytes([c[0] ^ 1]))
         p = subprocess.run([anvil, "ckpt", "verify", bad], capture_output=True, text=True)
-        check(p.returncode == 2 and "rank_00000.h5" in p.stderr and
+        check(p.returncode == 2 and "rank_00000_000.h5" in p.stderr and
               len(p.stderr.strip().splitlines()) == 1,
               f"ckpt verify: a flipped byte, exit {p.returncode}: {p.stderr.strip()}")
         for args, what in (([os.path.join(tmp, "nothing")], "no such checkpoint"),

@@ -396,7 +396,7 @@ def kill_saving(anvil, tmp, every, ref):
     os.killpg(p.pid, signal.SIGKILL)
     finish(p)
     left = sorted(os.listdir(tmp6)) if os.path.isdir(tmp6) else None
-    state_ok = (left is not None and "MANIFEST" not in left and "rank_00000.h5" in left and
+    state_ok = (left is not None and "MANIFEST" not in left and "rank_00000_000.h5" in left and
                 not os.path.exists(step_dir(d, 6)) and latest(d) == "step_00000003\n")
     q = run(anvil, 1, every + ["train.steps=9", f"run.dir={d}", f"run.final_weights={d}/w.bin"])
     stale = [n for n in os.listdir(os.path.join(d, "checkpoints")) if n.endswith(".tmp")]
@@ -414,7 +414,7 @@ def corruption(anvil, tmp, every):
     ref = metrics(base)
 
     def flip(d):
-        path = os.path.join(step_dir(d, 6), "rank_00000.h5")
+        path = os.path.join(step_dir(d, 6), "rank_00000_000.h5")
         with open(path, "r+b") as f:
             f.seek(os.path.getsize(path) // 2)
             b = f.read(1)
@@ -432,7 +432,7 @@ def corruption(anvil, tmp, every):
         with open(os.path.join(d, "checkpoints", "latest"), "w") as f:
             f.write("step_00000099\n")
 
-    cases = [("a flipped byte in step 6's rank_00000.h5", flip, "rank_00000.h5", 3),
+    cases = [("a flipped byte in step 6's rank_00000_000.h5", flip, "rank_00000_000.h5", 3),
              ("step 6's model.h5 truncated", truncate, "model.h5", 3),
              ("step 6's MANIFEST deleted", unmanifest, "MANIFEST", 3),
              ("latest naming a missing step_00000099", dangle, "step_00000099", 6)]
@@ -457,7 +457,7 @@ def corruption(anvil, tmp, every):
     p = run(anvil, 1, every + ["train.steps=7", f"run.dir={fresh}",
                                f"checkpoint.resume={step_dir(d, 6)}"], expect=2)
     lines = [l for l in p.stderr.splitlines() if l.startswith("anvil:")]
-    ok = len(lines) == 1 and "rank_00000.h5" in lines[0] and not os.path.exists(fresh)
+    ok = len(lines) == 1 and "rank_00000_000.h5" in lines[0] and not os.path.exists(fresh)
     report(ok, f"checkpoint.resume=PATH of a corrupt checkpoint refused: exit {p.returncode}, "
                f"{len(lines)} line(s): {lines[0] if lines else '(no message)'}")
 
