@@ -157,8 +157,9 @@ static const float *piece_data(const ckpt_piece *p, size_t src, const float *par
 
 struct train_save {
     piece_list l;
-    float *host, *hm, *hv;      // the host copy of what this rank writes (async, or a
-                                // device backend); NULL when pieces point at the state
+    float *host, *hm, *hv;      // a host copy this save owns (async or a device backend
+                                // without c->staging); NULL when the pieces point at the
+                                // state or at c->staging
     const float **data;         // (l.n) each piece's data
     char tmp[CKPT_PATH_MAX], root[CKPT_PATH_MAX];
     train_state ts;
@@ -287,22 +288,29 @@ static int save_begin(const train_ckpt *c, const train_state *ts, int async, tra
     // A synchronous save of host memory writes straight from the training state; an
     // async one (training goes on changing it) or a device backend needs a copy.
     const int copy = async || !m->be->host_memory;
+    float *stage[3] = {NULL, NULL, NULL};   // the host copy, when one is needed
     if (rc == 0 && sv->l.n > 0) {
-        if (copy) {
-            sv->host = malloc(m->n_alloc * sizeof(float));
-            sv->hm = malloc(nm * sizeof(float) + 1);
-            sv->hv = malloc(nm * sizeof(float) + 1);
+        if (copy && c->staging) {
+            // kept from one save to the next: no page faults on 3 x the state each time
+            if (!c->staging[0]) c->staging[0] = malloc(m->n_alloc * sizeof(float));
+            if (!c->staging[1]) c->staging[1] = malloc(nm * sizeof(float) + 1);
+            if (!c->staging[2]) c->staging[2] = malloc(nm * sizeof(float) + 1);
+            for (int k = 0; k < 3; k++) stage[k] = c->staging[k];
+        } else if (copy) {
+            stage[0] = sv->host = malloc(m->n_alloc * sizeof(float));
+            stage[1] = sv->hm = malloc(nm * sizeof(float) + 1);
+            stage[2] = sv->hv = malloc(nm * sizeof(float) + 1);
         }
         sv->data = malloc((size_t)sv->l.n * sizeof *sv->data);
-        if ((copy && (!sv->host || !sv->hm || !sv->hv)) || !sv->data) rc = 1;
+        if ((copy && (!stage[0] || !stage[1] || !stage[2])) || !sv->data) rc = 1;
     }
     if (rc == 0 && sv->l.n > 0) {
         const float *P = m->params, *M = o->m, *Vv = o->v;
         if (copy) {
-            m->be->copy_to_host(sv->host, m->params, m->n_alloc * sizeof(float));
-            m->be->copy_to_host(sv->hm, o->m, nm * sizeof(float));
-            m->be->copy_to_host(sv->hv, o->v, nm * sizeof(float));
-            P = sv->host, M = sv->hm, Vv = sv->hv;
+            m->be->copy_to_host(stage[0], m->params, m->n_alloc * sizeof(float));
+            m->be->copy_to_host(stage[1], o->m, nm * sizeof(float));
+            m->be->copy_to_host(stage[2], o->v, nm * sizeof(float));
+            P = stage[0], M = stage[1], Vv = stage[2];
         }
         for (int i = 0; i < sv->l.n; i++)
             sv->data[i] = piece_data(&sv->l.p[i], sv->l.src[i], P, M, Vv);

@@ -211,7 +211,7 @@ int sample_main(int argc, char **argv) {
     const int T = cfg.train.seq_len;
     rc = model_init(&m, &cfg.model, anv_backend_cpu(), 1, T, NULL);
     train_save *pending = NULL;
-    const train_ckpt ck = {&cfg, &m, NULL, &grid, 0, "", &pending, NULL};
+    const train_ckpt ck = {&cfg, &m, NULL, &grid, 0, "", &pending, NULL, NULL};
     train_state ts;
     if (rc == 0) rc = train_checkpoint_load(&ck, dir, &ts);
     if (rc == 0) rc = sampler_init(&smp, &m, temperature, top_k, top_p);

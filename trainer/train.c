@@ -393,6 +393,7 @@ int train_main(int argc, char **argv) {
     float *grad_shard = NULL, *tied_peer = NULL;
     int32_t *batch = NULL, *inp = NULL, *tgt = NULL;
     char *config_yaml = NULL;
+    float *ck_staging[3] = {NULL, NULL, NULL};   // host copies for async saves
     const int zero = cfg.parallel.zero && grid.dp > 1;
     const model_shard shard_of_rank = {
         .tp = grid.tp, .tp_rank = grid.tp_rank, .layer0 = layer0, .n_layer = n_layers,
@@ -437,7 +438,8 @@ int train_main(int argc, char **argv) {
     FILE *metrics = NULL;
     config_yaml = config_text(&cfg);
     if ((rc = train_agree_rc(&grid, config_yaml ? 0 : 1)) != 0) goto out_buffers;
-    const train_ckpt ck = {&cfg, &m, &opt, &grid, zero, config_yaml, &pending_save, &metrics};
+    const train_ckpt ck = {&cfg, &m, &opt, &grid, zero, config_yaml, &pending_save, &metrics,
+                           ck_staging};
     char resume_dir[CONFIG_STR + 64];
     long resumed = -1;
     const double t_find = now_s();
@@ -702,6 +704,7 @@ int train_main(int argc, char **argv) {
 out_metrics:
     if (metrics) fclose(metrics);
 out_buffers:
+    for (int k = 0; k < 3; k++) free(ck_staging[k]);
     free(config_yaml);
     free(batch);
     free(inp);

@@ -61,6 +61,9 @@ typedef struct train_ckpt {
     const char *config_yaml;    // the effective config, stored in the checkpoint
     train_save **pending;       // an async save not yet committed, or NULL
     FILE **metrics;             // rank 0: where a committed save's timings are logged
+    float **staging;            // (3) host copies of params, adam m, adam v kept from one
+                                // async save to the next (NULL: allocated per save);
+                                // the caller frees them
 } train_ckpt;
 
 // Save the state after ts->step steps to run.dir/checkpoints/step_NNNNNNNN (atomic;
