@@ -2,8 +2,9 @@
 # tests/bench/ckpt_bench.sh: checkpoint save and load throughput (a benchmark, not a test).
 #
 # Saves and loads a GPT-2 124M checkpoint with its AdamW state (~1.5 GB, one rank) and
-# measures, in the same run and on the same disk, the raw speed of `dd` writing the
-# same number of bytes with conv=fsync and reading them back (from the page cache
+# measures, in the same run and on the same disk, taking turns (REPS=3 times, medians),
+# the raw speed of `dd` writing the same number of bytes with conv=fsync and reading
+# them back (from the page cache
 # unless /proc/sys/vm/drop_caches is writable, in which case caches are dropped first;
 # the output says which). Then the same save with checkpoint.async=true: the time the
 # training loop is blocked per checkpoint. With --write, appends the rows to
@@ -28,22 +29,34 @@ drop() { sync; if [ -w /proc/sys/vm/drop_caches ] && echo 3 > /proc/sys/vm/drop_
 args=(model.preset=gpt2-124m train.seq_len=64 train.micro_batch=1 data.val=
       "data.train=runs/data/fortunes/train_*.bin" train.log_every=1000)
 
-# save (the checkpoint at the end of a 1-step run) and load (the same command again)
-$anvil train "${args[@]}" train.steps=1 run.dir="$dir/sync" > "$dir/save.log"
-save_s=$(sed -n 's/^checkpoint step 1 saved: \([0-9.]*\) s.*/\1/p' "$dir/save.log")
-bytes=$(du -sb "$dir/sync/checkpoints/step_00000001" | cut -f1)
-cache=$(drop)
-$anvil train "${args[@]}" train.steps=1 run.dir="$dir/sync" > "$dir/load.log"
-read -r load_s verify_s read_s < <(sed -n 's/^checkpoint loaded in \([0-9.]*\) s (verifying its checksums \([0-9.]*\) s, reading \([0-9.]*\) s)/\1 \2 \3/p' "$dir/load.log")
-
-# raw disk: the same bytes with dd
-mb=$(( (bytes + 1048575) / 1048576 ))
+# The disk of a shared VM varies a lot from minute to minute, so anvil and dd take
+# turns, REPS times, and the medians are compared.
 timed() { python3 -c 'import subprocess, sys, time
 t = time.time(); subprocess.run(sys.argv[1:], check=True); print(time.time() - t)' "$@"; }
-dd_w=$(timed dd if=/dev/zero of="$dir/dd.bin" bs=1M count=$mb conv=fsync status=none)
-dd_cache=$(drop)
-dd_r=$(timed dd if="$dir/dd.bin" of=/dev/null bs=1M status=none)
-rm -f "$dir/dd.bin"
+median() { python3 -c 'import statistics, sys; print(statistics.median(map(float, sys.argv[1:])))' "$@"; }
+reps=${REPS:-3}
+saves=(); loads=(); verifies=(); reads=(); ddws=(); ddrs=()
+for rep in $(seq "$reps"); do
+    # save: the checkpoint at the end of a 1-step run; load: the same command again
+    rm -rf "$dir/sync"
+    $anvil train "${args[@]}" train.steps=1 run.dir="$dir/sync" > "$dir/save.log"
+    saves+=("$(sed -n 's/^checkpoint step 1 saved: \([0-9.]*\) s.*/\1/p' "$dir/save.log")")
+    bytes=$(du -sb "$dir/sync/checkpoints/step_00000001" | cut -f1)
+    cache=$(drop)
+    $anvil train "${args[@]}" train.steps=1 run.dir="$dir/sync" > "$dir/load.log"
+    read -r l v r < <(sed -n 's/^checkpoint loaded in \([0-9.]*\) s (verifying its checksums \([0-9.]*\) s, reading \([0-9.]*\) s)/\1 \2 \3/p' "$dir/load.log")
+    loads+=("$l"); verifies+=("$v"); reads+=("$r")
+    # raw disk: the same bytes with dd
+    mb=$(( (bytes + 1048575) / 1048576 ))
+    ddws+=("$(timed dd if=/dev/zero of="$dir/dd.bin" bs=1M count=$mb conv=fsync status=none)")
+    dd_cache=$(drop)
+    ddrs+=("$(timed dd if="$dir/dd.bin" of=/dev/null bs=1M status=none)")
+    rm -f "$dir/dd.bin"
+done
+save_s=$(median "${saves[@]}"); load_s=$(median "${loads[@]}")
+verify_s=$(median "${verifies[@]}"); read_s=$(median "${reads[@]}")
+dd_w=$(median "${ddws[@]}"); dd_r=$(median "${ddrs[@]}")
+echo "save s: ${saves[*]} | dd write s: ${ddws[*]} | load s: ${loads[*]} | dd read s: ${ddrs[*]}"
 
 # async: checkpoints at steps 1..3 while training, the last one (4) synchronous
 $anvil train "${args[@]}" train.steps=4 checkpoint.every=1 checkpoint.async=true \
@@ -58,17 +71,18 @@ PY
 )
 rm -rf "$dir"
 python3 - "$date" "$machine" "$bytes" "$save_s" "$load_s" "$verify_s" "$read_s" "$dd_w" \
-    "$dd_r" "$cache" "$dd_cache" "$async_blocked" "$async_total" "$sync_blocked" > /tmp/ckpt_bench_rows <<'PY'
+    "$dd_r" "$cache" "$dd_cache" "$async_blocked" "$async_total" "$sync_blocked" "$reps" \
+    > /tmp/ckpt_bench_rows <<'PY'
 import sys
-(date, machine, b, save, load, verify, read, ddw, ddr, cache, ddcache, ab, at, sb) = sys.argv[1:]
+(date, machine, b, save, load, verify, read, ddw, ddr, cache, ddcache, ab, at, sb, reps) = sys.argv[1:]
 b = int(b); mb = b / 1e6
 f = lambda x: float(x)
 rows = [
- f"| {date} | save, GPT-2 124M + AdamW ({mb:.0f} MB), sync | {f(save):.2f} s | {mb/f(save):.0f} MB/s | dd write+fsync {mb/f(ddw):.0f} MB/s | {100*f(ddw)/f(save):.0f}% | {machine} |",
- f"| {date} | load (verify {f(verify):.2f} s + read {f(read):.2f} s, {cache}) | {f(load):.2f} s | {mb/f(load):.0f} MB/s | dd read {mb/f(ddr):.0f} MB/s ({ddcache}) | {100*f(ddr)/f(load):.0f}% | {machine} |",
+ f"| {date} | save, GPT-2 124M + AdamW ({mb:.0f} MB), sync, median of REPS | {f(save):.2f} s | {mb/f(save):.0f} MB/s | dd write+fsync {mb/f(ddw):.0f} MB/s | {100*f(ddw)/f(save):.0f}% | {machine} |",
+ f"| {date} | load, median of REPS (verify {f(verify):.2f} s + read {f(read):.2f} s, {cache}) | {f(load):.2f} s | {mb/f(load):.0f} MB/s | dd read {mb/f(ddr):.0f} MB/s ({ddcache}) | {100*f(ddr)/f(load):.0f}% | {machine} |",
  f"| {date} | async save: training blocked (median of 3) | {f(ab):.2f} s | save took {f(at):.2f} s in the background | sync save blocked {f(sb):.2f} s | | {machine} |",
 ]
-print("\n".join(rows))
+print("\n".join(r.replace("REPS", reps) for r in rows))
 PY
 echo "| date | what | time | throughput | raw disk (same run) | anvil / raw | machine |"
 echo "| --- | --- | --- | --- | --- | --- | --- |"
