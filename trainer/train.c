@@ -295,54 +295,114 @@ static const char *split_args(int argc, char **argv, int *first_override) {
     return NULL;
 }
 
-int train_main(int argc, char **argv) {
-    // From the first moment: a stop signal during setup, evaluation or the first steps
-    // is honoured at the next step boundary (checkpoint, then exit 75).
-    install_stop_handlers();
-    int rc = 0, first = 0;
-    const char *path = split_args(argc, argv, &first);
-    anvil_config cfg;
-    rc = config_load(&cfg, path, argc - first, argv + first);
-    if (rc != 0) return rc;
+// ---- setup ------------------------------------------------------------------------
 
-    if (cfg.device == DEVICE_KIND_CUDA) {
+// Errors every rank hits alike (a bad key, a missing file) would print once per rank:
+// between quiet_begin and quiet_end the ranks other than world rank 0 write stderr to
+// a temporary file, and quiet_end prints it only when rank 0 did not fail (then the
+// problem is this rank's own, e.g. a file missing on its node). Collective over
+// MPI_COMM_WORLD; every rank must reach quiet_end.
+typedef struct rank_quiet {
+    int rank;
+    int saved_fd;        // the real stderr, or -1 when not capturing
+    FILE *tmp;
+} rank_quiet;
+
+static void quiet_begin(rank_quiet *q) {
+    MPI_Comm_rank(MPI_COMM_WORLD, &q->rank);
+    q->saved_fd = -1;
+    q->tmp = NULL;
+    if (q->rank == 0 || !(q->tmp = tmpfile())) return;
+    fflush(stderr);
+    q->saved_fd = dup(2);
+    if (q->saved_fd < 0 || dup2(fileno(q->tmp), 2) < 0) {
+        if (q->saved_fd >= 0) close(q->saved_fd);
+        q->saved_fd = -1;
+    }
+}
+
+// Returns the largest rc of any rank (all ranks return the same).
+static int quiet_end(rank_quiet *q, int rc) {
+    if (q->saved_fd >= 0) {
+        fflush(stderr);
+        dup2(q->saved_fd, 2);
+        close(q->saved_fd);
+    }
+    int v[2] = {rc, q->rank == 0 ? rc : 0}, out[2] = {1, 1};
+    if (MPI_Allreduce(v, out, 2, MPI_INT, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS) out[0] = 1;
+    if (q->tmp) {
+        if (rc != 0 && out[1] == 0) {   // this rank's own problem: show it
+            char buf[4096];
+            size_t n;
+            rewind(q->tmp);
+            while ((n = fread(buf, 1, sizeof buf, q->tmp)) > 0) fwrite(buf, 1, n, stderr);
+            fflush(stderr);
+        }
+        fclose(q->tmp);
+    }
+    return out[0];
+}
+
+// Everything before the process grid: the config, the device, the tokenizer, the
+// model's shape, the batch. Sets *G (samples per global batch). Returns 0 or an exit
+// code after printing.
+static int setup(int argc, char **argv, anvil_config *cfg, tokenizer **tok, int *G) {
+    int first = 0;
+    const char *path = split_args(argc, argv, &first);
+    int rc = config_load(cfg, path, argc - first, argv + first);
+    if (rc != 0) return rc;
+    if (cfg->device == DEVICE_KIND_CUDA) {
         fprintf(stderr, "anvil: device: cuda: this build has no CUDA backend yet; use "
                 "device=cpu\n");
         return 2;
     }
-    const anv_backend *be = anv_backend_cpu();
-
-    model_config mc = cfg.model;
+    model_config mc = cfg->model;
     // The tokenizer (data.tokenizer) decodes samples, and gives the vocabulary size
     // when neither the config nor a preset sets model.vocab_size.
-    tokenizer *tok = NULL;
-    if (cfg.data.tokenizer[0] != '\0') {
-        if ((rc = tokenizer_load(&tok, cfg.data.tokenizer)) != 0) return rc;
-        if (mc.vocab_size == 0) mc.vocab_size = (int)tokenizer_vocab_size(tok);
-        if (tokenizer_vocab_size(tok) > (uint32_t)mc.vocab_size) {
+    if (cfg->data.tokenizer[0] != '\0') {
+        if ((rc = tokenizer_load(tok, cfg->data.tokenizer)) != 0) return rc;
+        if (mc.vocab_size == 0) mc.vocab_size = (int)tokenizer_vocab_size(*tok);
+        if (tokenizer_vocab_size(*tok) > (uint32_t)mc.vocab_size) {
             fprintf(stderr, "anvil: model.vocab_size (%d) is smaller than the vocabulary of "
-                    "data.tokenizer '%s' (%u)\n", mc.vocab_size, cfg.data.tokenizer,
-                    tokenizer_vocab_size(tok));
-            tokenizer_free(tok);
+                    "data.tokenizer '%s' (%u)\n", mc.vocab_size, cfg->data.tokenizer,
+                    tokenizer_vocab_size(*tok));
             return 2;
         }
     }
-    if ((rc = model_config_resolve(&mc)) != 0) {
-        tokenizer_free(tok);
-        return rc;
-    }
-    cfg.model = mc;   // the effective config records the resolved shape
-    const train_config *tc = &cfg.train;
-    const int B = tc->micro_batch, T = tc->seq_len;
-    long long gb_tokens = tc->global_batch_tokens > 0 ? tc->global_batch_tokens
-                                                      : (long long)B * T;
+    if ((rc = model_config_resolve(&mc)) != 0) return rc;
+    cfg->model = mc;   // the effective config records the resolved shape
+    const int B = cfg->train.micro_batch, T = cfg->train.seq_len;
+    long long gb_tokens = cfg->train.global_batch_tokens > 0 ? cfg->train.global_batch_tokens
+                                                             : (long long)B * T;
     if (gb_tokens % ((long long)B * T) != 0) {
         fprintf(stderr, "anvil: train.global_batch_tokens (%lld) is not a multiple of "
                 "train.micro_batch x train.seq_len (%d x %d = %d)\n", gb_tokens, B, T, B * T);
-        rc = 2;
-        goto out_tokenizer;
+        return 2;
     }
-    const int G = (int)(gb_tokens / T);        // samples per global batch
+    *G = (int)(gb_tokens / T);
+    return 0;
+}
+
+int train_main(int argc, char **argv) {
+    // From the first moment: a stop signal during setup, evaluation or the first steps
+    // is honoured at the next step boundary (checkpoint, then exit 75).
+    install_stop_handlers();
+    int rc = 0, G = 0;
+    anvil_config cfg;
+    tokenizer *tok = NULL;
+    // Every rank reads the same config and files: only rank 0 prints what is wrong.
+    rank_quiet q;
+    quiet_begin(&q);
+    rc = quiet_end(&q, setup(argc, argv, &cfg, &tok, &G));
+    if (rc != 0) {
+        tokenizer_free(tok);
+        return rc;
+    }
+    const anv_backend *be = anv_backend_cpu();
+    model_config mc = cfg.model;
+    const train_config *tc = &cfg.train;
+    const int B = tc->micro_batch, T = tc->seq_len;
+    const long long gb_tokens = (long long)G * T;
 
     // ---- the process grid: dp x tp x pp over the MPI world -------------------------
     parallel_grid grid;
@@ -371,15 +431,17 @@ int train_main(int argc, char **argv) {
     loader train_data, val_data;
     int have_val = 0;
     memset(&val_data, 0, sizeof val_data);
+    quiet_begin(&q);
     rc = loader_init(&train_data, cfg.data.train, "data.train", T,
                      cfg.data.order == DATA_ORDER_RANDOM, tc->seed, (uint32_t)mc.vocab_size);
-    if ((rc = train_agree_rc(&grid, rc)) != 0) goto out_train_data;
+    if ((rc = quiet_end(&q, rc)) != 0) goto out_train_data;
     long eval_windows = tc->eval_tokens / T > 0 ? tc->eval_tokens / T : 1;
     if (cfg.data.val[0] != '\0') {
+        quiet_begin(&q);
         rc = loader_init(&val_data, cfg.data.val, "data.val", T, 0, tc->seed,
                          (uint32_t)mc.vocab_size);
         have_val = rc == 0;
-        if ((rc = train_agree_rc(&grid, rc)) != 0) goto out_val_data;
+        if ((rc = quiet_end(&q, rc)) != 0) goto out_val_data;
         if ((uint64_t)eval_windows > val_data.n_samples) eval_windows = (long)val_data.n_samples;
     }
 

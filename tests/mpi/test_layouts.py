@@ -138,6 +138,12 @@ def main():
              ["model.ffn_dim 250", "tp 4"]),
             ("kv heads not divisible by tp", 4, FAMILIES["llama"] + ["parallel.tp=4"],
              ["n_kv_head 2", "tp 4"]),
+            # errors every rank hits alike are printed once, not once per rank
+            ("an unknown key under 4 ranks", 4, FAMILIES["gpt2"] + ["train.stepz=3"],
+             ["train.stepz", "train.steps"]),
+            ("missing data under 4 ranks", 4,
+             FAMILIES["gpt2"] + ["parallel.dp=4", f"data.train={tmp}/none/*.bin"],
+             ["data.train", "matches no file"]),
         ]
         for what, ranks, args, needles in bad:
             p = run(anvil, ranks, common + args + [f"run.dir={tmp}/bad"], check=False)
