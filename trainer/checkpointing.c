@@ -389,11 +389,10 @@ static int save_finish(const train_ckpt *c, train_save *sv) {
             n_all += n[0];
             n_hash += n[1];
         }
-        const parallel_grid *gg = g;
         ckpt_state st = {.step = sv->ts.step, .tokens = sv->ts.tokens,
                          .samples = sv->ts.samples, .opt_t = sv->ts.opt_t,
                          .sample_rng = sv->ts.sample_rng, .skipped = sv->ts.skipped,
-                         .dp = gg->dp, .tp = gg->tp, .pp = gg->pp, .zero = c->zero,
+                         .dp = g->dp, .tp = g->tp, .pp = g->pp, .zero = c->zero,
                          .format = CKPT_FORMAT};
         snprintf(st.anvil_version, sizeof st.anvil_version, "%s", ANVIL_VERSION);
         char path[CKPT_PATH_MAX + 16];

@@ -11,7 +11,8 @@ A tiny GPT-2 is trained for 80 steps on byte-level text. Then:
   temperature 1 repeatable;
 - `anvil ckpt verify` exits 0 on the checkpoint and 2, naming the file, after a byte
   of a rank file is flipped; `anvil ckpt info` prints the step and the layout;
-- bad input (no such checkpoint, a bad option value) exits 2 with one line.
+- bad input (no such checkpoint, a bad option value) exits 2 with one line, and so
+  does `anvil train` resuming the checkpoint with another model shape.
 Runs with Debian's /usr/bin/python3 (torch, numpy, h5py).
 usage: /usr/bin/python3 test_sample.py /path/to/anvil
 """
@@ -106,6 +107,15 @@ def main():
         check(p.returncode == 2 and "rank_00000_000.h5" in p.stderr and
               len(p.stderr.strip().splitlines()) == 1,
               f"ckpt verify: a flipped byte, exit {p.returncode}: {p.stderr.strip()}")
+        # resuming a checkpoint of another model: refused, one line naming the tensor
+        p = subprocess.run([anvil, "train", f"data.train={tmp}/data/train_*.bin", "data.val=",
+                            "model.preset=gpt2-tiny", "model.d_model=32", f"train.seq_len={T}",
+                            "train.micro_batch=8", "train.steps=90", f"run.dir={run}"],
+                           capture_output=True, text=True)
+        lines = [l for l in p.stderr.splitlines() if l.startswith("anvil:")]
+        check(p.returncode == 2 and len(lines) == 1 and "wte" in lines[0] and
+              "64" in lines[0] and "32" in lines[0],
+              f"resume with another model's shape: exit {p.returncode}, {lines}")
         for args, what in (([os.path.join(tmp, "nothing")], "no such checkpoint"),
                            ([run, "--top-p", "2"], "top-p out of range"),
                            ([run, "--max-tokens", "x"], "a non-number")):
