@@ -21,16 +21,18 @@
 #include "trainer/sample.h"
 #include "trainer/train_internal.h"
 
-// Resolve PATH to a checkpoint directory: PATH itself if it holds a MANIFEST, else the
-// newest valid checkpoint under PATH/checkpoints or PATH. Returns 0, or 2 after
-// printing.
-static int resolve(const char *path, char *dir, size_t n) {
-    char probe[CKPT_PATH_MAX + 16];
+// Resolve PATH to a verified checkpoint directory: PATH itself if it holds a MANIFEST
+// (then verified here), else the newest valid checkpoint under PATH/checkpoints or
+// PATH (ckpt_find_latest has verified it). Returns 0, or 2 after printing.
+static int resolve_verified(const char *path, char *dir, size_t n) {
+    char probe[CKPT_PATH_MAX + 16], why[1024];
     struct stat st;
     snprintf(probe, sizeof probe, "%s/MANIFEST", path);
     if (stat(probe, &st) == 0) {
         snprintf(dir, n, "%s", path);
-        return 0;
+        if (ckpt_verify(dir, why, sizeof why) == 0) return 0;
+        fprintf(stderr, "anvil: checkpoint '%s': %s\n", dir, why);
+        return 2;
     }
     const char *roots[2] = {"%s/checkpoints", "%s"};
     for (int i = 0; i < 2; i++) {
@@ -56,13 +58,9 @@ static int ckpt_verify_main(const char *path) {
 }
 
 static int ckpt_info_main(const char *path) {
-    char dir[CKPT_PATH_MAX], why[1024];
-    int rc = resolve(path, dir, sizeof dir);
+    char dir[CKPT_PATH_MAX];
+    int rc = resolve_verified(path, dir, sizeof dir);
     if (rc) return rc;
-    if (ckpt_verify(dir, why, sizeof why) != 0) {
-        fprintf(stderr, "anvil: checkpoint '%s': %s\n", dir, why);
-        return 2;
-    }
     ckpt_reader *r;
     ckpt_state st;
     if ((rc = ckpt_h5_open(&r, dir, &st)) != 0) return rc;
@@ -165,13 +163,9 @@ int sample_main(int argc, char **argv) {
                 "[--temperature T] [--top-k K] [--top-p P] [--seed S] [--tokenizer FILE]\n");
         return 2;
     }
-    char dir[CKPT_PATH_MAX], why[1024];
-    int rc = resolve(path, dir, sizeof dir);
+    char dir[CKPT_PATH_MAX];
+    int rc = resolve_verified(path, dir, sizeof dir);
     if (rc) return rc;
-    if (ckpt_verify(dir, why, sizeof why) != 0) {
-        fprintf(stderr, "anvil: checkpoint '%s': %s\n", dir, why);
-        return 2;
-    }
     // the run's config, from the checkpoint, through a temporary file
     ckpt_reader *r;
     ckpt_state st;

@@ -154,11 +154,27 @@ static uint64_t grid_bytes_sent(const parallel_grid *g) {
            g->pp_g->bytes_sent;
 }
 
-// A test hook: ANVIL_TEST_NAN_BATCHES="3,4,5" poisons the gradient computed from those
-// global batches (1-based: batch k is data positions [(k-1)G, kG)) on world rank 0, to
-// exercise the skip and the rollback (which moves past the offending batches).
-static int test_nan_batch(long batch) {
-    const char *s = getenv("ANVIL_TEST_NAN_BATCHES");
+// Test hooks, read from the environment once before the loop (docs/checkpoint.md):
+// ANVIL_TEST_STOP_AFTER_STEP=K behaves as if a stop signal came during step K (every
+// rank reads the same environment); ANVIL_TEST_HANG_AT_STEP=K makes the last rank hang
+// in step K (the watchdog test); ANVIL_TEST_NAN_BATCHES="3,4,5" poisons the gradient
+// computed from those global batches (1-based: batch k is data positions
+// [(k-1)G, kG)) on world rank 0, to exercise the skip and the rollback.
+typedef struct test_hooks {
+    long stop_after, hang_at;   // 0: none
+    const char *nan_batches;    // NULL: none
+} test_hooks;
+
+static test_hooks test_hooks_read(void) {
+    const char *stop = getenv("ANVIL_TEST_STOP_AFTER_STEP");
+    const char *hang = getenv("ANVIL_TEST_HANG_AT_STEP");
+    test_hooks h = {stop ? atol(stop) : 0, hang ? atol(hang) : 0,
+                    getenv("ANVIL_TEST_NAN_BATCHES")};
+    return h;
+}
+
+static int test_nan_batch(const test_hooks *h, long batch) {
+    const char *s = h->nan_batches;
     while (s && *s) {
         char *end;
         long v = strtol(s, &end, 10);
@@ -573,12 +589,11 @@ int train_main(int argc, char **argv) {
     const double t_start = now_s();
     step_ctx sc = {&m, batch, B, T, Gr, inp, tgt, 1.0f / (float)((double)G * T), 0.0, 0.0};
     const pipeline_stage stage = stage_of(&sc, shard_of_rank.n_slots);
+    const test_hooks hooks = test_hooks_read();
     long step;
     for (step = step0; step < tc->steps; step++) {
         watchdog_beat("in a training step");
-        // A test hook: the last rank hangs in this step, for the watchdog test.
-        const char *hang = getenv("ANVIL_TEST_HANG_AT_STEP");
-        if (hang && atol(hang) == step + 1 && grid.rank == grid.world - 1)
+        if (hooks.hang_at == step + 1 && grid.rank == grid.world - 1)
             for (;;) pause();
         double t0 = now_s();
         uint64_t bytes0 = grid_bytes_sent(&grid);
@@ -611,7 +626,7 @@ int train_main(int argc, char **argv) {
         model_zero_grad(&m);
         sc.loss_sum = sc.n_tokens = 0.0;
         int crc = pipeline_train_1f1b(grid.pp_g, accum, &stage);
-        if (lead && test_nan_batch((long)(pos / (unsigned long long)G) + 1)) {   // test hook
+        if (lead && test_nan_batch(&hooks, (long)(pos / (unsigned long long)G) + 1)) {
             float nan = NAN;
             be->copy_from_host(m.grads, &nan, sizeof nan);
         }
@@ -724,10 +739,7 @@ int train_main(int argc, char **argv) {
         if (lead && can_sample && tc->sample_every > 0 &&
             ((step + 1) % tc->sample_every == 0 || last))
             print_sample(&smp, &m, tok, tc->sample_tokens, &sample_rng);
-        // A test hook: stop after this step as if a signal had come (every rank reads
-        // the same environment), so resume tests stop at an exact step.
-        const char *stop_at = getenv("ANVIL_TEST_STOP_AFTER_STEP");
-        if (stop_at && atol(stop_at) == step + 1 && !g_stop_signal) g_stop_signal = SIGUSR1;
+        if (hooks.stop_after == step + 1 && !g_stop_signal) g_stop_signal = SIGUSR1;
         if (cfg.checkpoint.every > 0 && (step + 1) % cfg.checkpoint.every == 0 && !last) {
             train_state now = {step + 1, tokens_done, (long long)(pos + G), skipped, sample_rng,
                                0};

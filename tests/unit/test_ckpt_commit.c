@@ -13,6 +13,7 @@
 // happens in a mkdtemp directory. Prints one line per check; exits 1 if any failed.
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/sha256.h"
+#include "tests/unit/capture.h"
 
 #include <fcntl.h>
 #include <ftw.h>
@@ -34,30 +35,6 @@ static void report(int ok, const char *name, const char *detail) {
     if (!ok) failures++;
 }
 
-// ---- stderr capture --------------------------------------------------------------------
-
-static int saved_fd = -1;
-static char capture_path[96];
-static char captured[8192];
-
-static void capture_begin(void) {
-    fflush(stderr);
-    saved_fd = dup(2);
-    int fd = open(capture_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    dup2(fd, 2);
-    close(fd);
-}
-
-static const char *capture_end(void) {
-    fflush(stderr);
-    dup2(saved_fd, 2);
-    close(saved_fd);
-    FILE *f = fopen(capture_path, "rb");
-    size_t n = f ? fread(captured, 1, sizeof captured - 1, f) : 0;
-    if (f) fclose(f);
-    captured[n] = '\0';
-    return captured;
-}
 
 static int count_lines(const char *s) {
     int n = 0;
@@ -819,7 +796,6 @@ int main(void) {
         perror("mkdtemp");
         return 1;
     }
-    snprintf(capture_path, sizeof capture_path, "%s/stderr.txt", dir);
     test_sha256_vectors();
     test_sha256_file();
     test_paths();

@@ -11,6 +11,7 @@
 // Every kind of bad file must give return code 2 and exactly one "anvil: " line on
 // stderr, never a crash. Prints one line per check; exits 1 if any failed.
 #include "data/data.h"
+#include "tests/unit/capture.h"
 
 #include <fcntl.h>
 #include <ftw.h>
@@ -34,30 +35,6 @@ static char *path_in(char *buf, size_t n, const char *name) {
     return buf;
 }
 
-// ---- stderr capture --------------------------------------------------------------------
-
-static int saved_fd = -1;
-static char capture_path[96];
-static char captured[4096];
-
-static void capture_begin(void) {
-    fflush(stderr);
-    saved_fd = dup(2);
-    int fd = open(capture_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    dup2(fd, 2);
-    close(fd);
-}
-
-static const char *capture_end(void) {
-    fflush(stderr);
-    dup2(saved_fd, 2);
-    close(saved_fd);
-    FILE *f = fopen(capture_path, "rb");
-    size_t n = f ? fread(captured, 1, sizeof captured - 1, f) : 0;
-    if (f) fclose(f);
-    captured[n] = '\0';
-    return captured;
-}
 
 // Whether msg is one line "anvil: ...\n" containing want (if given).
 static int one_line(const char *msg, const char *want) {
@@ -637,7 +614,6 @@ int main(void) {
         perror("mkdtemp");
         return 1;
     }
-    snprintf(capture_path, sizeof capture_path, "%s/stderr.txt", dir);
 
     // Distinct tokens in every shard, so a window identifies itself.
     for (int s = 0; s < N_SHARDS; s++) raw[s] = malloc((size_t)shard_len[s] * sizeof *raw[s]);
