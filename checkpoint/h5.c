@@ -14,6 +14,7 @@
 // HDF5 prints its error stack by default; it is silenced, and on failure the innermost
 // message of the stack is put into anvil's one-line error instead.
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/crc32c.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -60,8 +61,7 @@ static hid_t intermediate_lcpl(void) {
     return lcpl;
 }
 
-int ckpt_h5_write_pieces(const char *path, const ckpt_piece *p, const float *const *data,
-                         int n) {
+int ckpt_h5_write_pieces(const char *path, ckpt_piece *p, const float *const *data, int n) {
     h5_quiet();
     hid_t f = H5Fcreate(path, H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT);
     if (f < 0) return h5_fail(path, "cannot create");
@@ -76,6 +76,13 @@ int ckpt_h5_write_pieces(const char *path, const ckpt_piece *p, const float *con
                                            H5P_DEFAULT);
         if (d < 0 || H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data[i]) < 0)
             rc = h5_fail(path, dpath);
+        // contiguous and written: its data has an address (what the loader reads)
+        haddr_t addr = rc ? HADDR_UNDEF : H5Dget_offset(d);
+        if (rc == 0 && addr == HADDR_UNDEF) rc = h5_fail(path, "dataset address");
+        if (rc == 0) {
+            p[i].addr = (int64_t)addr;
+            p[i].crc = crc32c_update(0, data[i], (size_t)(dims[0] * dims[1]) * sizeof(float));
+        }
         if (d >= 0) H5Dclose(d);
         if (sp >= 0) H5Sclose(sp);
     }
@@ -178,6 +185,55 @@ static int write_virtual(hid_t f, hid_t lcpl, const char *path, const ckpt_piece
     return bad ? h5_fail(path, dpath) : 0;
 }
 
+// The piece table's compound type, in memory (the ckpt_piece struct) and in the file
+// (little-endian, packed). Fields: kind, name, file (fixed strings), ndim, gshape[2],
+// off[2], len[2], addr, crc32c. Returns the type, or -1.
+static hid_t piece_type(int in_file) {
+    hid_t i32 = in_file ? H5T_STD_I32LE : H5T_NATIVE_INT32;
+    hid_t i64 = in_file ? H5T_STD_I64LE : H5T_NATIVE_INT64;
+    hid_t u32 = in_file ? H5T_STD_U32LE : H5T_NATIVE_UINT32;
+    hsize_t two = 2;
+    hid_t kind = H5Tcopy(H5T_C_S1), name = H5Tcopy(H5T_C_S1), file = H5Tcopy(H5T_C_S1);
+    hid_t pair = H5Tarray_create2(i64, 1, &two);
+    hid_t t = H5Tcreate(H5T_COMPOUND, sizeof(ckpt_piece));
+    int bad = kind < 0 || name < 0 || file < 0 || pair < 0 || t < 0 ||
+              H5Tset_size(kind, sizeof ((ckpt_piece *)0)->kind) < 0 ||
+              H5Tset_size(name, sizeof ((ckpt_piece *)0)->name) < 0 ||
+              H5Tset_size(file, sizeof ((ckpt_piece *)0)->file) < 0 ||
+              H5Tinsert(t, "kind", HOFFSET(ckpt_piece, kind), kind) < 0 ||
+              H5Tinsert(t, "name", HOFFSET(ckpt_piece, name), name) < 0 ||
+              H5Tinsert(t, "file", HOFFSET(ckpt_piece, file), file) < 0 ||
+              H5Tinsert(t, "ndim", HOFFSET(ckpt_piece, ndim), i32) < 0 ||
+              H5Tinsert(t, "gshape", HOFFSET(ckpt_piece, gshape), pair) < 0 ||
+              H5Tinsert(t, "off", HOFFSET(ckpt_piece, off), pair) < 0 ||
+              H5Tinsert(t, "len", HOFFSET(ckpt_piece, len), pair) < 0 ||
+              H5Tinsert(t, "addr", HOFFSET(ckpt_piece, addr), i64) < 0 ||
+              H5Tinsert(t, "crc32c", HOFFSET(ckpt_piece, crc), u32) < 0 ||
+              (in_file && H5Tpack(t) < 0);
+    if (kind >= 0) H5Tclose(kind);
+    if (name >= 0) H5Tclose(name);
+    if (file >= 0) H5Tclose(file);
+    if (pair >= 0) H5Tclose(pair);
+    if (bad && t >= 0) H5Tclose(t);
+    return bad ? -1 : t;
+}
+
+// The dataset /pieces: one row per piece, as written (h5py reads it as a structured
+// array).
+static int write_piece_table(hid_t f, const ckpt_piece *p, int n) {
+    hsize_t dims = (hsize_t)n;
+    hid_t mt = piece_type(0), ft = piece_type(1);
+    hid_t sp = H5Screate_simple(1, &dims, NULL);
+    hid_t d = mt < 0 || ft < 0 || sp < 0 ? -1 : H5Dcreate2(f, "pieces", ft, sp, H5P_DEFAULT,
+                                                          H5P_DEFAULT, H5P_DEFAULT);
+    int bad = d < 0 || (n > 0 && H5Dwrite(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, p) < 0);
+    if (d >= 0) H5Dclose(d);
+    if (sp >= 0) H5Sclose(sp);
+    if (mt >= 0) H5Tclose(mt);
+    if (ft >= 0) H5Tclose(ft);
+    return bad;
+}
+
 int ckpt_h5_write_index(const char *path, const ckpt_piece *p, int n, const ckpt_state *st,
                         const char *config_yaml) {
     h5_quiet();
@@ -186,6 +242,7 @@ int ckpt_h5_write_index(const char *path, const ckpt_piece *p, int n, const ckpt
     hid_t lcpl = intermediate_lcpl();
     int rc = lcpl < 0 ? h5_fail(path, "property list") : 0;
     if (rc == 0 && write_state(f, st, config_yaml)) rc = h5_fail(path, "writing the state");
+    if (rc == 0 && write_piece_table(f, p, n)) rc = h5_fail(path, "writing /pieces");
     for (int i = 0; i < n && rc == 0; i++) {
         int seen = 0;   // the tensor's first piece creates its dataset
         for (int j = 0; j < i && !seen; j++) seen = same_tensor(&p[j], &p[i]);
@@ -308,6 +365,58 @@ int ckpt_h5_read(ckpt_reader *r, const char *kind, const char *name, const int64
     if (fs >= 0) H5Sclose(fs);
     H5Dclose(d);
     return bad ? h5_fail(r->path, dpath) : 0;
+}
+
+// Whether piece q (read from a file) is well formed: known kind, 1 or 2 dimensions,
+// a non-empty rectangle inside its tensor, a plain file name, a sane address.
+static int piece_ok(const ckpt_piece *q) {
+    if (strcmp(q->kind, "param") && strcmp(q->kind, "adam_m") && strcmp(q->kind, "adam_v"))
+        return 0;
+    if (!q->name[0] || !q->file[0] || strchr(q->file, '/') || q->file[0] == '.') return 0;
+    if (q->ndim != 1 && q->ndim != 2) return 0;
+    if (q->ndim == 1 && (q->off[1] != 0 || q->len[1] != 1)) return 0;
+    for (int k = 0; k < q->ndim; k++)
+        if (q->off[k] < 0 || q->len[k] <= 0 || q->gshape[k] <= 0 || q->off[k] > q->gshape[k] ||
+            q->len[k] > q->gshape[k] - q->off[k])
+            return 0;
+    return q->addr >= 0;
+}
+
+int ckpt_h5_pieces(ckpt_reader *r, ckpt_piece **out, int *n_out) {
+    *out = NULL;
+    *n_out = 0;
+    if (H5Lexists(r->f, "pieces", H5P_DEFAULT) <= 0) {
+        fprintf(stderr, "anvil: checkpoint '%s': no /pieces table\n", r->path);
+        return 2;
+    }
+    hid_t d = H5Dopen2(r->f, "pieces", H5P_DEFAULT);
+    hid_t sp = d < 0 ? -1 : H5Dget_space(d);
+    hid_t mt = piece_type(0);
+    hsize_t dims = 0;
+    int rc = sp < 0 || mt < 0 || H5Sget_simple_extent_ndims(sp) != 1 ||
+             H5Sget_simple_extent_dims(sp, &dims, NULL) != 1 || dims > (hsize_t)INT32_MAX / 2;
+    ckpt_piece *p = rc ? NULL : calloc(dims ? dims : 1, sizeof *p);
+    if (!rc && !p) rc = 1;
+    if (!rc && dims > 0 && H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, p) < 0) rc = 1;
+    for (hsize_t i = 0; !rc && i < dims; i++) {
+        ckpt_piece *q = &p[i];
+        q->kind[sizeof q->kind - 1] = q->name[sizeof q->name - 1] = q->file[sizeof q->file - 1] = 0;
+        if (!piece_ok(q)) {
+            fprintf(stderr, "anvil: checkpoint '%s': /pieces row %llu is malformed\n", r->path,
+                    (unsigned long long)i);
+            rc = 3;
+        }
+    }
+    if (mt >= 0) H5Tclose(mt);
+    if (sp >= 0) H5Sclose(sp);
+    if (d >= 0) H5Dclose(d);
+    if (rc) {
+        free(p);
+        return rc == 3 ? 2 : h5_fail(r->path, "reading /pieces");
+    }
+    *out = p;
+    *n_out = (int)dims;
+    return 0;
 }
 
 char *ckpt_h5_config(ckpt_reader *r) {

@@ -11,12 +11,15 @@
 // nothing: no probability mass, no gradient) and load as zero, so a checkpoint is the
 // same whatever tp wrote it.
 //
-// Loading is the mirror image: each rank reads, through model.h5's virtual datasets,
-// exactly the rectangles its own layout needs, so a checkpoint written under one
-// dp x tp x pp (ZeRO on or off) resumes under any other.
+// Loading is the mirror image: each rank reads the pieces that overlap the rectangles
+// its own layout needs (ckpt_load_rects, which checks each piece's CRC-32C as it
+// reads), so a checkpoint written under one dp x tp x pp (ZeRO on or off) resumes
+// under any other. A checkpoint found damaged while loading is reported and the next
+// older one is tried; with none left, the run starts afresh (or, in a rollback, stops).
 #include "trainer/train_internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -172,6 +175,7 @@ struct train_save {
     pthread_t th;
     double t_begin, blocked_s;  // when the save began; training time it has blocked
     double write_s;             // phase 2's duration
+    ckpt_checksum algo;         // checkpoint.checksum
 };
 
 static double mono_s(void) {
@@ -195,13 +199,14 @@ static void save_free(train_save *sv) {
 
 typedef struct hash_job {
     char path[CKPT_PATH_MAX + 40];
+    ckpt_checksum algo;
     ckpt_file_hash *out;
     int rc;
 } hash_job;
 
 static void *hash_part(void *arg) {
     hash_job *j = arg;
-    j->rc = ckpt_hash_file(j->path, j->out);
+    j->rc = ckpt_hash_file(j->path, j->algo, j->out);
     return NULL;
 }
 
@@ -217,6 +222,7 @@ static void *save_write(void *arg) {
         hash_job *j = &job[p % 2];
         snprintf(j->path, sizeof j->path, "%s/%s", sv->tmp, sv->l.p[sv->part_first[p]].file);
         j->out = &sv->hash[p];
+        j->algo = sv->algo;
         j->rc = 0;
         const int a = sv->part_first[p], b = sv->part_first[p + 1];
         sv->rc = ckpt_h5_write_pieces(j->path, sv->l.p + a, sv->data + a, b - a);
@@ -273,6 +279,7 @@ static int save_begin(const train_ckpt *c, const train_state *ts, int async, tra
         sv->ts = *ts;
         sv->ts.opt_t = o->t;
         sv->t_begin = t0;
+        sv->algo = (ckpt_checksum)c->cfg->checkpoint.checksum;
         if (g->rank == 0) rc = ckpt_begin(sv->root, ts->step, sv->tmp, sizeof sv->tmp);
     }
     if ((rc = train_agree_rc(g, rc)) != 0) {
@@ -398,7 +405,7 @@ static int save_finish(const train_ckpt *c, train_save *sv) {
         char path[CKPT_PATH_MAX + 16];
         snprintf(path, sizeof path, "%s/model.h5", sv->tmp);
         if (rc == 0) rc = ckpt_h5_write_index(path, all, n_all, &st, c->config_yaml);
-        if (rc == 0) rc = ckpt_manifest_write_known(sv->tmp, hashes, n_hash);
+        if (rc == 0) rc = ckpt_manifest_write_known(sv->tmp, sv->algo, hashes, n_hash);
         if (rc == 0)
             rc = ckpt_commit(sv->root, sv->tmp, sv->ts.step, c->cfg->checkpoint.keep,
                              c->cfg->checkpoint.keep_every);
@@ -460,55 +467,50 @@ int train_checkpoint_write_done(const train_ckpt *c) {
 
 // ---- resume ---------------------------------------------------------------------------
 
-static int find(const anvil_config *cfg, const char *r, parallel_grid *g, char *dir, size_t n);
-
-int train_checkpoint_find(const anvil_config *cfg, parallel_grid *g, char *dir, size_t n) {
-    return find(cfg, cfg->checkpoint.resume, g, dir, n);
-}
-
-int train_checkpoint_find_in_run(const anvil_config *cfg, parallel_grid *g, char *dir,
-                                 size_t n) {
-    return find(cfg, "auto", g, dir, n);
-}
-
-// What resume mode r selects (see train_checkpoint_find).
-
-// Decide what to resume from (checkpoint.resume): rank 0 looks, every rank learns the
-// answer. Returns 0 with dir set, 1 for a fresh start, 2 (bad resume path: printed).
-static int find(const anvil_config *cfg, const char *r, parallel_grid *g, char *dir, size_t n) {
-    // the answer travels as int32 words: status, then the path
-    int32_t msg[1 + CKPT_PATH_MAX / 4];
+// Decide what to resume from (checkpoint.resume mode r, among the steps below `below`):
+// rank 0 looks, every rank learns the answer. Returns 0 with dir and *step set, 1 for
+// nothing to resume, 2 (a given path that does not verify: printed).
+static int find(const anvil_config *cfg, const char *r, long below, parallel_grid *g,
+                char *dir, size_t n, long *step) {
+    // the answer travels as int32 words: status, step, then the path
+    int32_t msg[2 + CKPT_PATH_MAX / 4];
     memset(msg, 0, sizeof msg);
-    char *path = (char *)(msg + 1);
+    char *path = (char *)(msg + 2);
     if (g->rank == 0) {
-        long step = 0;
+        long s = -1;
         if (strcmp(r, "none") == 0) {
             msg[0] = 1;
         } else if (strcmp(r, "auto") == 0) {
             char root[CKPT_PATH_MAX];
             snprintf(root, sizeof root, "%s/checkpoints", cfg->run.dir);
-            msg[0] = ckpt_find_latest(root, path, CKPT_PATH_MAX - 1, &step);
+            msg[0] = ckpt_find_latest_below(root, below, 1, path, CKPT_PATH_MAX - 1, &s);
         } else {
             char why[512];
             snprintf(path, CKPT_PATH_MAX - 1, "%s", r);
-            if (ckpt_verify(path, why, sizeof why) != 0) {
+            if (ckpt_verify_quick(path, why, sizeof why) != 0) {
                 fprintf(stderr, "anvil: checkpoint.resume '%s': %s\n", r, why);
                 msg[0] = 2;
             }
         }
+        msg[1] = (int32_t)s;
     }
     if (g->world_g->be->broadcast(g->world_g, msg, sizeof msg / 4, COMM_DTYPE_I32, 0)) return 1;
     snprintf(dir, n, "%s", path);
+    *step = msg[1];
     return msg[0];
 }
 
-int train_checkpoint_load(const train_ckpt *c, const char *dir, train_state *ts) {
+int train_checkpoint_load(const train_ckpt *c, const char *dir, train_state *ts, char *why,
+                          size_t why_n) {
     model *m = c->m;
     optimizer *o = c->opt;
     parallel_grid *g = c->grid;
     ckpt_reader *r = NULL;
     ckpt_state st;
     piece_list l = {0};
+    ckpt_piece *stored = NULL;
+    ckpt_rect *want = NULL;
+    int n_stored = 0;
     float *host = NULL, *hm = NULL, *hv = NULL;
     int rc = ckpt_h5_open(&r, dir, &st);
     // the model must be the one that was saved: every tensor this rank holds exists
@@ -529,6 +531,7 @@ int train_checkpoint_load(const train_ckpt *c, const char *dir, train_state *ts)
             rc = 2;
         }
     }
+    if (rc == 0) rc = ckpt_h5_pieces(r, &stored, &n_stored);
     if (rc == 0 && build_pieces(&l, m, o, 1, o != NULL, 1, "")) rc = 1;
     const size_t nm = o ? o->hi - o->lo : 0;
     // Host-memory backends read straight into the model and optimizer; others through
@@ -546,17 +549,35 @@ int train_checkpoint_load(const train_ckpt *c, const char *dir, train_state *ts)
         hv = calloc(nm + 1, sizeof(float));
         if (!host || !hm || !hv) rc = 1;
     }
+    if (rc == 0 && !(want = malloc((size_t)(l.n > 0 ? l.n : 1) * sizeof *want))) rc = 1;
     for (int i = 0; rc == 0 && i < l.n; i++) {
         const ckpt_piece *p = &l.p[i];
-        float *dst = (float *)piece_data(p, l.src[i], host, hm, hv);
-        rc = ckpt_h5_read(r, p->kind, p->name, p->off, p->len, dst);
+        want[i] = (ckpt_rect){p->kind, p->name, {p->off[0], p->off[1]}, {p->len[0], p->len[1]},
+                              (float *)piece_data(p, l.src[i], host, hm, hv)};
     }
+    if (why_n > 0) why[0] = '\0';
+    if (rc == 0 && (rc = ckpt_load_rects(dir, stored, n_stored, want, l.n, why, why_n)) == 2)
+        rc = 3;
     if (rc == 0) {
         if (!direct) m->be->copy_from_host(m->params, host, m->n_alloc * sizeof(float));
         if (o && !direct) {
             m->be->copy_from_host(o->m, hm, nm * sizeof(float));
             m->be->copy_from_host(o->v, hv, nm * sizeof(float));
         }
+    }
+    if (rc == 1) fprintf(stderr, "anvil: checkpoint: out of memory loading '%s'\n", dir);
+    if (!direct) {
+        free(host);
+        free(hm);
+        free(hv);
+    }
+    free(want);
+    free(stored);
+    free(l.p);
+    free(l.src);
+    ckpt_h5_close(r);
+    rc = train_agree_rc(g, rc);
+    if (rc == 0) {
         if (o) o->t = st.opt_t;
         ts->step = st.step;
         ts->tokens = st.tokens;
@@ -568,14 +589,57 @@ int train_checkpoint_load(const train_ckpt *c, const char *dir, train_state *ts)
                    "(written by dp=%d tp=%d pp=%d zero=%d)\n", dir, st.step, st.tokens,
                    st.samples, st.dp, st.tp, st.pp, st.zero);
     }
-    if (rc == 1) fprintf(stderr, "anvil: checkpoint: out of memory loading '%s'\n", dir);
-    if (!direct) {
-        free(host);
-        free(hm);
-        free(hv);
+    return rc;
+}
+
+int train_checkpoint_resume(const train_ckpt *c, const char *mode, int rollback,
+                            train_state *ts, long *resumed) {
+    parallel_grid *g = c->grid;
+    long below = LONG_MAX;
+    int clobbered = 0;   // a failed load has overwritten the state
+    *resumed = -1;
+    for (;;) {
+        char dir[CKPT_PATH_MAX];
+        long step = -1;
+        const double t0 = mono_s();
+        int rc = find(c->cfg, mode, below, g, dir, sizeof dir, &step);
+        if (rc == 1 && clobbered && rollback) {
+            if (g->rank == 0)
+                fprintf(stderr, "anvil: no valid checkpoint left to roll back to in %s/checkpoints\n",
+                        c->cfg->run.dir);
+            return 2;
+        }
+        if (rc == 1 && clobbered) {   // nothing left: start afresh, as if none had existed
+            if (g->rank == 0)
+                fprintf(stderr, "anvil: no valid checkpoint left; starting from scratch\n");
+            if (model_init_weights(c->m, c->cfg->train.seed) != 0) return train_agree_rc(g, 1);
+            if (c->opt) {
+                const size_t nm = c->opt->hi - c->opt->lo;
+                c->m->be->zero(c->opt->m, nm * sizeof(float));
+                c->m->be->zero(c->opt->v, nm * sizeof(float));
+                c->opt->t = 0;
+            }
+            return train_agree_rc(g, 0);
+        }
+        if (rc) return rc == 1 ? 0 : rc;   // 1: a fresh start
+        watchdog_beat("loading a checkpoint");
+        const double t1 = mono_s();
+        char why[CKPT_PATH_MAX];
+        rc = train_checkpoint_load(c, dir, ts, why, sizeof why);
+        // the ranks that found the damage say what it is
+        const int fallback = strcmp(mode, "auto") == 0;
+        if (rc == 3 && why[0] && fallback) fprintf(stderr, "anvil: checkpoint %s: %s; skipped\n", dir, why);
+        if (rc == 3 && why[0] && !fallback) fprintf(stderr, "anvil: checkpoint.resume '%s': %s\n", mode, why);
+        if (rc == 0) {
+            *resumed = ts->step;
+            if (g->rank == 0 && !rollback)
+                printf("checkpoint loaded in %.2f s (finding it %.2f s, reading and checking "
+                       "the tensors %.2f s)\n", mono_s() - t0, t1 - t0, mono_s() - t1);
+            return 0;
+        }
+        if (rc != 3) return rc;
+        if (!fallback) return 2;   // a given path: nothing to fall back to
+        clobbered = 1;
+        below = step;
     }
-    free(l.p);
-    free(l.src);
-    ckpt_h5_close(r);
-    return train_agree_rc(g, rc);
 }

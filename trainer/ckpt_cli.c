@@ -53,7 +53,7 @@ static int ckpt_verify_main(const char *path) {
         fprintf(stderr, "anvil: checkpoint '%s': %s\n", path, why);
         return 2;
     }
-    printf("ok: %s (every file matches its SHA-256 in MANIFEST)\n", path);
+    printf("ok: %s (every file matches its size and checksum in MANIFEST)\n", path);
     return 0;
 }
 
@@ -207,7 +207,11 @@ int sample_main(int argc, char **argv) {
     train_save *pending = NULL;
     const train_ckpt ck = {&cfg, &m, NULL, &grid, 0, "", &pending, NULL, NULL};
     train_state ts;
-    if (rc == 0) rc = train_checkpoint_load(&ck, dir, &ts);
+    char why[CKPT_PATH_MAX];
+    if (rc == 0 && (rc = train_checkpoint_load(&ck, dir, &ts, why, sizeof why)) == 3) {
+        fprintf(stderr, "anvil: sample: checkpoint %s: %s\n", dir, why);   // verified, yet
+        rc = 2;                                                            // changed since
+    }
     if (rc == 0) rc = sampler_init(&smp, &m, temperature, top_k, top_p);
     // the prompt: text from --prompt or stdin, encoded like the training data
     char *text = rc == 0 ? (prompt ? strdup(prompt) : read_stdin()) : NULL;

@@ -43,6 +43,8 @@ static const char *const rope_scaling_names[] = {"none", "llama3", NULL};
 static const char *const schedule_names[] = {"cosine", "linear", "constant", "wsd", NULL};
 static const char *const order_names[] = {"random", "sequential", NULL};
 static const char *const device_names[] = {"auto", "cpu", "cuda", NULL};
+// in the order of ckpt_checksum (checkpoint/checkpoint.h)
+static const char *const checksum_names[] = {"crc32c", "sha256", NULL};
 
 #define MEMBER(m) offsetof(anvil_config, m), sizeof(((anvil_config *)0)->m)
 #define INF INFINITY
@@ -180,6 +182,8 @@ const config_key config_keys[] = {
           "also keep for ever every checkpoint whose step is a multiple of this (0: none)"),
     KSTR("checkpoint.resume", checkpoint.resume, "auto",
          "auto (newest valid checkpoint in run.dir, if any), none, or a checkpoint path"),
+    KENUM("checkpoint.checksum", checkpoint.checksum, "crc32c", checksum_names,
+          "MANIFEST checksum: crc32c (hardware, fast) or sha256 (sha256sum -c format)"),
 
     // top level
     KENUM("device", device, "auto", device_names,

@@ -104,6 +104,7 @@ typedef struct checkpoint_config {
     long keep_every;         // steps that are multiples of it are kept for ever (0: none)
     int rollback_after;      // non-finite steps in a row before a rollback (0: never)
     int async;               // write checkpoints from a background thread
+    int checksum;            // MANIFEST checksum: 0 crc32c, 1 sha256 (ckpt_checksum)
     char resume[CONFIG_STR]; // auto | none | a path
 } checkpoint_config;
 

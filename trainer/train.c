@@ -518,23 +518,9 @@ int train_main(int argc, char **argv) {
     if ((rc = train_agree_rc(&grid, config_yaml ? 0 : 1)) != 0) goto out_buffers;
     const train_ckpt ck = {&cfg, &m, &opt, &grid, zero, config_yaml, &pending_save, &metrics,
                            ck_staging};
-    char resume_dir[CONFIG_STR + 64];
     long resumed = -1;
-    const double t_find = now_s();
-    rc = train_checkpoint_find(&cfg, &grid, resume_dir, sizeof resume_dir);
-    if (rc == 0) {
-        const double t_load = now_s();
-        watchdog_beat("loading a checkpoint");
-        if ((rc = train_checkpoint_load(&ck, resume_dir, &ts)) != 0) goto out_buffers;
-        resumed = ts.step;
-        if (lead)
-            printf("checkpoint loaded in %.2f s (verifying its checksums %.2f s, reading %.2f "
-                   "s)\n", now_s() - t_find, t_load - t_find, now_s() - t_load);
-    } else if (rc == 1) {
-        rc = 0;   // nothing to resume: a fresh start
-    } else {
+    if ((rc = train_checkpoint_resume(&ck, cfg.checkpoint.resume, 0, &ts, &resumed)) != 0)
         goto out_buffers;
-    }
     if (lead) rc = open_run_dir(&cfg, resumed, &metrics);
     if ((rc = train_agree_rc(&grid, rc)) != 0) goto out_buffers;
 
@@ -696,12 +682,11 @@ int train_main(int argc, char **argv) {
         // the data after the offending batches (not the same batches again).
         if (cfg.checkpoint.rollback_after > 0 && bad_in_row >= cfg.checkpoint.rollback_after) {
             watchdog_beat("rolling back to a checkpoint");
-            char dir[CONFIG_STR + 64];
             if ((rc = train_checkpoint_poll(&ck, 0, 1)) != 0) break;
-            int frc = train_checkpoint_find_in_run(&cfg, &grid, dir, sizeof dir);
-            if (frc == 0) {
-                train_state back = ts;
-                if ((rc = train_checkpoint_load(&ck, dir, &back)) != 0) break;
+            train_state back = ts;
+            long back_step = -1;
+            if ((rc = train_checkpoint_resume(&ck, "auto", 1, &back, &back_step)) != 0) break;
+            if (back_step >= 0) {
                 if (lead) {
                     fprintf(stderr, "anvil: %d non-finite steps in a row: rolled back to step "
                             "%ld, continuing with the data after step %ld's batch\n",
@@ -716,10 +701,6 @@ int train_main(int argc, char **argv) {
                 bad_in_row = 0;
                 step = back.step - 1;   // the loop's step++ makes it back.step
                 continue;
-            }
-            if (frc != 1) {
-                rc = frc;
-                break;
             }
             if (lead && bad_in_row == cfg.checkpoint.rollback_after)
                 fprintf(stderr, "anvil: %d non-finite steps in a row and no checkpoint to roll "

@@ -80,16 +80,26 @@ int train_checkpoint_poll(const train_ckpt *c, int all_done, int wait);
 // After an error: wait for this rank's background write and drop the pending save
 // without committing it (not collective).
 void train_checkpoint_abandon(const train_ckpt *c);
-// What checkpoint.resume selects: 0 with dir set (a verified checkpoint), 1 for a
-// fresh start, 2 when a given path does not verify (printed). Collective.
-int train_checkpoint_find(const anvil_config *cfg, parallel_grid *g, char *dir, size_t n);
-// The newest valid checkpoint of this run (run.dir/checkpoints), whatever
-// checkpoint.resume says: for a rollback. 0 with dir set, 1 none, 2 error. Collective.
-int train_checkpoint_find_in_run(const anvil_config *cfg, parallel_grid *g, char *dir,
-                                 size_t n);
-// Load dir's parameters, moments and counters into this rank's shard of the model and
-// optimizer (c->opt NULL: the parameters only), whatever layout wrote it. Returns the agreed exit code. Collective.
-int train_checkpoint_load(const train_ckpt *c, const char *dir, train_state *ts);
+// Resume from what `mode` selects (checkpoint.resume: auto, none or a path; "auto"
+// with rollback for a rollback to this run's newest checkpoint): find it (rank 0
+// checks its MANIFEST and model.h5), load this rank's shard of the parameters,
+// moments and counters whatever layout wrote it (c->opt NULL: the parameters only),
+// and print how long it took. A checkpoint whose pieces prove damaged while loading
+// is reported and the next older one is tried; when none is left the model and
+// optimizer are initialized afresh (at start) or the run stops (rollback: 2).
+// Returns the agreed exit code: 0 with *resumed = the step loaded and ts set (-1 and
+// ts untouched for a fresh start), 2 for a bad given path or a checkpoint of another
+// model. Collective.
+int train_checkpoint_resume(const train_ckpt *c, const char *mode, int rollback,
+                            train_state *ts, long *resumed);
+// Load checkpoint dir (checked by ckpt_verify or ckpt_verify_quick) into this rank's
+// shard of the model and optimizer (c->opt NULL: the parameters only). Returns the
+// agreed code: 0 with ts set; 3 when a piece failed its checksum or could not be read
+// (on the ranks that found it, why (why_n bytes) says which file and what, unprinted;
+// elsewhere it is empty; the state is then undefined); 2 for a checkpoint of another
+// model (printed); 1. Collective.
+int train_checkpoint_load(const train_ckpt *c, const char *dir, train_state *ts, char *why,
+                          size_t why_n);
 
 #ifdef __cplusplus
 }

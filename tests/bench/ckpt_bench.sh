@@ -9,7 +9,7 @@
 # the output says which). Then the same save with checkpoint.async=true: the time the
 # training loop is blocked per checkpoint. With --write, appends the rows to
 # docs/perf.md.
-#   usage: bash tests/bench/ckpt_bench.sh [--write] [DIR]   (DIR: where to write, on
+#   usage: [REPS=3] [CHECKSUM=crc32c|sha256] bash tests/bench/ckpt_bench.sh [--write] [DIR]   (DIR: where to write, on
 #          the disk to measure; default runs/ckpt-bench)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -26,7 +26,8 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 machine="$(nproc) cores, $cpu, $(free -g | awk '/Mem:/{print $2}') GiB, $(df -h "$dir" | awk 'NR==2{print $1}')"
 date=$(date -u +%Y-%m-%d)
 drop() { sync; if [ -w /proc/sys/vm/drop_caches ] && echo 3 > /proc/sys/vm/drop_caches 2>/dev/null; then echo cold; else echo "page cache"; fi; }
-args=(model.preset=gpt2-124m train.seq_len=64 train.micro_batch=1 data.val=
+checksum=${CHECKSUM:-crc32c}   # checkpoint.checksum: crc32c or sha256
+args=(model.preset=gpt2-124m train.seq_len=64 train.micro_batch=1 data.val= checkpoint.checksum=$checksum
       "data.train=runs/data/fortunes/train_*.bin" train.log_every=1000)
 
 # The disk of a shared VM varies a lot from minute to minute, so anvil and dd take
@@ -44,7 +45,7 @@ for rep in $(seq "$reps"); do
     bytes=$(du -sb "$dir/sync/checkpoints/step_00000001" | cut -f1)
     cache=$(drop)
     $anvil train "${args[@]}" train.steps=1 run.dir="$dir/sync" > "$dir/load.log"
-    read -r l v r < <(sed -n 's/^checkpoint loaded in \([0-9.]*\) s (verifying its checksums \([0-9.]*\) s, reading \([0-9.]*\) s)/\1 \2 \3/p' "$dir/load.log")
+    read -r l v r < <(sed -n 's/^checkpoint loaded in \([0-9.]*\) s (finding it \([0-9.]*\) s, reading and checking the tensors \([0-9.]*\) s)/\1 \2 \3/p' "$dir/load.log")
     loads+=("$l"); verifies+=("$v"); reads+=("$r")
     # raw disk: the same bytes with dd
     mb=$(( (bytes + 1048575) / 1048576 ))
@@ -71,18 +72,18 @@ PY
 )
 rm -rf "$dir"
 python3 - "$date" "$machine" "$bytes" "$save_s" "$load_s" "$verify_s" "$read_s" "$dd_w" \
-    "$dd_r" "$cache" "$dd_cache" "$async_blocked" "$async_total" "$sync_blocked" "$reps" \
+    "$dd_r" "$cache" "$dd_cache" "$async_blocked" "$async_total" "$sync_blocked" "$reps" "$checksum" \
     > /tmp/ckpt_bench_rows <<'PY'
 import sys
-(date, machine, b, save, load, verify, read, ddw, ddr, cache, ddcache, ab, at, sb, reps) = sys.argv[1:]
+(date, machine, b, save, load, verify, read, ddw, ddr, cache, ddcache, ab, at, sb, reps, checksum) = sys.argv[1:]
 b = int(b); mb = b / 1e6
 f = lambda x: float(x)
 rows = [
- f"| {date} | save, GPT-2 124M + AdamW ({mb:.0f} MB), sync, median of REPS | {f(save):.2f} s | {mb/f(save):.0f} MB/s | dd write+fsync {mb/f(ddw):.0f} MB/s | {100*f(ddw)/f(save):.0f}% | {machine} |",
- f"| {date} | load, median of REPS (verify {f(verify):.2f} s + read {f(read):.2f} s, {cache}) | {f(load):.2f} s | {mb/f(load):.0f} MB/s | dd read {mb/f(ddr):.0f} MB/s ({ddcache}) | {100*f(ddr)/f(load):.0f}% | {machine} |",
+ f"| {date} | save, GPT-2 124M + AdamW ({mb:.0f} MB), sync, CHECKSUM, median of REPS | {f(save):.2f} s | {mb/f(save):.0f} MB/s | dd write+fsync {mb/f(ddw):.0f} MB/s | {100*f(ddw)/f(save):.0f}% | {machine} |",
+ f"| {date} | load, median of REPS (find {f(verify):.2f} s + read and verify {f(read):.2f} s, {cache}) | {f(load):.2f} s | {mb/f(load):.0f} MB/s | dd read {mb/f(ddr):.0f} MB/s ({ddcache}) | {100*f(ddr)/f(load):.0f}% | {machine} |",
  f"| {date} | async save: training blocked (median of 3) | {f(ab):.2f} s | save took {f(at):.2f} s in the background | sync save blocked {f(sb):.2f} s | | {machine} |",
 ]
-print("\n".join(r.replace("REPS", reps) for r in rows))
+print("\n".join(r.replace("REPS", reps).replace("CHECKSUM", checksum) for r in rows))
 PY
 echo "| date | what | time | throughput | raw disk (same run) | anvil / raw | machine |"
 echo "| --- | --- | --- | --- | --- | --- | --- |"

@@ -157,22 +157,53 @@ def latest(run_dir):
         return None
 
 
+def _crc32c_table():
+    t = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ (0x82F63B78 if c & 1 else 0)
+        t.append(c)
+    return t
+
+
+CRC32C_TABLE = _crc32c_table()
+
+
+def crc32c(data):
+    """CRC-32C (Castagnoli, RFC 3720), written out here from the definition."""
+    c = 0xFFFFFFFF
+    for b in data:
+        c = CRC32C_TABLE[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
 def committed(d):
-    """d holds a MANIFEST (trailer last) whose SHA-256 lines match every file in d."""
+    """d holds a MANIFEST (trailer last) whose lines match every file in d: SHA-256
+    (format 1, "HEX  NAME") or CRC-32C and size (format 2, "HEX  SIZE  NAME")."""
     try:
         with open(os.path.join(d, "MANIFEST")) as f:
             lines = f.read().splitlines()
+        crc = lines[-1].startswith("# anvil-manifest 2 crc32c files ")
+        if not crc and not lines[-1].startswith("# anvil-manifest 1 files "):
+            return False
         listed = {}
         for l in lines[:-1]:
-            h, name = l.split("  ", 1)
-            listed[name] = h
-        if not lines[-1].startswith("# anvil-manifest") or \
-                set(listed) != set(os.listdir(d)) - {"MANIFEST"}:
+            if crc:
+                h, size, name = l.split("  ", 2)
+                listed[name] = (h, int(size))
+            else:
+                h, name = l.split("  ", 1)
+                listed[name] = (h, None)
+        if set(listed) != set(os.listdir(d)) - {"MANIFEST"}:
             return False
-        for name, h in listed.items():
+        for name, (h, size) in listed.items():
             with open(os.path.join(d, name), "rb") as f:
-                if hashlib.sha256(f.read()).hexdigest() != h:
-                    return False
+                data = f.read()
+            if crc and (f"{crc32c(data):08x}" != h or len(data) != size):
+                return False
+            if not crc and hashlib.sha256(data).hexdigest() != h:
+                return False
         return True
     except (OSError, ValueError, IndexError):
         return False
@@ -234,8 +265,11 @@ def exact_resume(anvil, tmp, fam, ranks, lay, tag, copies=()):
 def reshard(anvil, fam, base, ranks, lay, name):
     """Resume the dp2 x tp2 step-5 copy under another layout, compare with base."""
     d = f"{base}-{name}"
+    # llama reads the checkpoint piece by piece (each checked against its CRC-32C),
+    # gpt2 whole files where a rank needs most of one: both ways of the loader
     p = run(anvil, ranks, COMMON + FAMILIES[fam] + lay +
-            [f"run.dir={d}", f"run.final_weights={d}/w.bin"])
+            [f"run.dir={d}", f"run.final_weights={d}/w.bin"],
+            env={"ANVIL_TEST_LOAD_PIECES": "1"} if fam == "llama" else None)
     got, ref = metrics(d), metrics(base)
     lerr = max(abs(float(x[1]) - float(y[1])) / abs(float(y[1]))
                for x, y in zip(got[HALF:], ref[HALF:]))
@@ -421,6 +455,17 @@ def corruption(anvil, tmp, every):
             f.seek(-1, os.SEEK_CUR)
             f.write(bytes([b[0] ^ 0xFF]))
 
+    def flip_tensor(d):
+        # a byte inside the data of the file's first piece (its address from /pieces)
+        with h5py.File(os.path.join(step_dir(d, 6), "model.h5"), "r") as f:
+            addr = min(int(r["addr"]) for r in f["pieces"][()] if r["file"] == b"rank_00000_000.h5")
+        path = os.path.join(step_dir(d, 6), "rank_00000_000.h5")
+        with open(path, "r+b") as f:
+            f.seek(addr + 5)
+            b = f.read(1)
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([b[0] ^ 0x01]))
+
     def truncate(d):
         path = os.path.join(step_dir(d, 6), "model.h5")
         os.truncate(path, os.path.getsize(path) // 2)
@@ -432,15 +477,18 @@ def corruption(anvil, tmp, every):
         with open(os.path.join(d, "checkpoints", "latest"), "w") as f:
             f.write("step_00000099\n")
 
-    cases = [("a flipped byte in step 6's rank_00000_000.h5", flip, "rank_00000_000.h5", 3),
-             ("step 6's model.h5 truncated", truncate, "model.h5", 3),
-             ("step 6's MANIFEST deleted", unmanifest, "MANIFEST", 3),
-             ("latest naming a missing step_00000099", dangle, "step_00000099", 6)]
-    for i, (what, damage, needle, want) in enumerate(cases):
+    pieces = {"ANVIL_TEST_LOAD_PIECES": "1"}
+    cases = [("a flipped byte in step 6's rank_00000_000.h5", flip, "rank_00000_000.h5", 3, None),
+             ("a flipped bit in a tensor of step 6, read piece by piece", flip_tensor,
+              "CRC-32C mismatch", 3, pieces),
+             ("step 6's model.h5 truncated", truncate, "model.h5", 3, None),
+             ("step 6's MANIFEST deleted", unmanifest, "MANIFEST", 3, None),
+             ("latest naming a missing step_00000099", dangle, "step_00000099", 6, None)]
+    for i, (what, damage, needle, want, env) in enumerate(cases):
         d = os.path.join(tmp, f"corrupt-{i}")
         shutil.copytree(base, d)
         damage(d)
-        p = run(anvil, 1, every + ["train.steps=7", f"run.dir={d}"])
+        p = run(anvil, 1, every + ["train.steps=7", f"run.dir={d}"], env=env)
         said = [l for l in p.stderr.splitlines()
                 if l.startswith("anvil: checkpoint") and needle in l and "skipped" in l]
         got = metrics(d)
