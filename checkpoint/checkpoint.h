@@ -132,8 +132,10 @@ typedef struct ckpt_state {
 
 // Write the pieces (data[i]: (len[0], len[1]) row-major float32) into a new file
 // `path` as contiguous datasets /KIND/NAME/OFF0_OFF1, setting each p[i].addr and
-// p[i].crc. Returns 0, or 2 after printing.
-int ckpt_h5_write_pieces(const char *path, ckpt_piece *p, const float *const *data, int n);
+// p[i].crc, and fsync it. *file_crc and *file_size get the whole file's CRC-32C and
+// size, put together without reading the tensors back. Returns 0, or 2 after printing.
+int ckpt_h5_write_pieces(const char *path, ckpt_piece *p, const float *const *data, int n,
+                         uint32_t *file_crc, uint64_t *file_size);
 
 // Write `path` (model.h5): per tensor a virtual dataset /KIND/NAME over all its pieces
 // (from every rank), the piece table /pieces (kind, name, file, offsets, lengths, byte

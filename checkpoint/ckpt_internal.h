@@ -89,6 +89,17 @@ int ckpt_manifest_matches(const ckpt_manifest *m, const ckpt_manifest_entry *e,
 // The algorithm's name as MANIFEST and messages spell it ("SHA-256", "CRC-32C").
 const char *ckpt_checksum_label(ckpt_checksum algo);
 
+// ---- writing tensor data (write.c) --------------------------------------------------
+
+#define CKPT_IO_ALIGN 4096   // O_DIRECT: file offsets, lengths and buffers in 4 KiB blocks
+
+// Write each piece's data (data[i], p[i].len[0] x p[i].len[1] float32) at p[i].addr of
+// the existing file `path` (HDF5 has allocated the space), set p[i].crc, fsync, and put
+// the whole file's CRC-32C into *file_crc and its size into *file_size. Returns 0, or 2
+// after printing.
+int ckpt_write_data(const char *path, ckpt_piece *p, const float *const *data, int n,
+                    uint32_t *file_crc, uint64_t *file_size);
+
 #ifdef __cplusplus
 }
 #endif

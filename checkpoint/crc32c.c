@@ -173,6 +173,44 @@ uint32_t crc32c_update(uint32_t crc, const void *data, size_t n) {
 
 // ---- helpers --------------------------------------------------------------------------------
 
+// ---- combining ---------------------------------------------------------------------------
+//
+// CRC(A||B) = S(CRC(A)) ^ CRC(B), where S runs |B| zero bytes through the register: a
+// linear map, applied as a 32x32 bit matrix (one column per register bit). The matrix
+// for 2^k zero bits comes from squaring the one for a single bit, so S for |B| bytes is
+// the product of the squares that |B|'s binary digits select.
+
+// mat (32 columns) times the bit vector vec.
+static uint32_t gf2_times(const uint32_t *mat, uint32_t vec) {
+    uint32_t sum = 0;
+    for (; vec; vec >>= 1, mat++)
+        if (vec & 1) sum ^= *mat;
+    return sum;
+}
+
+// sq = mat * mat.
+static void gf2_square(uint32_t *sq, const uint32_t *mat) {
+    for (int n = 0; n < 32; n++) sq[n] = gf2_times(mat, mat[n]);
+}
+
+uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b) {
+    if (len_b == 0) return crc_a;
+    uint32_t even[32], odd[32];
+    odd[0] = CRC32C_POLY;   // one zero bit: shift right, xor the polynomial if bit 0 was set
+    for (int n = 1; n < 32; n++) odd[n] = 1u << (n - 1);
+    gf2_square(even, odd);   // two zero bits
+    gf2_square(odd, even);   // four
+    for (;;) {   // from one zero byte (8 bits) up, a square per binary digit of len_b
+        gf2_square(even, odd);
+        if (len_b & 1) crc_a = gf2_times(even, crc_a);
+        if (!(len_b >>= 1)) break;
+        gf2_square(odd, even);
+        if (len_b & 1) crc_a = gf2_times(odd, crc_a);
+        if (!(len_b >>= 1)) break;
+    }
+    return crc_a ^ crc_b;
+}
+
 void crc32c_hex(uint32_t crc, char hex[CRC32C_HEX_BYTES]) {
     static const char digits[] = "0123456789abcdef";
     for (int i = 0; i < 8; i++) hex[i] = digits[(crc >> (28 - 4 * i)) & 15];

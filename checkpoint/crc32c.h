@@ -24,6 +24,12 @@ extern "C" {
 // crc32c_update(0, "123456789", 9) == 0xE3069283.
 uint32_t crc32c_update(uint32_t crc, const void *data, size_t n);
 
+// The CRC-32C of A followed by B from crc_a (of A) and crc_b (of B, len_b bytes)
+// alone, without B's bytes (as zlib's crc32_combine): lets a writer that knows the CRC
+// of each piece of a file put together the file's CRC. Costs about 64 small 32x32 bit
+// matrix products.
+uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b);
+
 // crc as 8 lower-case hex digits, most significant first (printf "%08x"), NUL-terminated.
 void crc32c_hex(uint32_t crc, char hex[CRC32C_HEX_BYTES]);
 

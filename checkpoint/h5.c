@@ -14,7 +14,7 @@
 // HDF5 prints its error stack by default; it is silenced, and on failure the innermost
 // message of the stack is put into anvil's one-line error instead.
 #include "checkpoint/checkpoint.h"
-#include "checkpoint/crc32c.h"
+#include "checkpoint/ckpt_internal.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -61,10 +61,31 @@ static hid_t intermediate_lcpl(void) {
     return lcpl;
 }
 
-int ckpt_h5_write_pieces(const char *path, ckpt_piece *p, const float *const *data, int n) {
+// Pieces of at least this many bytes start on a 4 KiB boundary, so that their data can
+// be written with O_DIRECT (write.c); smaller ones are not worth the padding.
+#define CKPT_ALIGN_THRESHOLD (64 << 10)
+
+int ckpt_h5_write_pieces(const char *path, ckpt_piece *p, const float *const *data, int n,
+                         uint32_t *file_crc, uint64_t *file_size) {
     h5_quiet();
-    hid_t f = H5Fcreate(path, H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) return h5_fail(path, "cannot create");
+    // HDF5 writes only the metadata: each dataset's space is allocated when it is
+    // created (contiguous, never filled), and write.c then writes the tensors into it
+    // itself, bypassing the page cache.
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    if (fapl < 0 || dcpl < 0 || H5Pset_alignment(fapl, CKPT_ALIGN_THRESHOLD, CKPT_IO_ALIGN) < 0 ||
+        H5Pset_layout(dcpl, H5D_CONTIGUOUS) < 0 || H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY) < 0 ||
+        H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) < 0) {
+        if (fapl >= 0) H5Pclose(fapl);
+        if (dcpl >= 0) H5Pclose(dcpl);
+        return h5_fail(path, "property list");
+    }
+    hid_t f = H5Fcreate(path, H5F_ACC_EXCL, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
+    if (f < 0) {
+        H5Pclose(dcpl);
+        return h5_fail(path, "cannot create");
+    }
     hid_t lcpl = intermediate_lcpl();
     int rc = lcpl < 0 ? h5_fail(path, "property list") : 0;
     for (int i = 0; i < n && rc == 0; i++) {
@@ -72,22 +93,17 @@ int ckpt_h5_write_pieces(const char *path, ckpt_piece *p, const float *const *da
         piece_path(&p[i], dpath, sizeof dpath);
         hsize_t dims[2] = {(hsize_t)p[i].len[0], (hsize_t)p[i].len[1]};
         hid_t sp = H5Screate_simple(p[i].ndim, dims, NULL);
-        hid_t d = sp < 0 ? -1 : H5Dcreate2(f, dpath, H5T_IEEE_F32LE, sp, lcpl, H5P_DEFAULT,
-                                           H5P_DEFAULT);
-        if (d < 0 || H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data[i]) < 0)
-            rc = h5_fail(path, dpath);
-        // contiguous and written: its data has an address (what the loader reads)
-        haddr_t addr = rc ? HADDR_UNDEF : H5Dget_offset(d);
-        if (rc == 0 && addr == HADDR_UNDEF) rc = h5_fail(path, "dataset address");
-        if (rc == 0) {
-            p[i].addr = (int64_t)addr;
-            p[i].crc = crc32c_update(0, data[i], (size_t)(dims[0] * dims[1]) * sizeof(float));
-        }
+        hid_t d = sp < 0 ? -1 : H5Dcreate2(f, dpath, H5T_IEEE_F32LE, sp, lcpl, dcpl, H5P_DEFAULT);
+        haddr_t addr = d < 0 ? HADDR_UNDEF : H5Dget_offset(d);
+        if (addr == HADDR_UNDEF) rc = h5_fail(path, dpath);
+        else p[i].addr = (int64_t)addr;
         if (d >= 0) H5Dclose(d);
         if (sp >= 0) H5Sclose(sp);
     }
     if (lcpl >= 0) H5Pclose(lcpl);
+    H5Pclose(dcpl);
     if (H5Fclose(f) < 0 && rc == 0) rc = h5_fail(path, "close");
+    if (rc == 0) rc = ckpt_write_data(path, p, data, n, file_crc, file_size);
     return rc;
 }
 

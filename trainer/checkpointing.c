@@ -210,8 +210,10 @@ static void *hash_part(void *arg) {
     return NULL;
 }
 
-// Phase 2: this rank's part files, each hashed and fsynced on a second thread while
-// the next one is written.
+// Phase 2: this rank's part files. Each one's CRC-32C comes from the writer itself
+// (ckpt_h5_write_pieces: from the pieces' CRCs, nothing read back); for SHA-256
+// MANIFESTs each part is read back and hashed on a second thread while the next one
+// is written.
 static void *save_write(void *arg) {
     train_save *sv = arg;
     double t0 = mono_s();
@@ -220,12 +222,23 @@ static void *save_write(void *arg) {
     int hashing = 0;
     for (int p = 0; p < sv->n_parts && sv->rc == 0; p++) {
         hash_job *j = &job[p % 2];
-        snprintf(j->path, sizeof j->path, "%s/%s", sv->tmp, sv->l.p[sv->part_first[p]].file);
+        const char *name = sv->l.p[sv->part_first[p]].file;
+        snprintf(j->path, sizeof j->path, "%s/%s", sv->tmp, name);
         j->out = &sv->hash[p];
         j->algo = sv->algo;
         j->rc = 0;
         const int a = sv->part_first[p], b = sv->part_first[p + 1];
-        sv->rc = ckpt_h5_write_pieces(j->path, sv->l.p + a, sv->data + a, b - a);
+        uint32_t crc = 0;
+        uint64_t size = 0;
+        sv->rc = ckpt_h5_write_pieces(j->path, sv->l.p + a, sv->data + a, b - a, &crc, &size);
+        if (sv->rc == 0 && sv->algo == CKPT_CHECKSUM_CRC32C) {
+            ckpt_file_hash *h = &sv->hash[p];
+            snprintf(h->name, sizeof h->name, "%s", name);
+            snprintf(h->hex, sizeof h->hex, "%08x", crc);
+            h->algo = CKPT_CHECKSUM_CRC32C;
+            h->size = size;
+            continue;
+        }
         if (hashing) {
             pthread_join(th, NULL);
             hashing = 0;

@@ -510,6 +510,18 @@ def corruption(anvil, tmp, every):
                f"{len(lines)} line(s): {lines[0] if lines else '(no message)'}")
 
 
+def sha256_manifest(anvil, tmp, every):
+    """9: a SHA-256 MANIFEST passes GNU sha256sum -c and resumes like a CRC-32C one."""
+    d = os.path.join(tmp, "sha256")
+    run(anvil, 1, every + ["train.steps=3", f"run.dir={d}", "checkpoint.checksum=sha256"])
+    c = subprocess.run(["sha256sum", "--strict", "-c", "MANIFEST"], cwd=step_dir(d, 3),
+                       capture_output=True, text=True)
+    p = run(anvil, 1, every + ["train.steps=4", f"run.dir={d}", "checkpoint.checksum=sha256"])
+    ok = c.returncode == 0 and committed(step_dir(d, 3)) and resumed_from(p, d, 3)
+    report(ok, f"checkpoint.checksum=sha256: sha256sum -c MANIFEST exit {c.returncode}, "
+               f"resumed from step 3: {resumed_from(p, d, 3)}")
+
+
 def main():
     anvil = os.path.abspath(sys.argv[1])
     with tempfile.TemporaryDirectory() as tmp:
@@ -567,6 +579,12 @@ def main():
             corruption(anvil, tmp, every)
         except RunError as e:
             report(False, f"corruption: {e}")
+
+        # 9: checkpoint.checksum=sha256: `sha256sum -c MANIFEST` agrees, resume works
+        try:
+            sha256_manifest(anvil, tmp, every)
+        except RunError as e:
+            report(False, f"sha256: {e}")
     print(f"checkpoint: {'all passed' if not fails else f'{fails} failed'}")
     return 1 if fails else 0
 

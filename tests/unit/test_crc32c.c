@@ -255,6 +255,24 @@ static void test_streaming(uint8_t *buf) {
     crc32c_force_portable(0);
 }
 
+// crc32c_combine(crc(A), crc(B), |B|) == crc(A||B), for random cuts and for an empty
+// side, from lengths of a few bytes to past several rounds.
+static void test_combine(uint8_t *buf) {
+    char detail[160] = "";
+    int bad = 0;
+    for (int trial = 0; trial < 300 && !bad; trial++) {
+        size_t n = (size_t)(rng_next() % (trial % 2 ? 8 * ROUND_BYTES : 300));
+        size_t cut = trial % 50 == 0 ? 0 : trial % 50 == 1 ? n : (n ? (size_t)(rng_next() % (n + 1)) : 0);
+        uint32_t a = crc32c_update(0, buf, cut), b = crc32c_update(0, buf + cut, n - cut);
+        uint32_t got = crc32c_combine(a, b, n - cut), whole = crc32c_update(0, buf, n);
+        if (got != whole) {
+            bad = 1;
+            snprintf(detail, sizeof detail, "length %zu cut at %zu: %08x, whole %08x", n, cut, got, whole);
+        }
+    }
+    report(!bad, "crc32c_combine(crc(A), crc(B), |B|) == crc(A||B), 300 random cuts", detail);
+}
+
 // ---- bench ----------------------------------------------------------------------------------
 
 static double now_s(void) {
@@ -328,6 +346,7 @@ int main(int argc, char **argv) {
     test_bitwise(buf);
     test_paths_agree(buf);
     test_streaming(buf);
+    test_combine(buf);
     free(buf);
     if (failures) printf("%d check(s) failed\n", failures);
     return failures ? 1 : 0;
