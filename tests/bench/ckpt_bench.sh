@@ -4,7 +4,8 @@
 # Saves and loads a GPT-2 124M checkpoint with its AdamW state (~1.5 GB, one rank) and
 # measures, in the same run and on the same disk, taking turns (REPS=3 times, medians),
 # the raw speed of `dd` writing the same number of bytes with conv=fsync and reading
-# them back (from the page cache
+# them back, through the page cache and with O_DIRECT (the raw figure is the faster of
+# the two; anvil itself writes and reads tensor data with O_DIRECT) (from the page cache
 # unless /proc/sys/vm/drop_caches is writable, in which case caches are dropped first;
 # the output says which). Then the same save with checkpoint.async=true: the time the
 # training loop is blocked per checkpoint. With --write, appends the rows to
@@ -36,7 +37,7 @@ timed() { python3 -c 'import subprocess, sys, time
 t = time.time(); subprocess.run(sys.argv[1:], check=True); print(time.time() - t)' "$@"; }
 median() { python3 -c 'import statistics, sys; print(statistics.median(map(float, sys.argv[1:])))' "$@"; }
 reps=${REPS:-3}
-saves=(); loads=(); verifies=(); reads=(); ddws=(); ddrs=()
+saves=(); loads=(); verifies=(); reads=(); ddws=(); ddrs=(); ddwds=(); ddrds=()
 for rep in $(seq "$reps"); do
     # save: the checkpoint at the end of a 1-step run; load: the same command again
     rm -rf "$dir/sync"
@@ -53,11 +54,17 @@ for rep in $(seq "$reps"); do
     dd_cache=$(drop)
     ddrs+=("$(timed dd if="$dir/dd.bin" of=/dev/null bs=1M status=none)")
     rm -f "$dir/dd.bin"
+    # and without the page cache, as anvil writes and reads (O_DIRECT, 2 MiB blocks)
+    ddwds+=("$(timed dd if=/dev/zero of="$dir/dd.bin" bs=2M count=$(( (mb + 1) / 2 )) oflag=direct conv=fsync status=none)")
+    drop > /dev/null
+    ddrds+=("$(timed dd if="$dir/dd.bin" of=/dev/null bs=2M iflag=direct status=none)")
+    rm -f "$dir/dd.bin"
 done
 save_s=$(median "${saves[@]}"); load_s=$(median "${loads[@]}")
 verify_s=$(median "${verifies[@]}"); read_s=$(median "${reads[@]}")
 dd_w=$(median "${ddws[@]}"); dd_r=$(median "${ddrs[@]}")
-echo "save s: ${saves[*]} | dd write s: ${ddws[*]} | load s: ${loads[*]} | dd read s: ${ddrs[*]}"
+dd_wd=$(median "${ddwds[@]}"); dd_rd=$(median "${ddrds[@]}")
+echo "save s: ${saves[*]} | dd write s: ${ddws[*]} | direct: ${ddwds[*]} | load s: ${loads[*]} | dd read s: ${ddrs[*]} | direct: ${ddrds[*]}"
 
 # async: checkpoints at steps 1..3 while training, the last one (4) synchronous
 $anvil train "${args[@]}" train.steps=4 checkpoint.every=1 checkpoint.async=true \
@@ -73,14 +80,17 @@ PY
 rm -rf "$dir"
 python3 - "$date" "$machine" "$bytes" "$save_s" "$load_s" "$verify_s" "$read_s" "$dd_w" \
     "$dd_r" "$cache" "$dd_cache" "$async_blocked" "$async_total" "$sync_blocked" "$reps" "$checksum" \
+    "$dd_wd" "$dd_rd" \
     > /tmp/ckpt_bench_rows <<'PY'
 import sys
-(date, machine, b, save, load, verify, read, ddw, ddr, cache, ddcache, ab, at, sb, reps, checksum) = sys.argv[1:]
+(date, machine, b, save, load, verify, read, ddw, ddr, cache, ddcache, ab, at, sb, reps, checksum,
+ ddwd, ddrd) = sys.argv[1:]
 b = int(b); mb = b / 1e6
 f = lambda x: float(x)
 rows = [
- f"| {date} | save, GPT-2 124M + AdamW ({mb:.0f} MB), sync, CHECKSUM, median of REPS | {f(save):.2f} s | {mb/f(save):.0f} MB/s | dd write+fsync {mb/f(ddw):.0f} MB/s | {100*f(ddw)/f(save):.0f}% | {machine} |",
- f"| {date} | load, median of REPS (find {f(verify):.2f} s + read and verify {f(read):.2f} s, {cache}) | {f(load):.2f} s | {mb/f(load):.0f} MB/s | dd read {mb/f(ddr):.0f} MB/s ({ddcache}) | {100*f(ddr)/f(load):.0f}% | {machine} |",
+ # the raw disk is the faster of dd through the page cache and dd with O_DIRECT
+ f"| {date} | save, GPT-2 124M + AdamW ({mb:.0f} MB), sync, CHECKSUM, median of REPS | {f(save):.2f} s | {mb/f(save):.0f} MB/s | dd write+fsync {mb/f(ddw):.0f} MB/s, O_DIRECT {mb/f(ddwd):.0f} MB/s | {100*min(f(ddw), f(ddwd))/f(save):.0f}% | {machine} |",
+ f"| {date} | load, median of REPS (find {f(verify):.2f} s + read and verify {f(read):.2f} s, {cache}) | {f(load):.2f} s | {mb/f(load):.0f} MB/s | dd read {mb/f(ddr):.0f} MB/s ({ddcache}), O_DIRECT {mb/f(ddrd):.0f} MB/s | {100*min(f(ddr), f(ddrd))/f(load):.0f}% | {machine} |",
  f"| {date} | async save: training blocked (median of 3) | {f(ab):.2f} s | save took {f(at):.2f} s in the background | sync save blocked {f(sb):.2f} s | | {machine} |",
 ]
 print("\n".join(r.replace("REPS", reps).replace("CHECKSUM", checksum) for r in rows))
