@@ -93,6 +93,11 @@ const char *ckpt_checksum_label(ckpt_checksum algo);
 
 #define CKPT_IO_ALIGN 4096   // O_DIRECT: file offsets, lengths and buffers in 4 KiB blocks
 
+// The flags for opening path with O_DIRECT added to flags (what a filesystem without it
+// refuses with EINVAL; the callers then fall back to ordinary I/O), or without it when
+// the test hook ANVIL_TEST_NO_ODIRECT=1 asks (docs/checkpoint.md). Returns the fd or -1.
+int ckpt_open_direct(const char *path, int flags);
+
 // Write each piece's data (data[i], p[i].len[0] x p[i].len[1] float32) at p[i].addr of
 // the existing file `path` (HDF5 has allocated the space), set p[i].crc, fsync, and put
 // the whole file's CRC-32C into *file_crc and its size into *file_size. Returns 0, or 2
