@@ -172,7 +172,7 @@ static int load_file(const char *dir, const ckpt_manifest *m, const ckpt_piece *
     if (ckpt_join(path, sizeof path, dir, file) != 0) return ckpt_why(why, n, "%s: path too long", file);
     int direct = 1;
     int fd = ckpt_open_direct(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 && errno == EINVAL) {   // the filesystem has no O_DIRECT (tmpfs before Linux 6.6, some FUSE)
+    if (fd < 0 && errno == EINVAL) {   // no O_DIRECT here (tmpfs before Linux 6.6, some FUSE)
         direct = 0;
         fd = open(path, O_RDONLY | O_CLOEXEC);
     }

@@ -9,7 +9,8 @@
 // aligned when it is large), and this file writes the data with O_DIRECT: the body of
 // each piece in 4 KiB blocks through an aligned 2 MiB buffer, its unaligned head and
 // tail (which share a block with other objects) with ordinary writes. Where the
-// filesystem has no O_DIRECT (tmpfs before Linux 6.6, some FUSE) everything goes through ordinary writes.
+// filesystem has no O_DIRECT (tmpfs before Linux 6.6, some FUSE) everything goes
+// through ordinary writes.
 //
 // The file's CRC-32C for the MANIFEST is put together from each piece's CRC (computed
 // from the source, while it is in cache anyway) and the bytes between pieces (HDF5's
