@@ -152,10 +152,6 @@ int ckpt_h5_open(ckpt_reader **r, const char *dir, ckpt_state *st);
 // The global shape of /KIND/NAME: 0, or 2 (absent: *ndim = 0; nothing printed).
 int ckpt_h5_shape(ckpt_reader *r, const char *kind, const char *name, int *ndim,
                   int64_t gshape[2]);
-// Read the rectangle (off, len) of /KIND/NAME into out (len[0] x len[1] float32).
-// Returns 0, or 2 after printing.
-int ckpt_h5_read(ckpt_reader *r, const char *kind, const char *name, const int64_t off[2],
-                 const int64_t len[2], float *out);
 // The piece table /pieces into *p (malloc'ed, *n of them; the caller frees). Returns
 // 0, or 2 after printing (absent or malformed).
 int ckpt_h5_pieces(ckpt_reader *r, ckpt_piece **p, int *n);

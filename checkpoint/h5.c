@@ -364,25 +364,6 @@ int ckpt_h5_shape(ckpt_reader *r, const char *kind, const char *name, int *ndim,
     return 0;
 }
 
-int ckpt_h5_read(ckpt_reader *r, const char *kind, const char *name, const int64_t off[2],
-                 const int64_t len[2], float *out) {
-    char dpath[2 * CKPT_NAME_MAX + 8];
-    snprintf(dpath, sizeof dpath, "/%s/%s", kind, name);
-    hid_t d = H5Dopen2(r->f, dpath, r->dapl);
-    if (d < 0) return h5_fail(r->path, dpath);
-    hid_t fs = H5Dget_space(d);
-    int nd = fs < 0 ? -1 : H5Sget_simple_extent_ndims(fs);
-    hsize_t start[2] = {(hsize_t)off[0], (hsize_t)off[1]};
-    hsize_t count[2] = {(hsize_t)len[0], (hsize_t)len[1]};
-    hid_t ms = nd < 1 ? -1 : H5Screate_simple(nd, count, NULL);
-    int bad = ms < 0 || H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
-              H5Dread(d, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, out) < 0;
-    if (ms >= 0) H5Sclose(ms);
-    if (fs >= 0) H5Sclose(fs);
-    H5Dclose(d);
-    return bad ? h5_fail(r->path, dpath) : 0;
-}
-
 // Whether piece q (read from a file) is well formed: known kind, 1 or 2 dimensions,
 // a non-empty rectangle inside its tensor, a plain file name, a sane address.
 static int piece_ok(const ckpt_piece *q) {

@@ -16,18 +16,15 @@
 // against each other on random inputs, through sha256_force_portable.
 #include "checkpoint/sha256.h"
 
-#include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #if defined(__x86_64__)
 #include <cpuid.h>
 #include <immintrin.h>
 #endif
 
-#define SHA256_READ_BLOCK (1u << 20)   // 1 MiB reads: few syscalls, small enough to not matter
 
 // FIPS 180-4 4.2.2: the first 32 bits of the fractional parts of the cube roots of the
 // first 64 primes. Aligned so SHA-NI's 16-byte loads of four of them never split a line.
@@ -227,30 +224,4 @@ void sha256_hex(const uint8_t digest[SHA256_DIGEST_BYTES], char hex[SHA256_HEX_B
         hex[2 * i + 1] = digits[digest[i] & 15];
     }
     hex[64] = '\0';
-}
-
-int sha256_fd(int fd, uint8_t out[SHA256_DIGEST_BYTES], uint64_t *size) {
-    uint8_t *buf = malloc(SHA256_READ_BLOCK);
-    if (!buf) {
-        errno = ENOMEM;
-        return -1;
-    }
-    sha256_ctx c;
-    sha256_init(&c);
-    for (;;) {
-        ssize_t got = read(fd, buf, SHA256_READ_BLOCK);
-        if (got < 0) {
-            if (errno == EINTR) continue;
-            int saved = errno;
-            free(buf);
-            errno = saved;
-            return -1;
-        }
-        if (got == 0) break;
-        sha256_update(&c, buf, (size_t)got);
-    }
-    if (size) *size = c.n_bytes;
-    sha256_final(&c, out);
-    free(buf);
-    return 0;
 }

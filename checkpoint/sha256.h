@@ -32,11 +32,6 @@ void sha256_final(sha256_ctx *c, uint8_t out[SHA256_DIGEST_BYTES]);
 // Lower-case hex of a digest into hex (65 bytes, NUL-terminated).
 void sha256_hex(const uint8_t digest[SHA256_DIGEST_BYTES], char hex[SHA256_HEX_BYTES]);
 
-// Hash everything from fd's current offset to end of file, reading 1 MiB blocks; *size
-// (if not NULL) gets the byte count. Returns 0, or -1 with errno set (ENOMEM if the
-// block buffer could not be allocated).
-int sha256_fd(int fd, uint8_t out[SHA256_DIGEST_BYTES], uint64_t *size);
-
 // For tests only: on != 0 sends every block hashed from now on through the portable code
 // even where the CPU has SHA-NI; on == 0 restores the run-time choice. Returns 1 if this
 // CPU has the SHA-NI path (so both paths can be compared), else 0.

@@ -13,7 +13,7 @@
 // through ordinary writes.
 //
 // The file's CRC-32C for the MANIFEST is put together from each piece's CRC (computed
-// from the source, while it is in cache anyway) and the bytes between pieces (HDF5's
+// as the piece is copied into the aligned buffer, while it is in cache) and the bytes between pieces (HDF5's
 // metadata, read back from the page cache: kilobytes), with crc32c_combine, so nothing
 // written is read back.
 #include "checkpoint/checkpoint.h"
@@ -94,17 +94,21 @@ int ckpt_write_data(const char *path, ckpt_piece *p, const float *const *data, i
         const char *src = (const char *)data[order[k]];
         const int64_t bytes = q->len[0] * q->len[1] * (int64_t)sizeof(float);
         const int64_t a = q->addr, e = a + bytes;
-        q->crc = crc32c_update(0, src, (size_t)bytes);
-        // [a, h): up to the first block boundary; [h, t): whole blocks; [t, e): the rest
+        // [a, h): up to the first block boundary; [h, t): whole blocks; [t, e): the rest.
+        // The CRC goes over the bytes in that order, the body's from the aligned buffer
+        // while it is in cache (one pass over the source, not two).
         int64_t h = (a + CKPT_IO_ALIGN - 1) / CKPT_IO_ALIGN * CKPT_IO_ALIGN;
         int64_t t = e / CKPT_IO_ALIGN * CKPT_IO_ALIGN;
         if (fd_direct < 0 || h >= t) h = t = e;
+        uint32_t crc = crc32c_update(0, src, (size_t)(h - a));
         if (write_full(fd, src, (size_t)(h - a), a) != 0) what = "write";
         for (int64_t off = h; off < t && !what; off += (int64_t)WRITE_CHUNK) {
             const size_t len = (size_t)(t - off) < WRITE_CHUNK ? (size_t)(t - off) : WRITE_CHUNK;
             memcpy(buf, src + (off - a), len);   // O_DIRECT wants an aligned source
+            crc = crc32c_update(crc, buf, len);
             if (write_full(fd_direct, buf, len, off) != 0) what = "write (O_DIRECT)";
         }
+        q->crc = crc32c_update(crc, src + (t - a), (size_t)(e - t));
         if (!what && write_full(fd, src + (t - a), (size_t)(e - t), t) != 0) what = "write";
     }
     if (!what && fsync(fd) != 0) what = "fsync";
