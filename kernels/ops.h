@@ -2,7 +2,7 @@
 //
 // A backend is a struct of function pointers (as in ggml). The model code calls
 // `be->matmul_forward(...)` and never knows whether the pointers it passes are host
-// memory (cpu backend) or device memory (cuda backend, a later issue). All memory a
+// memory (cpu backend) or device memory (cuda backend). All memory a
 // backend op touches is allocated through the same backend's `alloc`.
 //
 // Dimension legend (used in every shape comment below and in the model):
@@ -22,8 +22,11 @@
 //   crossentropy_stats / _combine / _backward overwrite).
 // - A NULL gradient pointer means "not needed" (a frozen weight, the first layer's
 //   input) wherever the comment says "or NULL".
-// - Tensors are fp32 on the cpu backend. Token ids and targets are int32; a target < 0
-//   is ignored (no loss, no gradient), which SFT masking relies on.
+// - Weights and activations (anv_act) are fp32 on the cpu backend and bf16 on the cuda
+//   backend; everything typed float is fp32 everywhere. Token ids and targets are
+//   int32; a target < 0 is ignored (no loss, no gradient), which SFT masking relies on.
+// - The cuda backend queues every op on its compute stream and returns at once; only
+//   the copies to the host and sum_squares wait.
 #ifndef ANVIL_KERNELS_OPS_H
 #define ANVIL_KERNELS_OPS_H
 
@@ -50,9 +53,40 @@ typedef struct rope_params {
 // pos * inv_freq[i]. Host-side helper shared by every backend (tables are copied in).
 void rope_tables_fill(float *cos_tab, float *sin_tab, int maxT, int HS, const rope_params *p);
 
+// Element types of backend tensors.
+typedef enum anv_dtype { ANV_DTYPE_F32 = 0, ANV_DTYPE_BF16 = 1 } anv_dtype;
+
+// Storage of the working weights, the activations and the activations' gradients:
+// fp32 on the cpu backend, bf16 on the cuda backend (be->act_dtype, be->act_bytes
+// bytes per element). The model never reads these element by element, it only passes
+// pointers (offsets are element counts times act_bytes), so they are untyped. Every
+// pointer declared `float *` below is fp32 on every backend: parameter gradients,
+// the normalizations' saved statistics, cross-entropy statistics and losses, RoPE
+// tables, the optimizer state and the fp32 master weights.
+typedef void anv_act;
+
+// A contiguous run of a flat fp32 buffer for the multi-tensor ops: elements
+// [off, off + n), and the weight decay AdamW applies to them.
+typedef struct anv_seg {
+    size_t off, n;
+    float weight_decay;
+} anv_seg;
+
+// AdamW's hyper-parameters for one step (see adamw_update).
+typedef struct anv_adamw_args {
+    float lr, beta1, beta2, eps;
+    float grad_scale;            // gradients are multiplied by it first (clipping)
+    int t;                       // 1-based update count (bias correction)
+} anv_adamw_args;
+
 typedef struct anv_backend {
     const char *name;            // "cpu" or "cuda"
+    // Dense peak FLOP/s of the device in the act type (for MFU), 0 if unknown; the
+    // member may be NULL (cpu: the trainer estimates it; train.peak_flops overrides).
+    double (*peak_flops)(void);
     int host_memory;             // 1: alloc returns host memory the CPU may read directly
+    anv_dtype act_dtype;         // type of weights and activations (anv_act)
+    size_t act_bytes;            // its size: 4 (cpu, fp32) or 2 (cuda, bf16)
 
     // ---- memory --------------------------------------------------------------
     void *(*alloc)(size_t bytes);                        // zeroed; NULL on failure
@@ -62,82 +96,110 @@ typedef struct anv_backend {
     void (*copy_to_host)(void *dst, const void *src, size_t bytes);
     void (*copy)(void *dst, const void *src, size_t bytes);  // same-backend copy
     void (*synchronize)(void);                           // wait for queued work
+    // Free and total bytes of the device's memory; the member may be NULL (cpu).
+    void (*mem_info)(size_t *free_bytes, size_t *total_bytes);
+    // Converting copies between host fp32 and backend anv_act (n elements); rounding
+    // to nearest even where act_dtype is narrower.
+    void (*act_from_host_f32)(anv_act *dst, const float *src, size_t n);
+    void (*act_to_host_f32)(float *dst, const anv_act *src, size_t n);
+    // The same within the backend: fp32 master weights <-> working weights.
+    void (*act_from_f32)(anv_act *dst, const float *src, size_t n);
+    void (*act_to_f32)(float *dst, const anv_act *src, size_t n);
 
     // ---- embedding: token + optional learned position ---------------------
     // The table may be one tensor-parallel shard of the vocabulary: wte holds rows
     // [v0, v0 + Vs) of the full table (v0 = 0, Vs = Vp when unsharded).
     // out (B,T,C) = (v0 <= tok < v0+Vs ? wte[tok - v0] : 0) + (wpe ? wpe[t] : 0), with
     // tok = tokens[b,t]; wte (Vs,C), wpe (maxT,C) or NULL.
-    void (*encoder_forward)(float *out, const int32_t *tokens, const float *wte,
-                            const float *wpe, int B, int T, int C, int v0, int Vs);
+    void (*encoder_forward)(anv_act *out, const int32_t *tokens, const anv_act *wte,
+                            const anv_act *wpe, int B, int T, int C, int v0, int Vs);
     // dwte (Vs,C) += scatter of dout (B,T,C) for tokens in [v0, v0+Vs); dwpe (maxT,C)
     // += dout summed over the batch, or NULL.
-    void (*encoder_backward)(float *dwte, float *dwpe, const float *dout,
+    void (*encoder_backward)(float *dwte, float *dwpe, const anv_act *dout,
                              const int32_t *tokens, int B, int T, int C, int v0, int Vs);
     // ---- LayerNorm (with bias) ------------------------------------------------
     // out (N,C); mean, rstd (N) saved for backward; weight, bias (C).
-    void (*layernorm_forward)(float *out, float *mean, float *rstd, const float *inp,
-                              const float *weight, const float *bias, int N, int C,
+    void (*layernorm_forward)(anv_act *out, float *mean, float *rstd, const anv_act *inp,
+                              const anv_act *weight, const anv_act *bias, int N, int C,
                               float eps);
+    // Fused residual add + LayerNorm: res (N,C) = a + b (res may alias a or b), then
+    // out = layernorm(res) as above. Saves a pass over res.
+    void (*layernorm_residual_forward)(anv_act *res, anv_act *out, float *mean,
+                                       float *rstd, const anv_act *a, const anv_act *b,
+                                       const anv_act *weight, const anv_act *bias, int N,
+                                       int C, float eps);
     // dinp (N,C), dweight (C), dbias (C): all accumulated.
-    void (*layernorm_backward)(float *dinp, float *dweight, float *dbias,
-                               const float *dout, const float *inp, const float *weight,
-                               const float *mean, const float *rstd, int N, int C);
+    void (*layernorm_backward)(anv_act *dinp, float *dweight, float *dbias,
+                               const anv_act *dout, const anv_act *inp,
+                               const anv_act *weight, const float *mean, const float *rstd,
+                               int N, int C);
 
     // ---- RMSNorm ----------------------------------------------------------------
     // out (N,C) = inp * rstd * weight; rstd (N) saved.
-    void (*rmsnorm_forward)(float *out, float *rstd, const float *inp,
-                            const float *weight, int N, int C, float eps);
-    void (*rmsnorm_backward)(float *dinp, float *dweight, const float *dout,
-                             const float *inp, const float *weight, const float *rstd,
+    void (*rmsnorm_forward)(anv_act *out, float *rstd, const anv_act *inp,
+                            const anv_act *weight, int N, int C, float eps);
+    // Fused residual add + RMSNorm: res = a + b (res may alias a or b), out = rmsnorm(res).
+    void (*rmsnorm_residual_forward)(anv_act *res, anv_act *out, float *rstd,
+                                     const anv_act *a, const anv_act *b,
+                                     const anv_act *weight, int N, int C, float eps);
+    void (*rmsnorm_backward)(anv_act *dinp, float *dweight, const anv_act *dout,
+                             const anv_act *inp, const anv_act *weight, const float *rstd,
                              int N, int C);
 
-    // ---- matmul: out = inp @ weight^T + bias -----------------------------------
+    // ---- matmul: out = inp @ weight^T + bias, optionally through GELU ---------------
     // out (N,OC) overwritten; inp (N,C); weight (OC,C) (PyTorch Linear layout);
-    // bias (OC) or NULL.
-    void (*matmul_forward)(float *out, const float *inp, const float *weight,
-                           const float *bias, int N, int C, int OC);
+    // bias (OC) or NULL. pre_gelu (N,OC) or NULL: when given, pre_gelu = inp @ weight^T
+    // + bias and out = gelu(pre_gelu) (tanh approximation; the GELU epilogue).
+    void (*matmul_forward)(anv_act *out, anv_act *pre_gelu, const anv_act *inp,
+                           const anv_act *weight, const anv_act *bias, int N, int C, int OC);
     // dinp (N,C) or NULL, dweight (OC,C) or NULL, dbias (OC) or NULL; accumulated.
-    void (*matmul_backward)(float *dinp, float *dweight, float *dbias, const float *dout,
-                            const float *inp, const float *weight, int N, int C, int OC);
+    // pre_gelu (N,C) or NULL: when given, inp = gelu(pre_gelu) came from the layer
+    // before, and dinp is OVERWRITTEN with the gradient w.r.t. pre_gelu:
+    // (dout @ weight) * gelu'(pre_gelu) (the dGELU epilogue).
+    void (*matmul_backward)(anv_act *dinp, float *dweight, float *dbias,
+                            const anv_act *dout, const anv_act *inp, const anv_act *weight,
+                            const anv_act *pre_gelu, int N, int C, int OC);
 
     // ---- RoPE, in place ----------------------------------------------------------
     // x (B,T,H,HS) rotated in place, position t = 0..T-1; cos/sin tables (maxT, HS/2)
     // from rope_tables_fill, copied to the backend.
-    void (*rope_forward)(float *x, const float *cos_tab, const float *sin_tab,
+    void (*rope_forward)(anv_act *x, const float *cos_tab, const float *sin_tab,
                          int B, int T, int H, int HS);
     // dx (B,T,H,HS): IN PLACE, the gradient w.r.t. the rotated tensor becomes the
     // gradient w.r.t. the unrotated one (rotation by -angle).
-    void (*rope_backward)(float *dx, const float *cos_tab, const float *sin_tab,
+    void (*rope_backward)(anv_act *dx, const float *cos_tab, const float *sin_tab,
                           int B, int T, int H, int HS);
 
     // ---- causal self-attention with grouped-query heads ------------------------------
     // q (B,T,NH,HS), k and v (B,T,KVH,HS); query head h reads kv head h / (NH/KVH).
-    // out (B,T,NH,HS) overwritten. `state` holds what backward needs; its size in floats
-    // is attention_state_floats(B,T,NH) (cpu: the softmax probabilities (B,NH,T,T)).
+    // out (B,T,NH,HS) overwritten. `state` (fp32) holds what backward needs; its size in
+    // floats is attention_state_floats(B,T,NH) (cpu: the softmax probabilities
+    // (B,NH,T,T); cuda: the log-sum-exp of each query row (B,NH,T)).
     size_t (*attention_state_floats)(int B, int T, int NH);
-    void (*attention_forward)(float *out, float *state, const float *q, const float *k,
-                              const float *v, int B, int T, int NH, int KVH, int HS);
-    // dq (B,T,NH,HS), dk and dv (B,T,KVH,HS) accumulated. `scratch` has
-    // attention_scratch_floats(B,T,NH) floats and is overwritten.
-    size_t (*attention_scratch_floats)(int B, int T, int NH);
-    void (*attention_backward)(float *dq, float *dk, float *dv, float *scratch,
-                               const float *dout, const float *state, const float *q,
-                               const float *k, const float *v, int B, int T, int NH,
-                               int KVH, int HS);
+    void (*attention_forward)(anv_act *out, float *state, const anv_act *q,
+                              const anv_act *k, const anv_act *v, int B, int T, int NH,
+                              int KVH, int HS);
+    // dq (B,T,NH,HS), dk and dv (B,T,KVH,HS) accumulated. `scratch` (fp32) has
+    // attention_scratch_floats(B,T,NH,HS) floats and is overwritten. out is the
+    // forward's output.
+    size_t (*attention_scratch_floats)(int B, int T, int NH, int HS);
+    void (*attention_backward)(anv_act *dq, anv_act *dk, anv_act *dv, float *scratch,
+                               const anv_act *dout, const anv_act *out, const float *state,
+                               const anv_act *q, const anv_act *k, const anv_act *v, int B,
+                               int T, int NH, int KVH, int HS);
 
     // ---- pointwise -------------------------------------------------------------------
     // GELU, tanh approximation (GPT-2): out (n) overwritten, dinp (n) accumulated.
-    void (*gelu_forward)(float *out, const float *inp, size_t n);
-    void (*gelu_backward)(float *dinp, const float *inp, const float *dout, size_t n);
+    void (*gelu_forward)(anv_act *out, const anv_act *inp, size_t n);
+    void (*gelu_backward)(anv_act *dinp, const anv_act *inp, const anv_act *dout, size_t n);
     // SwiGLU: out = silu(gate) * up; dgate, dup accumulated.
-    void (*swiglu_forward)(float *out, const float *gate, const float *up, size_t n);
-    void (*swiglu_backward)(float *dgate, float *dup, const float *dout, const float *gate,
-                            const float *up, size_t n);
+    void (*swiglu_forward)(anv_act *out, const anv_act *gate, const anv_act *up, size_t n);
+    void (*swiglu_backward)(anv_act *dgate, anv_act *dup, const anv_act *dout,
+                            const anv_act *gate, const anv_act *up, size_t n);
     // residual: out = a + b (out may alias a); backward: da += dout, db += dout
     // (da or db may be NULL).
-    void (*residual_forward)(float *out, const float *a, const float *b, size_t n);
-    void (*residual_backward)(float *da, float *db, const float *dout, size_t n);
+    void (*residual_forward)(anv_act *out, const anv_act *a, const anv_act *b, size_t n);
+    void (*residual_backward)(anv_act *da, anv_act *db, const anv_act *dout, size_t n);
 
     // ---- softmax cross-entropy over a (possibly sharded) vocabulary -------------
     // In three steps so that a vocabulary split over P tensor-parallel ranks never
@@ -145,13 +207,14 @@ typedef struct anv_backend {
     // per row, the P triples of a row are gathered and combined into the log-sum-exp,
     // and each rank forms the gradient of its own columns. Unsharded, P = 1, v0 = 0.
     // logits (N,Vs) hold the vocabulary columns [v0, v0+Vs) of which the first Vv are
-    // real (0 <= Vv <= Vs; the rest is padding that gets no probability mass).
+    // real (0 <= Vv <= Vs; the rest is padding that gets no probability mass). No op
+    // holds fp32 probabilities: each streams a row of logits through registers.
     //
     // stats (N,3) OVERWRITTEN per row: {m, s, z} with m = the max over the real
     // columns, s = sum over them of exp(logit - m), z = the target's logit when the
     // target falls in [v0, v0+Vv), else 0. A shard with no real column (Vv = 0) gives
     // {-inf, 0, 0}.
-    void (*crossentropy_stats)(float *stats, const float *logits, const int32_t *targets,
+    void (*crossentropy_stats)(float *stats, const anv_act *logits, const int32_t *targets,
                                int N, int v0, int Vv, int Vs);
     // stats (P,N,3): the P shards' stats in rank order. lse (N) and losses (N)
     // OVERWRITTEN: lse = M + log(sum_p s_p exp(m_p - M)) with M = max_p m_p;
@@ -161,24 +224,38 @@ typedef struct anv_backend {
     // dlogits (N,Vs) OVERWRITTEN with dloss * (exp(logit - lse) - onehot(target)) over
     // the real columns of rows with target >= 0; zero on ignored rows and on padding.
     // dlogits may alias logits (the usual case: the logits buffer is reused).
-    void (*crossentropy_backward)(float *dlogits, const float *logits, const float *lse,
+    void (*crossentropy_backward)(anv_act *dlogits, const anv_act *logits, const float *lse,
                                   const int32_t *targets, int N, int v0, int Vv, int Vs,
                                   float dloss);
-    // ---- optimizer ---------------------------------------------------------------------
-    // sum of squares of x (n), accumulated in double; used for the global grad norm.
-    double (*sum_squares)(const float *x, size_t n);
+    // ---- optimizer (multi-tensor: one launch for all segments) --------------------------
+    // Sum of squares of x over the nseg segments (host array), accumulated in double
+    // (cpu) or fp32 per block and double across blocks (cuda); for the global grad norm.
+    // Waits for the result.
+    double (*sum_squares)(const float *x, const anv_seg *segs, int nseg);
     // In-place x *= s.
     void (*scale)(float *x, float s, size_t n);
-    // AdamW on one tensor: g = grad * grad_scale; m = b1 m + (1-b1) g;
-    // v = b2 v + (1-b2) g^2; param -= lr * (mhat / (sqrt(vhat) + eps) + wd * param)
-    // with mhat = m / (1 - b1^t), vhat = v / (1 - b2^t), t >= 1.
-    void (*adamw_update)(float *param, const float *grad, float *m, float *v, size_t n,
-                         float lr, float beta1, float beta2, float eps, float weight_decay,
-                         float grad_scale, int t);
+    // dst (n) += src (n), fp32 (the tied embedding's gradient exchange over a pipeline).
+    void (*add_f32)(float *dst, const float *src, size_t n);
+    // AdamW on the segments (host array) of the flat buffers: for each element i of a
+    // segment with weight decay wd: g = grad[i] * grad_scale;
+    // m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; w -= lr * (mhat / (sqrt(vhat) + eps)
+    // + wd * w) with mhat = m / (1 - b1^t), vhat = v / (1 - b2^t), where w is master[i]
+    // when master is not NULL (then param[i] = w rounded to act_dtype), else param[i]
+    // (act_dtype fp32). All five buffers are indexed alike.
+    void (*adamw_update)(anv_act *param, float *master, const float *grad, float *m,
+                         float *v, const anv_seg *segs, int nseg, const anv_adamw_args *a);
 } anv_backend;
 
 // The fp32 reference backend (OpenMP + BLAS). Always available.
 const anv_backend *anv_backend_cpu(void);
+
+// The cuda backend on GPU `device` (the launcher's local rank modulo the GPUs seen):
+// sets the device, creates its streams and cuBLASLt handle on first use. Returns NULL
+// after printing one line why (no GPU or driver, a build without CUDA: HAVE_CUDA 0 in
+// config.h). Not thread-safe; call once at start.
+const anv_backend *anv_backend_cuda(int device);
+// Number of GPUs the CUDA runtime sees (0 without a GPU, a driver, or CUDA support).
+int anv_cuda_device_count(void);
 
 #ifdef __cplusplus
 }

@@ -31,6 +31,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The CUDA toolkit's usual home is not on PATH by default; with nvcc found, meson
+# builds the cuda backend (the `cuda` feature is auto). No toolkit: a cpu-only build.
+if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
+    export PATH="/usr/local/cuda/bin:$PATH"
+fi
+
 if [ ! -f build/build.ninja ]; then
     meson setup build --buildtype=release >/dev/null
 fi

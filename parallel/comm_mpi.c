@@ -69,6 +69,7 @@ static int dtype_info(comm_dtype dt, const char *op, MPI_Datatype *type, size_t 
     case COMM_DTYPE_F32: *type = MPI_FLOAT; *size = 4; return 0;
     case COMM_DTYPE_F64: *type = MPI_DOUBLE; *size = 8; return 0;
     case COMM_DTYPE_I32: *type = MPI_INT32_T; *size = 4; return 0;
+    case COMM_DTYPE_BF16: break;   // device buffers only (NCCL)
     }
     fprintf(stderr, "anvil: mpi: %s: unknown dtype %d\n", op, (int)dt);
     return -1;
@@ -345,6 +346,22 @@ static int mpi_barrier(comm_group *g) {
     return comm_mpi_check(MPI_Barrier(comm_of(g)), "barrier");
 }
 
+// Host buffers have no streams to overlap on: the "started" operations complete here.
+static int mpi_all_reduce_start(comm_group *g, void *buf, size_t count, comm_dtype dt,
+                                comm_op op) {
+    return mpi_all_reduce(g, buf, count, dt, op);
+}
+
+static int mpi_reduce_scatter_start(comm_group *g, const void *send, void *recv, size_t count,
+                                    comm_dtype dt, comm_op op) {
+    return mpi_reduce_scatter(g, send, recv, count, dt, op);
+}
+
+static int mpi_wait(comm_group *g) {
+    (void)g;
+    return 0;
+}
+
 // ---- the backend ----------------------------------------------------------------------
 
 static const comm_backend mpi_backend = {
@@ -357,6 +374,9 @@ static const comm_backend mpi_backend = {
     .recv = mpi_recv,
     .sendrecv = mpi_sendrecv,
     .barrier = mpi_barrier,
+    .all_reduce_start = mpi_all_reduce_start,
+    .reduce_scatter_start = mpi_reduce_scatter_start,
+    .wait = mpi_wait,
 };
 
 const comm_backend *comm_backend_mpi(void) { return &mpi_backend; }

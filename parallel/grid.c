@@ -217,8 +217,49 @@ fail:
     return 1;
 }
 
+// An NCCL group over the ranks of MPI group *mpi, or NULL after printing.
+static comm_group *nccl_over(comm_group *mpi) {
+    comm_group *n = calloc(1, sizeof *n);
+    if (!n) {
+        fprintf(stderr, "anvil: grid: out of memory for an NCCL group\n");
+        return NULL;
+    }
+    if (comm_nccl_group_init(n, mpi->impl) != 0) {
+        free(n);
+        return NULL;
+    }
+    return n;
+}
+
+int parallel_grid_use_nccl(parallel_grid *g) {
+    if (g->mpi_tp_g) return 0;
+    // every rank creates the three in the same order (ncclCommInitRank blocks)
+    comm_group *tp = nccl_over(g->tp_g);
+    comm_group *dp = tp ? nccl_over(g->dp_g) : NULL;
+    comm_group *pp = dp ? nccl_over(g->pp_g) : NULL;
+    if (!pp) {
+        comm_nccl_group_free(tp);
+        comm_nccl_group_free(dp);
+        free(tp);
+        free(dp);
+        return 1;
+    }
+    g->mpi_tp_g = g->tp_g, g->tp_g = tp;
+    g->mpi_dp_g = g->dp_g, g->dp_g = dp;
+    g->mpi_pp_g = g->pp_g, g->pp_g = pp;
+    return 0;
+}
+
 void parallel_grid_free(parallel_grid *g) {
     if (!g) return;
+    if (g->mpi_tp_g) {
+        comm_group *n[3] = {g->pp_g, g->dp_g, g->tp_g};
+        for (int i = 0; i < 3; i++) {
+            comm_nccl_group_free(n[i]);
+            free(n[i]);
+        }
+        g->pp_g = g->mpi_pp_g, g->dp_g = g->mpi_dp_g, g->tp_g = g->mpi_tp_g;
+    }
     group_free(g->pp_g);
     group_free(g->dp_g);
     group_free(g->tp_g);

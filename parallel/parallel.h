@@ -23,7 +23,10 @@
 extern "C" {
 #endif
 
-typedef enum comm_dtype { COMM_DTYPE_F32 = 0, COMM_DTYPE_F64 = 1, COMM_DTYPE_I32 = 2 } comm_dtype;
+// BF16 is for device buffers (NCCL); the MPI backend refuses it.
+typedef enum comm_dtype {
+    COMM_DTYPE_F32 = 0, COMM_DTYPE_F64 = 1, COMM_DTYPE_I32 = 2, COMM_DTYPE_BF16 = 3
+} comm_dtype;
 typedef enum comm_op { COMM_OP_SUM = 0, COMM_OP_AVG = 1, COMM_OP_MAX = 2 } comm_op;
 
 typedef struct comm_group comm_group;
@@ -56,6 +59,17 @@ typedef struct comm_backend {
     int (*sendrecv)(comm_group *g, const void *send, size_t scount, int dst, void *recv,
                     size_t rcount, int src, comm_dtype dt);
     int (*barrier)(comm_group *g);
+    // Overlap (the data-parallel gradient reduction during the backward pass): start
+    // an all-reduce / reduce-scatter of data the compute work queued so far produces,
+    // and return at once; comm_wait makes every later compute op wait for all started
+    // ones. The buffers must not be touched in between. NCCL runs them on the group's
+    // own stream, ordered after the compute stream by an event; MPI (host buffers, no
+    // streams) completes them before returning.
+    int (*all_reduce_start)(comm_group *g, void *buf, size_t count, comm_dtype dt,
+                            comm_op op);
+    int (*reduce_scatter_start)(comm_group *g, const void *send, void *recv, size_t count,
+                                comm_dtype dt, comm_op op);
+    int (*wait)(comm_group *g);
 } comm_backend;
 
 struct comm_group {
@@ -68,12 +82,25 @@ struct comm_group {
 // The MPI backend (host buffers).
 const comm_backend *comm_backend_mpi(void);
 
+// The NCCL backend (device buffers, parallel/comm_nccl.c). comm_nccl_group_init makes
+// g an NCCL communicator over the same ranks as the MPI communicator *mpi_comm (an
+// MPI_Comm *, passed untyped so this header needs no mpi.h): group rank 0 creates the
+// unique id and broadcasts it over MPI, every rank calls ncclCommInitRank on the GPU
+// the cuda backend selected, and a stream of its own is created for the group.
+// Collective over mpi_comm. Returns 0, or 1 after printing (no NCCL in this build, or
+// NCCL's error text).
+int comm_nccl_group_init(comm_group *g, void *mpi_comm);
+void comm_nccl_group_free(comm_group *g);   // on a zeroed or freed group: a no-op
+
 // The grid of one job.
 typedef struct parallel_grid {
     int world, rank;           // MPI_COMM_WORLD size and rank
     int dp, tp, pp;            // group sizes
     int dp_rank, tp_rank, pp_rank;
     comm_group *world_g, *dp_g, *tp_g, *pp_g;   // owned
+    // after parallel_grid_use_nccl: the MPI groups dp_g, tp_g, pp_g replaced (world_g
+    // stays MPI: it carries the host-side flags and sums)
+    comm_group *mpi_dp_g, *mpi_tp_g, *mpi_pp_g;
 } parallel_grid;
 
 // Build the grid for `pc` over MPI_COMM_WORLD (MPI initialized): dp 0 means
@@ -86,15 +113,25 @@ typedef struct parallel_grid {
 int parallel_grid_init(parallel_grid *g, const parallel_config *pc, int n_head,
                        int n_kv_head, long samples, int micro_batch);
 void parallel_grid_free(parallel_grid *g);
+// Device buffers (the cuda backend): make dp_g, tp_g and pp_g NCCL communicators over
+// the same ranks (the MPI ones are kept underneath and freed with the grid). Call once,
+// after the cuda backend has selected this rank's GPU. Collective. Returns 0, or 1
+// after printing.
+int parallel_grid_use_nccl(parallel_grid *g);
 
 // ---- tensor parallel (tensor.c) ----------------------------------------------------
 
-// The tensor-parallel model's collectives over group ctx (a comm_group *), shaped for
-// trainer/model.h's model_tp_comm hooks: buf (n) summed in place; send (n) of every
-// rank gathered into recv (size, n) in rank order. A communication failure is an
-// internal error: it is reported and the job aborted (MPI_Abort), since a rank
-// returning alone would leave the others waiting.
-void tp_all_reduce_sum(void *ctx, float *buf, size_t n);
+// The tensor-parallel model's collectives over ctx (a tp_ctx *), shaped for
+// trainer/model.h's model_tp_comm hooks: buf (n) of type act (the backend's
+// activation type) summed in place; fp32 send (n) of every rank gathered into recv
+// (size, n) in rank order. A communication failure is an internal error: it is
+// reported and the job aborted (MPI_Abort), since a rank returning alone would leave
+// the others waiting.
+typedef struct tp_ctx {
+    comm_group *g;             // the tp group
+    comm_dtype act;            // COMM_DTYPE_F32 (cpu) or COMM_DTYPE_BF16 (cuda)
+} tp_ctx;
+void tp_all_reduce_sum(void *ctx, void *buf, size_t n);
 void tp_all_gather(void *ctx, const float *send, float *recv, size_t n);
 
 // ---- pipeline schedule (pipeline.c) ------------------------------------------------
@@ -105,12 +142,13 @@ void tp_all_gather(void *ctx, const float *send, float *recv, size_t n);
 typedef struct pipeline_stage {
     void *ctx;
     int n_slots;                              // pipeline_slots(...) or more
-    size_t act_count;                         // floats in one activation (B*T*C)
+    size_t act_count;                         // elements in one activation (B*T*C)
+    comm_dtype act_dtype;                     // their type (the backend's anv_act)
     void (*forward)(void *ctx, int micro, int slot);   // input already in place
     void (*backward)(void *ctx, int micro, int slot);  // output gradient in place
-    float *(*input)(void *ctx, int slot);     // receives the previous stage's output
-    float *(*output)(void *ctx, int slot);    // sent to the next stage
-    float *(*grad)(void *ctx);                // receives the output's gradient before
+    void *(*input)(void *ctx, int slot);      // receives the previous stage's output
+    void *(*output)(void *ctx, int slot);     // sent to the next stage
+    void *(*grad)(void *ctx);                 // receives the output's gradient before
                                               // backward, holds the input's after it
 } pipeline_stage;
 

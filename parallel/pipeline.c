@@ -75,7 +75,6 @@ int pipeline_slots(int pp, int stage, int n_micro) {
     return n < n_micro ? n : n_micro;
 }
 
-#define F32 COMM_DTYPE_F32
 
 int pipeline_train_1f1b(comm_group *pp, int n_micro, const pipeline_stage *st) {
     const comm_backend *be = pp->be;
@@ -91,11 +90,11 @@ int pipeline_train_1f1b(comm_group *pp, int n_micro, const pipeline_stage *st) {
     // warm-up: forwards only; each output goes on to the next stage's warm-up (or its
     // first receive below)
     for (int i = 0; i < w; i++) {
-        if (!first && be->recv(pp, st->input(st->ctx, SLOT(i)), n, F32, prev)) return -1;
+        if (!first && be->recv(pp, st->input(st->ctx, SLOT(i)), n, st->act_dtype, prev)) return -1;
         st->forward(st->ctx, i, SLOT(i));
-        if (!last && be->send(pp, st->output(st->ctx, SLOT(i)), n, F32, next)) return -1;
+        if (!last && be->send(pp, st->output(st->ctx, SLOT(i)), n, st->act_dtype, next)) return -1;
     }
-    if (steady > 0 && !first && be->recv(pp, st->input(st->ctx, SLOT(w)), n, F32, prev))
+    if (steady > 0 && !first && be->recv(pp, st->input(st->ctx, SLOT(w)), n, st->act_dtype, prev))
         return -1;
     // steady state: forward w + j, backward j
     for (int j = 0; j < steady; j++) {
@@ -104,24 +103,24 @@ int pipeline_train_1f1b(comm_group *pp, int n_micro, const pipeline_stage *st) {
         // send activation f, receive the gradient of micro-batch j (pairs with the next
         // stage's "send gradient j, receive activation f" below)
         if (!last && be->sendrecv(pp, st->output(st->ctx, SLOT(f)), n, next, st->grad(st->ctx),
-                                  n, next, F32))
+                                  n, next, st->act_dtype))
             return -1;
         st->backward(st->ctx, j, SLOT(j));
         if (first) continue;
         if (j + 1 < steady) {
             // send gradient j, receive activation f + 1
             if (be->sendrecv(pp, st->grad(st->ctx), n, prev, st->input(st->ctx, SLOT(f + 1)),
-                             n, prev, F32))
+                             n, prev, st->act_dtype))
                 return -1;
-        } else if (be->send(pp, st->grad(st->ctx), n, F32, prev)) {
+        } else if (be->send(pp, st->grad(st->ctx), n, st->act_dtype, prev)) {
             return -1;   // pairs with the previous stage's first cool-down receive
         }
     }
     // cool-down: the backwards of the warm-up's micro-batches
     for (int i = steady; i < M; i++) {
-        if (!last && be->recv(pp, st->grad(st->ctx), n, F32, next)) return -1;
+        if (!last && be->recv(pp, st->grad(st->ctx), n, st->act_dtype, next)) return -1;
         st->backward(st->ctx, i, SLOT(i));
-        if (!first && be->send(pp, st->grad(st->ctx), n, F32, prev)) return -1;
+        if (!first && be->send(pp, st->grad(st->ctx), n, st->act_dtype, prev)) return -1;
     }
 #undef SLOT
     return 0;
@@ -131,9 +130,9 @@ int pipeline_forward_only(comm_group *pp, int n_micro, const pipeline_stage *st)
     const comm_backend *be = pp->be;
     const int s = pp->rank, first = s == 0, last = s == pp->size - 1;
     for (int i = 0; i < n_micro; i++) {
-        if (!first && be->recv(pp, st->input(st->ctx, 0), st->act_count, F32, s - 1)) return -1;
+        if (!first && be->recv(pp, st->input(st->ctx, 0), st->act_count, st->act_dtype, s - 1)) return -1;
         st->forward(st->ctx, i, 0);
-        if (!last && be->send(pp, st->output(st->ctx, 0), st->act_count, F32, s + 1)) return -1;
+        if (!last && be->send(pp, st->output(st->ctx, 0), st->act_count, st->act_dtype, s + 1)) return -1;
     }
     return 0;
 }

@@ -18,12 +18,12 @@ static void tp_fail(const comm_group *g, const char *what) {
     MPI_Abort(MPI_COMM_WORLD, 1);
 }
 
-void tp_all_reduce_sum(void *ctx, float *buf, size_t n) {
-    comm_group *g = ctx;
-    if (g->be->all_reduce(g, buf, n, COMM_DTYPE_F32, COMM_OP_SUM)) tp_fail(g, "all-reduce");
+void tp_all_reduce_sum(void *ctx, void *buf, size_t n) {
+    const tp_ctx *c = ctx;
+    if (c->g->be->all_reduce(c->g, buf, n, c->act, COMM_OP_SUM)) tp_fail(c->g, "all-reduce");
 }
 
 void tp_all_gather(void *ctx, const float *send, float *recv, size_t n) {
-    comm_group *g = ctx;
-    if (g->be->all_gather(g, send, recv, n, COMM_DTYPE_F32)) tp_fail(g, "all-gather");
+    const tp_ctx *c = ctx;
+    if (c->g->be->all_gather(c->g, send, recv, n, COMM_DTYPE_F32)) tp_fail(c->g, "all-gather");
 }

@@ -110,23 +110,29 @@ static int64_t real_rows(const model *m, const param_tensor *t) {
     return t->is_vocab ? m->Vv : t->shape[0];
 }
 
-// This rank's pieces of kind "param" (src: offsets into a copy of m->params) and of
-// the moments (src: offsets into a copy of o->m / o->v, i.e. relative to o->lo).
-// With all_tensors, non-counted tensors too (what a rank must read, not write).
+// This rank's pieces of kind "param" (src: offsets into a copy of m->params, or with
+// ranged_params into a copy of the master weights o->master, relative to o->lo like
+// the moments and cut to [lo, hi) like them) and of the moments (src: offsets into a
+// copy of o->m / o->v, relative to o->lo). With all_tensors, non-counted tensors too
+// (what a rank must read, not write).
 static int build_pieces(piece_list *l, const model *m, const optimizer *o, int params,
-                        int moments, int all_tensors, const char *file) {
+                        int moments, int all_tensors, int ranged_params, const char *file) {
     l->vocab = m->V;
     for (int i = 0; i < m->n_tensors; i++) {
         const param_tensor *t = &m->tensors[i];
         if (!t->counted && !all_tensors) continue;
-        if (params && push_range(l, t, "param", file, 0, t->numel, t->offset,
-                                 real_rows(m, t)))
+        if (params && !ranged_params &&
+            push_range(l, t, "param", file, 0, t->numel, t->offset, real_rows(m, t)))
             return 1;
-        if (!moments || !o) continue;
+        if (!o || !(moments || (params && ranged_params))) continue;
         size_t a = t->offset > o->lo ? t->offset : o->lo;
         size_t b = t->offset + t->numel < o->hi ? t->offset + t->numel : o->hi;
         if (a >= b) continue;
-        for (int k = 0; k < 2; k++)
+        if (params && ranged_params &&
+            push_range(l, t, "param", file, a - t->offset, b - t->offset, a - o->lo,
+                       real_rows(m, t)))
+            return 1;
+        for (int k = 0; moments && k < 2; k++)
             if (push_range(l, t, k ? "adam_v" : "adam_m", file, a - t->offset, b - t->offset,
                            a - o->lo, real_rows(m, t)))
                 return 1;
@@ -300,9 +306,13 @@ static int save_begin(const train_ckpt *c, const train_state *ts, int async, tra
         return rc;
     }
     ckpt_tmp_dir(sv->root, ts->step, sv->tmp, sizeof sv->tmp);
-    const int write_params = g->dp_rank == 0;
+    // The fp32 parameters: m->params on the cpu; the master weights where the
+    // backend's weights are bf16, cut like the moments (each dp rank its own range
+    // under ZeRO-1, since that is all the master it holds).
+    const int master = o->master != NULL;
     const int write_moments = c->zero || g->dp_rank == 0;
-    if (build_pieces(&sv->l, m, o, write_params, write_moments, 0, "")) rc = 1;
+    const int write_params = master ? write_moments : g->dp_rank == 0;
+    if (build_pieces(&sv->l, m, o, write_params, write_moments, 0, master, "")) rc = 1;
     if (rc == 0 && assign_parts(sv, g->rank)) rc = 1;
     const size_t nm = o->hi - o->lo;
     // A synchronous save of host memory writes straight from the training state; an
@@ -312,12 +322,12 @@ static int save_begin(const train_ckpt *c, const train_state *ts, int async, tra
     if (rc == 0 && sv->l.n > 0) {
         if (copy && c->staging) {
             // kept from one save to the next: no page faults on 3 x the state each time
-            if (!c->staging[0]) c->staging[0] = malloc(m->n_alloc * sizeof(float));
+            if (!c->staging[0]) c->staging[0] = malloc(m->n_alloc * sizeof(float) + 1);
             if (!c->staging[1]) c->staging[1] = malloc(nm * sizeof(float) + 1);
             if (!c->staging[2]) c->staging[2] = malloc(nm * sizeof(float) + 1);
             for (int k = 0; k < 3; k++) stage[k] = c->staging[k];
         } else if (copy) {
-            stage[0] = sv->host = malloc(m->n_alloc * sizeof(float));
+            stage[0] = sv->host = malloc(m->n_alloc * sizeof(float) + 1);
             stage[1] = sv->hm = malloc(nm * sizeof(float) + 1);
             stage[2] = sv->hv = malloc(nm * sizeof(float) + 1);
         }
@@ -325,9 +335,9 @@ static int save_begin(const train_ckpt *c, const train_state *ts, int async, tra
         if ((copy && (!stage[0] || !stage[1] || !stage[2])) || !sv->data) rc = 1;
     }
     if (rc == 0 && sv->l.n > 0) {
-        const float *P = m->params, *M = o->m, *Vv = o->v;
+        const float *P = master ? o->master : (const float *)m->params, *M = o->m, *Vv = o->v;
         if (copy) {
-            m->be->copy_to_host(stage[0], m->params, m->n_alloc * sizeof(float));
+            m->be->copy_to_host(stage[0], P, (master ? nm : m->n_alloc) * sizeof(float));
             m->be->copy_to_host(stage[1], o->m, nm * sizeof(float));
             m->be->copy_to_host(stage[2], o->v, nm * sizeof(float));
             P = stage[0], M = stage[1], Vv = stage[2];
@@ -545,11 +555,11 @@ int train_checkpoint_load(const train_ckpt *c, const char *dir, train_state *ts,
         }
     }
     if (rc == 0) rc = ckpt_h5_pieces(r, &stored, &n_stored);
-    if (rc == 0 && build_pieces(&l, m, o, 1, o != NULL, 1, "")) rc = 1;
+    if (rc == 0 && build_pieces(&l, m, o, 1, o != NULL, 1, 0, "")) rc = 1;
     const size_t nm = o ? o->hi - o->lo : 0;
     // Host-memory backends read straight into the model and optimizer; others through
     // a host copy. Either way padding rows and gaps end up zero.
-    const int direct = m->be->host_memory;
+    const int direct = m->be->host_memory && m->be->act_dtype == ANV_DTYPE_F32;
     if (rc == 0 && direct) {
         m->be->zero(m->params, m->n_alloc * sizeof(float));
         if (o) m->be->zero(o->m, nm * sizeof(float)), m->be->zero(o->v, nm * sizeof(float));
@@ -572,8 +582,11 @@ int train_checkpoint_load(const train_ckpt *c, const char *dir, train_state *ts,
     if (rc == 0 && (rc = ckpt_load_rects(dir, stored, n_stored, want, l.n, why, why_n)) == 2)
         rc = 3;
     if (rc == 0) {
-        if (!direct) m->be->copy_from_host(m->params, host, m->n_alloc * sizeof(float));
+        // fp32 from the file: the working weights (rounded to the backend's type) and,
+        // where the backend has them, the master weights of [lo, hi) unrounded
+        if (!direct) m->be->act_from_host_f32(m->params, host, m->n_alloc);
         if (o && !direct) {
+            optimizer_load_master(o, m, host + o->lo);
             m->be->copy_from_host(o->m, hm, nm * sizeof(float));
             m->be->copy_from_host(o->v, hv, nm * sizeof(float));
         }

@@ -68,7 +68,7 @@ int train_write_gathered(const model *m, parallel_grid *g, const char *path) {
             fprintf(stderr, "anvil: run.final_weights: out of memory on rank %d\n", g->rank);
             MPI_Abort(MPI_COMM_WORLD, 1);
         }
-        m->be->copy_to_host(host, m->params, m->n_params * sizeof(float));
+        m->be->act_to_host_f32(host, m->params, m->n_params);
         rc = cb->send(w, hdr, 2, COMM_DTYPE_F64, 0) ||
              cb->send(w, m->tensors, words * (size_t)m->n_tensors, COMM_DTYPE_I32, 0) ||
              cb->send(w, host, m->n_params, COMM_DTYPE_F32, 0);
@@ -99,7 +99,7 @@ int train_write_gathered(const model *m, parallel_grid *g, const char *path) {
         }
         if (r == 0) {
             memcpy(tab, m->tensors, (size_t)nt * sizeof *tab);
-            m->be->copy_to_host(buf, m->params, np * sizeof(float));
+            m->be->act_to_host_f32(buf, m->params, np);
         } else if (cb->recv(w, tab, words * (size_t)nt, COMM_DTYPE_I32, r) ||
                    cb->recv(w, buf, np, COMM_DTYPE_F32, r)) {
             rc = 1;

@@ -176,21 +176,31 @@ static void build_table(model *m) {
     m->n_params = tb.offset;
 }
 
-// View of tensor `name` in buffer `base`, or NULL if the model has no such tensor.
-static float *view(const model *m, float *base, const char *name) {
+// View of tensor `name` in buffer `base` of `es`-byte elements, or NULL if the model
+// has no such tensor.
+static void *view(const model *m, void *base, size_t es, const char *name) {
     for (int i = 0; i < m->n_tensors; i++)
-        if (strcmp(m->tensors[i].name, name) == 0) return base + m->tensors[i].offset;
+        if (strcmp(m->tensors[i].name, name) == 0)
+            return (char *)base + m->tensors[i].offset * es;
     return NULL;
 }
 
-static void bind_views(model *m, model_views *v, float *base) {
+anv_act *model_param_ptr(const model *m, const param_tensor *t) {
+    return (char *)m->params + t->offset * m->be->act_bytes;
+}
+
+float *model_grad_ptr(const model *m, const param_tensor *t) {
+    return m->grads + t->offset;
+}
+
+static void bind_views(model *m, model_views *v, void *base, size_t es) {
     char n[MODEL_MAX_NAME];
-    v->wte = view(m, base, "wte");
-    v->wpe = view(m, base, "wpe");
+    v->wte = view(m, base, es, "wte");
+    v->wpe = view(m, base, es, "wpe");
     for (int i = 0; i < m->L; i++) {
         const int l = m->sh.layer0 + i;   // global index in the names
         layer_params *lp = &v->layers[i];
-#define V(s) (snprintf(n, sizeof n, "layers.%d.%s", l, s), view(m, base, n))
+#define V(s) (snprintf(n, sizeof n, "layers.%d.%s", l, s), view(m, base, es, n))
         lp->norm1_w = V("norm_1.weight");
         lp->norm1_b = V("norm_1.bias");
         lp->wq = V("attn.wq.weight");
@@ -218,26 +228,33 @@ static void bind_views(model *m, model_views *v, float *base) {
         }
 #undef V
     }
-    v->normf_w = view(m, base, "norm_f.weight");
-    v->normf_b = view(m, base, "norm_f.bias");
-    v->lm_head = m->cfg.tie_embeddings ? v->wte : view(m, base, "lm_head.weight");
+    v->normf_w = view(m, base, es, "norm_f.weight");
+    v->normf_b = view(m, base, es, "norm_f.bias");
+    v->lm_head = m->cfg.tie_embeddings ? v->wte : view(m, base, es, "lm_head.weight");
     if (!m->sh.last) v->lm_head = NULL;
 }
 
 // ----------------------------------------------------------------------------
 // allocation
 
-// Carves consecutive 64-byte aligned pieces out of one activation allocation.
+// Carves consecutive 256-byte aligned pieces out of one activation allocation (256:
+// what cuBLASLt and 16-byte vector loads like best, and a multiple of a cache line).
 typedef struct carver {
-    float *base;      // NULL during the sizing pass
-    size_t used;      // floats
+    char *base;       // NULL during the sizing pass
+    size_t used;      // bytes
+    size_t act;       // bytes of an anv_act element
 } carver;
 
-static float *carve(carver *c, size_t n) {
-    float *p = c->base ? c->base + c->used : NULL;
-    c->used += (n + 15) / 16 * 16;
+#define CARVE_ALIGN 256
+
+static void *carve_bytes(carver *c, size_t bytes) {
+    void *p = c->base ? c->base + c->used : NULL;
+    c->used += (bytes + CARVE_ALIGN - 1) / CARVE_ALIGN * CARVE_ALIGN;
     return p;
 }
+// n fp32 elements / n anv_act elements
+static float *carve(carver *c, size_t n) { return carve_bytes(c, n * sizeof(float)); }
+static anv_act *carve_a(carver *c, size_t n) { return carve_bytes(c, n * c->act); }
 
 // What one micro-batch's forward keeps for its backward.
 static void carve_slot(model *m, model_slot *sl, carver *c) {
@@ -247,30 +264,30 @@ static void carve_slot(model *m, model_slot *sl, carver *c) {
     const int gpt2 = m->cfg.family == MODEL_FAMILY_GPT2;
     for (int l = 0; l < m->L; l++) {
         layer_acts *a = &sl->acts[l];
-        a->res_in = carve(c, N * C);
-        a->norm1 = carve(c, N * C);
+        a->res_in = carve_a(c, N * C);
+        a->norm1 = carve_a(c, N * C);
         a->n1_mean = gpt2 ? carve(c, N) : NULL;
         a->n1_rstd = carve(c, N);
-        a->q = carve(c, N * QD);
-        a->k = carve(c, N * KD);
-        a->v = carve(c, N * KD);
+        a->q = carve_a(c, N * QD);
+        a->k = carve_a(c, N * KD);
+        a->v = carve_a(c, N * KD);
         a->att_state = carve(c, m->be->attention_state_floats(m->B, m->T, m->NH));
-        a->att_out = carve(c, N * QD);
-        a->res_mid = carve(c, N * C);
-        a->norm2 = carve(c, N * C);
+        a->att_out = carve_a(c, N * QD);
+        a->res_mid = carve_a(c, N * C);
+        a->norm2 = carve_a(c, N * C);
         a->n2_mean = gpt2 ? carve(c, N) : NULL;
         a->n2_rstd = carve(c, N);
-        a->fc = carve(c, N * F);
-        a->up = gpt2 ? NULL : carve(c, N * F);
-        a->act = carve(c, N * F);
+        a->fc = carve_a(c, N * F);
+        a->up = gpt2 ? NULL : carve_a(c, N * F);
+        a->act = carve_a(c, N * F);
     }
-    sl->res_out = carve(c, N * C);
+    sl->res_out = carve_a(c, N * C);
     sl->inputs = (int32_t *)carve(c, N);   // int32 and float are both 4 bytes
     if (m->sh.last) {
-        sl->normf = carve(c, N * C);
+        sl->normf = carve_a(c, N * C);
         sl->nf_mean = gpt2 ? carve(c, N) : NULL;
         sl->nf_rstd = carve(c, N);
-        sl->logits = carve(c, N * (size_t)m->Vp);
+        sl->logits = carve_a(c, N * (size_t)m->Vp);
         sl->losses = carve(c, N);
         sl->lse = carve(c, N);
         sl->stats = carve(c, N * 3);
@@ -287,21 +304,23 @@ static void carve_acts(model *m, carver *c) {
     m->rope_cos = gpt2 ? NULL : carve(c, (size_t)m->maxT * (m->HS / 2));
     m->rope_sin = gpt2 ? NULL : carve(c, (size_t)m->maxT * (m->HS / 2));
     m->stats_all = m->sh.last && m->sh.tp > 1 ? carve(c, (size_t)m->sh.tp * N * 3) : NULL;
-    m->d_res = carve(c, N * C);
-    m->d_tmp = carve(c, N * C);
-    m->d_norm = carve(c, N * C);
-    m->d_q = carve(c, N * QD);
-    m->d_k = carve(c, N * KD);
-    m->d_v = carve(c, N * KD);
-    m->d_att = carve(c, N * QD);
-    m->att_scratch = carve(c, m->be->attention_scratch_floats(m->B, m->T, m->NH));
-    m->d_fc = carve(c, N * F);
-    m->d_up = gpt2 ? NULL : carve(c, N * F);
-    m->d_act = carve(c, N * F);
+    m->d_res = carve_a(c, N * C);
+    m->d_tmp = carve_a(c, N * C);
+    m->d_norm = carve_a(c, N * C);
+    m->d_q = carve_a(c, N * QD);
+    m->d_k = carve_a(c, N * KD);
+    m->d_v = carve_a(c, N * KD);
+    m->d_att = carve_a(c, N * QD);
+    m->att_scratch = carve(c, m->be->attention_scratch_floats(m->B, m->T, m->NH, m->HS));
+    m->d_fc = carve_a(c, N * F);
+    m->d_up = gpt2 ? NULL : carve_a(c, N * F);
+    m->d_act = carve_a(c, N * F);
 }
 
-int model_init(model *m, const model_config *mc, const anv_backend *be, int B, int T,
-               const model_shard *sh) {
+// model_init's work; with allocate 0 it stops once every size is known (host tables
+// only), for model_memory.
+static int model_setup(model *m, const model_config *mc, const anv_backend *be, int B, int T,
+                       const model_shard *sh, int allocate) {
     memset(m, 0, sizeof *m);
     m->cfg = *mc;
     m->be = be;
@@ -352,18 +371,26 @@ int model_init(model *m, const model_config *mc, const anv_backend *be, int B, i
     size_t shards = (size_t)m->sh.n_shards;
     m->n_alloc = (m->n_params + shards - 1) / shards * shards;
     if (m->n_alloc == 0) m->n_alloc = shards;
-    m->params = be->alloc(m->n_alloc * sizeof(float));
+    if (!allocate) {
+        carver c = {NULL, 0, be->act_bytes};
+        carve_acts(m, &c);
+        m->act_block_bytes = c.used;
+        return 0;
+    }
+    m->params = be->alloc(m->n_alloc * be->act_bytes);
     m->grads = be->alloc(m->n_alloc * sizeof(float));
     if (!m->params || !m->grads) goto oom;
-    bind_views(m, &m->p, m->params);
-    bind_views(m, &m->g, m->grads);
+    bind_views(m, &m->p, m->params, be->act_bytes);
+    bind_views(m, &m->g, m->grads, sizeof(float));
 
-    carver c = {NULL, 0};
+    carver c = {NULL, 0, be->act_bytes};
     carve_acts(m, &c);                // sizing pass
-    c.base = be->alloc(c.used * sizeof(float));
-    if (!c.base) goto oom;
+    m->act_block = be->alloc(c.used);
+    if (!m->act_block) goto oom;
+    m->act_block_bytes = c.used;
+    c.base = m->act_block;
     c.used = 0;
-    carve_acts(m, &c);                // the first carved piece is the allocation's start
+    carve_acts(m, &c);
     m->logits = m->slots[0].logits;
 
     if (m->cfg.family == MODEL_FAMILY_LLAMA) {
@@ -386,16 +413,27 @@ oom:
     return 1;
 }
 
+int model_init(model *m, const model_config *mc, const anv_backend *be, int B, int T,
+               const model_shard *sh) {
+    return model_setup(m, mc, be, B, T, sh, 1);
+}
+
+int model_memory(const model_config *mc, const anv_backend *be, int B, int T,
+                 const model_shard *sh, size_t *n_alloc, size_t *act_bytes) {
+    model tmp;
+    int rc = model_setup(&tmp, mc, be, B, T, sh, 0);
+    *n_alloc = tmp.n_alloc;
+    *act_bytes = tmp.act_block_bytes;
+    tmp.be = NULL;                    // nothing was allocated on the backend
+    model_free(&tmp);
+    return rc;
+}
+
 void model_free(model *m) {
     if (m->be) {
         m->be->free(m->params);
         m->be->free(m->grads);
-        // the activation block starts at the first slot's first carved piece
-        if (m->slots && m->slots[0].acts) {
-            void *block = m->L > 0 ? (void *)m->slots[0].acts[0].res_in
-                                   : (void *)m->slots[0].res_out;
-            m->be->free(block);
-        }
+        m->be->free(m->act_block);
     }
     for (int s = 0; m->slots && s < m->n_slots; s++) {
         free(m->slots[s].acts);
@@ -441,7 +479,7 @@ int model_init_weights(model *m, unsigned long long seed) {
                 memcpy(part, full + first, t->numel * sizeof(float));
             }
         }
-        m->be->copy_from_host(m->params + t->offset, part, t->numel * sizeof(float));
+        m->be->act_from_host_f32(model_param_ptr(m, t), part, t->numel);
     }
     free(full);
     free(part);
@@ -451,16 +489,27 @@ int model_init_weights(model *m, unsigned long long seed) {
 // ----------------------------------------------------------------------------
 // forward
 
-static void norm_forward(const model *m, float *out, float *mean, float *rstd,
-                         const float *inp, const float *w, const float *b, int N) {
+static void norm_forward(const model *m, anv_act *out, float *mean, float *rstd,
+                         const anv_act *inp, const anv_act *w, const anv_act *b, int N) {
     if (m->cfg.family == MODEL_FAMILY_GPT2)
         m->be->layernorm_forward(out, mean, rstd, inp, w, b, N, m->C, m->eps);
     else
         m->be->rmsnorm_forward(out, rstd, inp, w, N, m->C, m->eps);
 }
 
-static void norm_backward(const model *m, float *dinp, float *dw, float *db,
-                          const float *dout, const float *inp, const float *w,
+// res = a + b, then out = norm(res): one fused op (the residual add of one block and
+// the norm that opens the next).
+static void norm_residual_forward(const model *m, anv_act *res, anv_act *out, float *mean,
+                                  float *rstd, const anv_act *a, const anv_act *b,
+                                  const anv_act *w, const anv_act *bias, int N) {
+    if (m->cfg.family == MODEL_FAMILY_GPT2)
+        m->be->layernorm_residual_forward(res, out, mean, rstd, a, b, w, bias, N, m->C, m->eps);
+    else
+        m->be->rmsnorm_residual_forward(res, out, rstd, a, b, w, N, m->C, m->eps);
+}
+
+static void norm_backward(const model *m, anv_act *dinp, float *dw, float *db,
+                          const anv_act *dout, const anv_act *inp, const anv_act *w,
                           const float *mean, const float *rstd, int N) {
     if (m->cfg.family == MODEL_FAMILY_GPT2)
         m->be->layernorm_backward(dinp, dw, db, dout, inp, w, mean, rstd, N, m->C);
@@ -470,23 +519,23 @@ static void norm_backward(const model *m, float *dinp, float *dw, float *db,
 
 // Sum buf (n) over the tensor-parallel group: the output of a row-parallel layer
 // (forward) or the input gradient of a column-parallel one (backward).
-static void tp_sum(const model *m, float *buf, size_t n) {
+static void tp_sum(const model *m, anv_act *buf, size_t n) {
     if (m->sh.tp > 1) m->tp_comm->all_reduce(m->tp_comm->ctx, buf, n);
 }
 
 // A row-parallel matmul: each shard multiplies its input columns; the sum over tp is
 // the layer's output. Its bias is added once, by tp rank 0, before the sum.
-static void row_parallel_forward(const model *m, float *out, const float *inp,
-                                 const float *w, const float *b, int N, int C, int OC) {
-    m->be->matmul_forward(out, inp, w, m->sh.tp_rank == 0 ? b : NULL, N, C, OC);
+static void row_parallel_forward(const model *m, anv_act *out, const anv_act *inp,
+                                 const anv_act *w, const anv_act *b, int N, int C, int OC) {
+    m->be->matmul_forward(out, NULL, inp, w, m->sh.tp_rank == 0 ? b : NULL, N, C, OC);
     tp_sum(m, out, (size_t)N * OC);
 }
 
-float *model_slot_input(model *m, int slot) {
+anv_act *model_slot_input(model *m, int slot) {
     return m->L > 0 ? m->slots[slot].acts[0].res_in : m->slots[slot].res_out;
 }
-float *model_slot_output(model *m, int slot) { return m->slots[slot].res_out; }
-float *model_input_grad(model *m) { return m->d_res; }
+anv_act *model_slot_output(model *m, int slot) { return m->slots[slot].res_out; }
+anv_act *model_input_grad(model *m) { return m->d_res; }
 
 double model_forward_slot(model *m, int slot, const int32_t *inputs,
                           const int32_t *targets, int B, int T) {
@@ -498,7 +547,7 @@ double model_forward_slot(model *m, int slot, const int32_t *inputs,
     sl->curB = B;
     sl->curT = T;
     sl->have_targets = targets != NULL;
-    float *x = model_slot_input(m, slot);   // (B,T,C)
+    anv_act *x = model_slot_input(m, slot);   // (B,T,C)
 
     if (m->sh.first) {
         // vocab-parallel embedding: each shard looks up the tokens it holds (zero rows
@@ -510,16 +559,23 @@ double model_forward_slot(model *m, int slot, const int32_t *inputs,
         tp_sum(m, x, (size_t)N * C);
     }
 
+    // Each block's closing residual add is fused with the norm that follows it (the
+    // next layer's norm_1, or the final norm); only the stage's first norm_1 and, on a
+    // stage without the head, its last residual add stand alone.
+    if (m->L > 0) {
+        const layer_params *w = &m->p.layers[0];
+        layer_acts *a = &sl->acts[0];
+        norm_forward(m, a->norm1, a->n1_mean, a->n1_rstd, a->res_in, w->norm1_w, w->norm1_b, N);
+    }
     for (int l = 0; l < m->L; l++) {
         const layer_params *w = &m->p.layers[l];
         layer_acts *a = &sl->acts[l];
-        float *res_next = l + 1 < m->L ? sl->acts[l + 1].res_in : sl->res_out;   // (B,T,C)
+        anv_act *res_next = l + 1 < m->L ? sl->acts[l + 1].res_in : sl->res_out;   // (B,T,C)
 
         // attention block: res_mid = res_in + wo(attention(norm_1(res_in)))
-        norm_forward(m, a->norm1, a->n1_mean, a->n1_rstd, a->res_in, w->norm1_w, w->norm1_b, N);
-        be->matmul_forward(a->q, a->norm1, w->wq, w->bq, N, C, QD);   // (B,T,NH,HS)
-        be->matmul_forward(a->k, a->norm1, w->wk, w->bk, N, C, KD);   // (B,T,KVH,HS)
-        be->matmul_forward(a->v, a->norm1, w->wv, w->bv, N, C, KD);   // (B,T,KVH,HS)
+        be->matmul_forward(a->q, NULL, a->norm1, w->wq, w->bq, N, C, QD);   // (B,T,NH,HS)
+        be->matmul_forward(a->k, NULL, a->norm1, w->wk, w->bk, N, C, KD);   // (B,T,KVH,HS)
+        be->matmul_forward(a->v, NULL, a->norm1, w->wv, w->bv, N, C, KD);   // (B,T,KVH,HS)
         if (!gpt2) {
             be->rope_forward(a->q, m->rope_cos, m->rope_sin, B, T, m->NH, m->HS);
             be->rope_forward(a->k, m->rope_cos, m->rope_sin, B, T, m->KVH, m->HS);
@@ -527,26 +583,38 @@ double model_forward_slot(model *m, int slot, const int32_t *inputs,
         be->attention_forward(a->att_out, a->att_state, a->q, a->k, a->v, B, T, m->NH,
                               m->KVH, m->HS);
         row_parallel_forward(m, a->res_mid, a->att_out, w->wo, w->bo, N, QD, C);
-        be->residual_forward(a->res_mid, a->res_mid, a->res_in, (size_t)N * C);
+        norm_residual_forward(m, a->res_mid, a->norm2, a->n2_mean, a->n2_rstd, a->res_mid,
+                              a->res_in, w->norm2_w, w->norm2_b, N);
 
         // MLP block: res_next = res_mid + mlp(norm_2(res_mid))
-        norm_forward(m, a->norm2, a->n2_mean, a->n2_rstd, a->res_mid, w->norm2_w, w->norm2_b, N);
-        be->matmul_forward(a->fc, a->norm2, w->w_fc, w->b_fc, N, C, F);   // (B,T,F)
         if (gpt2) {
-            be->gelu_forward(a->act, a->fc, (size_t)N * F);
+            // fc through the GELU epilogue: fc keeps the pre-GELU values for backward
+            be->matmul_forward(a->act, a->fc, a->norm2, w->w_fc, w->b_fc, N, C, F);  // (B,T,F)
         } else {
-            be->matmul_forward(a->up, a->norm2, w->w_up, NULL, N, C, F);
+            be->matmul_forward(a->fc, NULL, a->norm2, w->w_fc, NULL, N, C, F);
+            be->matmul_forward(a->up, NULL, a->norm2, w->w_up, NULL, N, C, F);
             be->swiglu_forward(a->act, a->fc, a->up, (size_t)N * F);
         }
         row_parallel_forward(m, res_next, a->act, w->w_proj, w->b_proj, N, F, C);
-        be->residual_forward(res_next, res_next, a->res_mid, (size_t)N * C);
+        if (l + 1 < m->L) {
+            const layer_params *wn = &m->p.layers[l + 1];
+            layer_acts *an = &sl->acts[l + 1];
+            norm_residual_forward(m, res_next, an->norm1, an->n1_mean, an->n1_rstd, res_next,
+                                  a->res_mid, wn->norm1_w, wn->norm1_b, N);
+        } else if (m->sh.last) {
+            norm_residual_forward(m, res_next, sl->normf, sl->nf_mean, sl->nf_rstd, res_next,
+                                  a->res_mid, m->p.normf_w, m->p.normf_b, N);
+        } else {
+            be->residual_forward(res_next, res_next, a->res_mid, (size_t)N * C);
+        }
     }
     if (!m->sh.last) return 0.0;
 
-    norm_forward(m, sl->normf, sl->nf_mean, sl->nf_rstd, sl->res_out, m->p.normf_w,
-                 m->p.normf_b, N);
+    if (m->L == 0)
+        norm_forward(m, sl->normf, sl->nf_mean, sl->nf_rstd, sl->res_out, m->p.normf_w,
+                     m->p.normf_b, N);
     // vocab-parallel head: this shard's logits only; the full (B,T,V) never exists
-    be->matmul_forward(sl->logits, sl->normf, m->p.lm_head, NULL, N, C, m->Vp);  // (B,T,Vp)
+    be->matmul_forward(sl->logits, NULL, sl->normf, m->p.lm_head, NULL, N, C, m->Vp);  // (B,T,Vp)
     if (!targets) return 0.0;
 
     be->copy_from_host(sl->targets, targets, (size_t)N * sizeof(int32_t));
@@ -577,21 +645,22 @@ void model_backward_slot(model *m, int slot, float dloss) {
     const int B = sl->curB, T = sl->curT, N = B * T;
     const int C = m->C, QD = m->NH * m->HS, KD = m->KVH * m->HS, F = m->F;
     const int gpt2 = m->cfg.family == MODEL_FAMILY_GPT2;
-    const size_t NC = (size_t)N * C;
+    const size_t NC = (size_t)N * C, ab = be->act_bytes;
 
     // d_res: gradient of the residual stream, carried down through the layers. Each
     // residual add passes it through unchanged, so the branches' input gradients are
-    // accumulated straight into it (norm backward accumulates into dinp). Stages
-    // other than the last receive it from the next stage.
+    // accumulated straight into it (norm backward accumulates into dinp): the residual
+    // backward is fused into every norm backward. Stages other than the last receive
+    // it from the next stage.
     if (m->sh.last) {
         // logits -> dlogits in place, then into the final norm's output
         be->crossentropy_backward(sl->logits, sl->logits, sl->lse, sl->targets, N, m->v0,
                                   m->Vv, m->Vp, dloss);
-        be->zero(m->d_norm, NC * sizeof(float));
+        be->zero(m->d_norm, NC * ab);
         be->matmul_backward(m->d_norm, m->g.lm_head, NULL, sl->logits, sl->normf,
-                            m->p.lm_head, N, C, m->Vp);
+                            m->p.lm_head, NULL, N, C, m->Vp);
         tp_sum(m, m->d_norm, NC);
-        be->zero(m->d_res, NC * sizeof(float));
+        be->zero(m->d_res, NC * ab);
         norm_backward(m, m->d_res, m->g.normf_w, m->g.normf_b, m->d_norm, sl->res_out,
                       m->p.normf_w, sl->nf_mean, sl->nf_rstd, N);
     }
@@ -603,38 +672,44 @@ void model_backward_slot(model *m, int slot, float dloss) {
 
         // MLP block (proj/down is row-parallel: its input gradient is local, its bias
         // gradient is the full one on every rank)
-        be->zero(m->d_act, (size_t)N * F * sizeof(float));
-        be->matmul_backward(m->d_act, g->w_proj, g->b_proj, m->d_res, a->act, w->w_proj, N, F, C);
-        be->zero(m->d_fc, (size_t)N * F * sizeof(float));
-        be->zero(m->d_norm, NC * sizeof(float));
+        be->zero(m->d_norm, NC * ab);
         if (gpt2) {
-            be->gelu_backward(m->d_fc, a->fc, m->d_act, (size_t)N * F);
+            // the dGELU epilogue: d_fc is overwritten with the pre-GELU gradient
+            be->matmul_backward(m->d_fc, g->w_proj, g->b_proj, m->d_res, a->act, w->w_proj,
+                                a->fc, N, F, C);
         } else {
-            be->zero(m->d_up, (size_t)N * F * sizeof(float));
+            be->zero(m->d_act, (size_t)N * F * ab);
+            be->matmul_backward(m->d_act, g->w_proj, g->b_proj, m->d_res, a->act, w->w_proj,
+                                NULL, N, F, C);
+            be->zero(m->d_fc, (size_t)N * F * ab);
+            be->zero(m->d_up, (size_t)N * F * ab);
             be->swiglu_backward(m->d_fc, m->d_up, m->d_act, a->fc, a->up, (size_t)N * F);
-            be->matmul_backward(m->d_norm, g->w_up, NULL, m->d_up, a->norm2, w->w_up, N, C, F);
+            be->matmul_backward(m->d_norm, g->w_up, NULL, m->d_up, a->norm2, w->w_up, NULL, N,
+                                C, F);
         }
-        be->matmul_backward(m->d_norm, g->w_fc, g->b_fc, m->d_fc, a->norm2, w->w_fc, N, C, F);
+        be->matmul_backward(m->d_norm, g->w_fc, g->b_fc, m->d_fc, a->norm2, w->w_fc, NULL, N,
+                            C, F);
         tp_sum(m, m->d_norm, NC);   // fc (gate, up) are column-parallel
         norm_backward(m, m->d_res, g->norm2_w, g->norm2_b, m->d_norm, a->res_mid, w->norm2_w,
                       a->n2_mean, a->n2_rstd, N);
 
         // attention block
-        be->zero(m->d_att, (size_t)N * QD * sizeof(float));
-        be->matmul_backward(m->d_att, g->wo, g->bo, m->d_res, a->att_out, w->wo, N, QD, C);
-        be->zero(m->d_q, (size_t)N * QD * sizeof(float));
-        be->zero(m->d_k, (size_t)N * KD * sizeof(float));
-        be->zero(m->d_v, (size_t)N * KD * sizeof(float));
-        be->attention_backward(m->d_q, m->d_k, m->d_v, m->att_scratch, m->d_att, a->att_state,
-                               a->q, a->k, a->v, B, T, m->NH, m->KVH, m->HS);
+        be->zero(m->d_att, (size_t)N * QD * ab);
+        be->matmul_backward(m->d_att, g->wo, g->bo, m->d_res, a->att_out, w->wo, NULL, N, QD,
+                            C);
+        be->zero(m->d_q, (size_t)N * QD * ab);
+        be->zero(m->d_k, (size_t)N * KD * ab);
+        be->zero(m->d_v, (size_t)N * KD * ab);
+        be->attention_backward(m->d_q, m->d_k, m->d_v, m->att_scratch, m->d_att, a->att_out,
+                               a->att_state, a->q, a->k, a->v, B, T, m->NH, m->KVH, m->HS);
         if (!gpt2) {
             be->rope_backward(m->d_q, m->rope_cos, m->rope_sin, B, T, m->NH, m->HS);
             be->rope_backward(m->d_k, m->rope_cos, m->rope_sin, B, T, m->KVH, m->HS);
         }
-        be->zero(m->d_norm, NC * sizeof(float));
-        be->matmul_backward(m->d_norm, g->wq, g->bq, m->d_q, a->norm1, w->wq, N, C, QD);
-        be->matmul_backward(m->d_norm, g->wk, g->bk, m->d_k, a->norm1, w->wk, N, C, KD);
-        be->matmul_backward(m->d_norm, g->wv, g->bv, m->d_v, a->norm1, w->wv, N, C, KD);
+        be->zero(m->d_norm, NC * ab);
+        be->matmul_backward(m->d_norm, g->wq, g->bq, m->d_q, a->norm1, w->wq, NULL, N, C, QD);
+        be->matmul_backward(m->d_norm, g->wk, g->bk, m->d_k, a->norm1, w->wk, NULL, N, C, KD);
+        be->matmul_backward(m->d_norm, g->wv, g->bv, m->d_v, a->norm1, w->wv, NULL, N, C, KD);
         tp_sum(m, m->d_norm, NC);   // q, k, v are column-parallel
         norm_backward(m, m->d_res, g->norm1_w, g->norm1_b, m->d_norm, a->res_in, w->norm1_w,
                       a->n1_mean, a->n1_rstd, N);

@@ -70,44 +70,49 @@ typedef struct param_tensor {
 } param_tensor;
 
 // Views into the parameter (or gradient) buffer for one layer; NULL where absent.
+// Untyped: into params they are anv_act (the backend's weight type), into grads fp32.
 typedef struct layer_params {
-    float *norm1_w, *norm1_b;   // (C)
-    float *wq, *bq;             // (NH*HS, C), (NH*HS)
-    float *wk, *bk;             // (KVH*HS, C), (KVH*HS)
-    float *wv, *bv;             // (KVH*HS, C), (KVH*HS)
-    float *wo, *bo;             // (C, NH*HS), (C)
-    float *norm2_w, *norm2_b;   // (C)
-    float *w_fc, *b_fc;         // gpt2: (F, C), (F)        llama: gate (F, C)
-    float *w_up;                // llama: up (F, C)
-    float *w_proj, *b_proj;     // gpt2: (C, F), (C)        llama: down (C, F)
+    void *norm1_w, *norm1_b;    // (C)
+    void *wq, *bq;              // (NH*HS, C), (NH*HS)
+    void *wk, *bk;              // (KVH*HS, C), (KVH*HS)
+    void *wv, *bv;              // (KVH*HS, C), (KVH*HS)
+    void *wo, *bo;              // (C, NH*HS), (C)
+    void *norm2_w, *norm2_b;    // (C)
+    void *w_fc, *b_fc;          // gpt2: (F, C), (F)        llama: gate (F, C)
+    void *w_up;                 // llama: up (F, C)
+    void *w_proj, *b_proj;      // gpt2: (C, F), (C)        llama: down (C, F)
 } layer_params;
 
 typedef struct model_views {
-    float *wte, *wpe;           // (Vp, C), (maxT, C)
+    void *wte, *wpe;            // (Vp, C), (maxT, C)
     layer_params *layers;       // (L)
-    float *normf_w, *normf_b;   // (C)
-    float *lm_head;             // (Vp, C): wte when tied
+    void *normf_w, *normf_b;    // (C)
+    void *lm_head;              // (Vp, C): wte when tied
 } model_views;
 
-// Activations of one layer saved for backward (sized for B, T).
+// Activations of one layer saved for backward (sized for B, T). anv_act: the
+// backend's activation type (fp32 cpu, bf16 cuda); float: fp32 everywhere.
 typedef struct layer_acts {
-    float *res_in;              // (B,T,C) residual stream entering the layer
-    float *norm1, *n1_mean, *n1_rstd;   // (B,T,C), (B,T), (B,T)
-    float *q, *k, *v;           // (B,T,NH,HS), (B,T,KVH,HS) x2 (after RoPE for llama)
+    anv_act *res_in;            // (B,T,C) residual stream entering the layer
+    anv_act *norm1;             // (B,T,C)
+    float *n1_mean, *n1_rstd;   // (B,T), (B,T)
+    anv_act *q, *k, *v;         // (B,T,NH,HS), (B,T,KVH,HS) x2 (after RoPE for llama)
     float *att_state;           // attention_state_floats(B,T,NH)
-    float *att_out;             // (B,T,NH*HS)
-    float *res_mid;             // (B,T,C) residual after attention
-    float *norm2, *n2_mean, *n2_rstd;
-    float *fc, *up, *act;       // (B,T,F): gpt2 fc pre-GELU / llama gate; llama up; GELU/SwiGLU out
+    anv_act *att_out;           // (B,T,NH*HS)
+    anv_act *res_mid;           // (B,T,C) residual after attention
+    anv_act *norm2;             // (B,T,C)
+    float *n2_mean, *n2_rstd;   // (B,T), (B,T)
+    anv_act *fc, *up, *act;     // (B,T,F): gpt2 fc pre-GELU / llama gate; llama up; GELU/SwiGLU out
 } layer_acts;
 
 // One activation set: everything a micro-batch's backward needs from its forward. A
 // pipeline stage keeps one per micro-batch in flight (1F1B: pp - stage).
 typedef struct model_slot {
     layer_acts *acts;           // (L); acts[0].res_in is the stage's input
-    float *res_out;             // (B,T,C) residual after the last layer: the stage's output
-    float *normf, *nf_mean, *nf_rstd;   // (B,T,C), (B,T), (B,T)     last stage only
-    float *logits;              // (B,T,Vp); holds dlogits after backward starts
+    anv_act *res_out;           // (B,T,C) residual after the last layer: the stage's output
+    anv_act *normf;             // (B,T,C)                     last stage only
+    float *nf_mean, *nf_rstd;   // (B,T), (B,T)
+    anv_act *logits;            // (B,T,Vp); holds dlogits after backward starts
     float *losses, *lse;        // (B,T) each
     float *stats;               // (B,T,3) this shard's cross-entropy statistics
     int32_t *inputs, *targets;  // (B,T) on the backend
@@ -131,8 +136,10 @@ typedef struct model_shard {
 // reports it and aborts the job, so these return nothing.
 typedef struct model_tp_comm {
     void *ctx;
-    void (*all_reduce)(void *ctx, float *buf, size_t n);                  // sum in place
-    void (*all_gather)(void *ctx, const float *send, float *recv, size_t n);  // (tp, n)
+    // activations (anv_act, the backend's type) summed in place
+    void (*all_reduce)(void *ctx, anv_act *buf, size_t n);
+    // fp32: send (n) of every rank into recv (tp, n)
+    void (*all_gather)(void *ctx, const float *send, float *recv, size_t n);
 } model_tp_comm;
 
 typedef struct model {
@@ -149,24 +156,27 @@ typedef struct model {
     // parameters: one allocation each for values and gradients, same layout
     param_tensor *tensors;      // (n_tensors) host table
     int n_tensors;
-    size_t n_params;            // floats in the layout (tensors plus alignment gaps)
+    size_t n_params;            // elements in the layout (tensors plus alignment gaps)
     size_t n_alloc;             // n_params rounded up to a multiple of sh.n_shards
-    float *params, *grads;      // (n_alloc) each; gaps and tail stay zero
+    anv_act *params;            // (n_alloc) working weights, be->act_dtype
+    float *grads;               // (n_alloc) fp32; gaps and tail of both stay zero
     model_views p, g;           // views into params and grads
 
     // activations
+    void *act_block;            // the one allocation every activation is carved from
+    size_t act_block_bytes;     // its size
     model_slot *slots;          // (sh.n_slots)
     int n_slots, cur_slot;      // cur_slot: the slot of the last forward
-    float *logits;              // slots[0].logits (model_forward's output, sampling)
+    anv_act *logits;            // slots[0].logits (model_forward's output, sampling)
     float *rope_cos, *rope_sin; // (maxT, HS/2), llama only
     float *stats_all;           // (tp,B,T,3) gathered cross-entropy statistics
-    // backward scratch, shared by the slots
-    float *d_res, *d_tmp;       // (B,T,C) residual-stream gradient and a second one
-    float *d_norm;              // (B,T,C)
-    float *d_q, *d_k, *d_v;     // like q, k, v
-    float *d_att;               // (B,T,NH*HS)
+    // backward scratch, shared by the slots (activation gradients: anv_act)
+    anv_act *d_res, *d_tmp;     // (B,T,C) residual-stream gradient and a second one
+    anv_act *d_norm;            // (B,T,C)
+    anv_act *d_q, *d_k, *d_v;   // like q, k, v
+    anv_act *d_att;             // (B,T,NH*HS)
     float *att_scratch;         // attention_scratch_floats
-    float *d_fc, *d_up, *d_act; // (B,T,F)
+    anv_act *d_fc, *d_up, *d_act;   // (B,T,F)
 } model;
 
 // Fill the zeros of `mc` (shape keys no preset or key set) from the family rules and
@@ -191,6 +201,11 @@ int model_preset_apply(model_config *mc, const char *name);
 int model_init(model *m, const model_config *mc, const anv_backend *be, int B, int T,
                const model_shard *sh);
 void model_free(model *m);
+// What model_init would allocate, without allocating it: *n_alloc elements each of
+// parameters (be->act_bytes each) and gradients (fp32), and *act_bytes of activations.
+// Returns 0, or 2 / 1 as model_init (after printing).
+int model_memory(const model_config *mc, const anv_backend *be, int B, int T,
+                 const model_shard *sh, size_t *n_alloc, size_t *act_bytes);
 
 // Draw the initial weights from `seed` (GPT-2 init: std init_std, residual output
 // projections wo and proj/down scaled by 1/sqrt(2*n_layer); norm weights 1, biases 0).
@@ -213,9 +228,12 @@ double model_forward_slot(model *m, int slot, const int32_t *inputs,
 // stage's output must be in model_input_grad(m) first. On return model_input_grad(m)
 // holds the gradient w.r.t. the stage's input (valid until the next backward).
 void model_backward_slot(model *m, int slot, float dloss);
-float *model_slot_input(model *m, int slot);    // (B,T,C) on the backend
-float *model_slot_output(model *m, int slot);   // (B,T,C) on the backend
-float *model_input_grad(model *m);              // (B,T,C) on the backend
+anv_act *model_slot_input(model *m, int slot);    // (B,T,C) on the backend
+anv_act *model_slot_output(model *m, int slot);   // (B,T,C) on the backend
+anv_act *model_input_grad(model *m);              // (B,T,C) on the backend
+// The working weights of tensor t (anv_act) and its gradient (fp32).
+anv_act *model_param_ptr(const model *m, const param_tensor *t);
+float *model_grad_ptr(const model *m, const param_tensor *t);
 
 // The whole model on one device: model_forward_slot / model_backward_slot on slot 0.
 double model_forward(model *m, const int32_t *inputs, const int32_t *targets, int B, int T);

@@ -20,14 +20,29 @@ typedef struct optimizer {
     const anv_backend *be;
     size_t lo, hi;          // the range of the flat parameter buffer this state covers
     float *m, *v;           // (hi - lo) first and second moments, backend memory
+    float *master;          // (hi - lo) fp32 master weights when the backend's weights
+                            // are narrower (bf16 on cuda); NULL on the cpu backend
     long t;                 // number of updates done (bias correction uses t+1)
+    anv_seg *upd;           // (n_upd) the tensors' parts in [lo, hi), offsets from lo,
+    int n_upd;              // with their weight decay: one multi-tensor AdamW launch
+    anv_seg *cnt;           // (n_cnt) the same, counted ones only (model.h): the
+    int n_cnt;              // global-norm segments
 } optimizer;
 
-// Allocate the moments for [lo, hi) of m's flat buffer (0, m->n_alloc for all of it).
-// Returns 0, or 1 (out of memory) after printing.
+// Allocate the moments (and master weights) for [lo, hi) of m's flat buffer (0,
+// m->n_alloc for all of it) and take the master weights from m's parameters, which
+// must be set. Returns 0, or 1 (out of memory) after printing.
 int optimizer_init(optimizer *o, const optim_config *cfg, const model *m, size_t lo,
                    size_t hi);
 void optimizer_free(optimizer *o);
+
+// Set the master weights from fp32 host values of the parameters [lo, hi) (host
+// element lo at index 0) and the working weights [lo, hi) from them; a no-op without
+// master weights (the caller sets m->params itself).
+void optimizer_load_master(optimizer *o, const model *m, const float *host);
+// The fp32 values of parameters [lo, hi): the master weights, or m->params when the
+// backend has none (backend memory).
+const float *optimizer_params_f32(const optimizer *o, const model *m);
 
 // Sum of squares of the gradient over [lo, hi) of the tensors counted on this rank
 // (model.h: a tensor-parallel replica or the tied head's copy counts elsewhere);

@@ -86,8 +86,10 @@ void sampler_generate(sampler *s, model *m, const int32_t *prompt, int n_prompt,
     memcpy(s->seq, prompt + (n_prompt - len), (size_t)len * sizeof(int32_t));
     for (int i = 0; i < n_new; i++) {
         model_forward(m, s->seq, NULL, 1, len);
-        m->be->copy_to_host(s->probs, m->logits + (size_t)(len - 1) * m->Vp,
-                            (size_t)m->V * sizeof(float));
+        m->be->act_to_host_f32(s->probs,
+                               (const char *)m->logits +
+                                   (size_t)(len - 1) * m->Vp * m->be->act_bytes,
+                               (size_t)m->V);
         int32_t id = draw(s, s->probs, m->V, rng);
         emit(id, ctx);
         if (len == m->T) {

@@ -227,13 +227,18 @@ static void step_backward(void *ctx, int micro, int slot) {
     model_backward_slot(c->m, slot, c->dloss);
 }
 
-static float *step_input(void *ctx, int slot) { return model_slot_input(((step_ctx *)ctx)->m, slot); }
-static float *step_output(void *ctx, int slot) { return model_slot_output(((step_ctx *)ctx)->m, slot); }
-static float *step_grad(void *ctx) { return model_input_grad(((step_ctx *)ctx)->m); }
+static void *step_input(void *ctx, int slot) { return model_slot_input(((step_ctx *)ctx)->m, slot); }
+static void *step_output(void *ctx, int slot) { return model_slot_output(((step_ctx *)ctx)->m, slot); }
+static void *step_grad(void *ctx) { return model_input_grad(((step_ctx *)ctx)->m); }
+
+// The communicator type of the backend's activations.
+static comm_dtype act_comm_dtype(const anv_backend *be) {
+    return be->act_dtype == ANV_DTYPE_BF16 ? COMM_DTYPE_BF16 : COMM_DTYPE_F32;
+}
 
 static pipeline_stage stage_of(step_ctx *c, int n_slots) {
-    pipeline_stage st = {c, n_slots, (size_t)c->B * c->T * c->m->C, step_forward,
-                         step_backward, step_input, step_output, step_grad};
+    pipeline_stage st = {c, n_slots, (size_t)c->B * c->T * c->m->C, act_comm_dtype(c->m->be),
+                         step_forward, step_backward, step_input, step_output, step_grad};
     return st;
 }
 
@@ -359,6 +364,81 @@ static int quiet_end(rank_quiet *q, int rc) {
     return out[0];
 }
 
+// This process's index among the ranks on its node: the launcher's word for it
+// (Open MPI, MPICH / Intel MPI, SLURM's srun, torchrun-style LOCAL_RANK), else the rank
+// within MPI's shared-memory communicator. One GPU per rank: rank i uses GPU i.
+static int local_rank(void) {
+    static const char *vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID",
+                                 "SLURM_LOCALID", "LOCAL_RANK"};
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
+        const char *v = getenv(vars[i]);
+        char *end;
+        long r = v ? strtol(v, &end, 10) : -1;
+        if (v && *v && *end == '\0' && r >= 0 && r < 1 << 20) return (int)r;
+    }
+    MPI_Comm node;
+    int r = 0;
+    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) ==
+        MPI_SUCCESS) {
+        MPI_Comm_rank(node, &r);
+        MPI_Comm_free(&node);
+    }
+    return r;
+}
+
+// The backend `device` selects: cpu; cuda on GPU local_rank (modulo the GPUs the node
+// has); auto: cuda when a GPU is usable, else cpu. Returns NULL after printing why
+// cuda is unavailable (no GPU, a build without CUDA). Collective (MPI) when no
+// launcher variable gives the local rank.
+static const anv_backend *select_backend(device_kind d) {
+    if (d == DEVICE_KIND_CPU) return anv_backend_cpu();
+    int n = anv_cuda_device_count();
+    if (d == DEVICE_KIND_AUTO && n == 0) return anv_backend_cpu();
+    int lr = local_rank();
+    const anv_backend *be = anv_backend_cuda(n > 0 ? lr % n : 0);
+    if (!be && d == DEVICE_KIND_AUTO) return anv_backend_cpu();
+    return be;
+}
+
+// Margin of device memory left out of the plan: the CUDA context, cuBLASLt's
+// workspace, NCCL's buffers and the allocator's rounding (measured contexts take
+// 0.5-1 GiB on an H100).
+#define MEMORY_MARGIN_BYTES ((size_t)1536 << 20)
+
+// Print (lead) the memory each rank will allocate before the first step, and refuse
+// (2, on every rank alike) a layout that does not fit the device this rank runs on.
+// Collective (the verdict is agreed over the world).
+static int memory_plan(parallel_grid *g, const model_config *mc, const anv_backend *be, int B,
+                       int T, const model_shard *sh, int zero, int lead) {
+    size_t n = 0, acts = 0;
+    int rc = model_memory(mc, be, B, T, sh, &n, &acts);
+    if ((rc = train_agree_rc(g, rc)) != 0) return rc;
+    const size_t own = zero ? n / (size_t)g->dp : n;         // optimizer range
+    const int master = be->act_dtype != ANV_DTYPE_F32;
+    const double gib = 1024.0 * 1024.0 * 1024.0;
+    const double p = (double)n * be->act_bytes, gr = (double)n * 4.0;
+    const double o = (double)own * 4.0 * (2 + master) + (zero ? (double)own * 4.0 : 0.0);
+    const double total = p + gr + o + (double)acts;
+    size_t dev_free = 0, dev_total = 0;
+    if (be->mem_info) be->mem_info(&dev_free, &dev_total);
+    if (lead) {
+        printf("memory per rank (%s): parameters %.2f GiB, gradients %.2f GiB, optimizer "
+               "%.2f GiB%s, activations %.2f GiB (B=%d, T=%d, %d set%s) = %.2f GiB",
+               be->name, p / gib, gr / gib, o / gib, master ? " (incl. fp32 master)" : "",
+               (double)acts / gib, B, T, sh->n_slots, sh->n_slots == 1 ? "" : "s", total / gib);
+        if (dev_total > 0) printf("; device: %.2f of %.2f GiB free", dev_free / gib, dev_total / gib);
+        printf("\n");
+        fflush(stdout);
+    }
+    int fits = dev_total == 0 || total + (double)MEMORY_MARGIN_BYTES <= (double)dev_free;
+    if (!fits)
+        fprintf(stderr, "anvil: rank %d: the model does not fit the device: it needs %.2f GiB "
+                "(+%.1f GiB margin), %.2f GiB are free; lower train.micro_batch or "
+                "train.seq_len, or shard it (parallel.tp, parallel.pp, parallel.zero)\n",
+                g->rank, total / gib, MEMORY_MARGIN_BYTES / gib, dev_free / gib);
+    return train_agree_rc(g, fits ? 0 : 2);
+}
+
 // Everything before the process grid: the config, the device, the tokenizer, the
 // model's shape, the batch. Sets *G (samples per global batch). Returns 0 or an exit
 // code after printing.
@@ -367,11 +447,6 @@ static int setup(int argc, char **argv, anvil_config *cfg, tokenizer **tok, int 
     const char *path = split_args(argc, argv, &first);
     int rc = config_load(cfg, path, argc - first, argv + first);
     if (rc != 0) return rc;
-    if (cfg->device == DEVICE_KIND_CUDA) {
-        fprintf(stderr, "anvil: device: cuda: this build has no CUDA backend yet; use "
-                "device=cpu\n");
-        return 2;
-    }
     model_config mc = cfg->model;
     // The tokenizer (data.tokenizer) decodes samples, and gives the vocabulary size
     // when neither the config nor a preset sets model.vocab_size.
@@ -414,7 +489,13 @@ int train_main(int argc, char **argv) {
         tokenizer_free(tok);
         return rc;
     }
-    const anv_backend *be = anv_backend_cpu();
+    const anv_backend *be = select_backend(cfg.device);
+    if (!be) {
+        fprintf(stderr, "anvil: device: cuda is not usable here (the line above says why); "
+                "use device=cpu or device=auto\n");
+        tokenizer_free(tok);
+        return 2;
+    }
     model_config mc = cfg.model;
     const train_config *tc = &cfg.train;
     const int B = tc->micro_batch, T = tc->seq_len;
@@ -425,6 +506,9 @@ int train_main(int argc, char **argv) {
     if ((rc = parallel_grid_init(&grid, &cfg.parallel, mc.n_head, mc.n_kv_head, G, B)) != 0)
         goto out_tokenizer;
     if ((rc = train_agree_rc(&grid, watchdog_start(cfg.run.watchdog_s, grid.rank))) != 0)
+        goto out_grid;
+    // device buffers move over NCCL: the dp, tp and pp groups become NCCL communicators
+    if (!be->host_memory && (rc = train_agree_rc(&grid, parallel_grid_use_nccl(&grid))) != 0)
         goto out_grid;
     const int lead = grid.rank == 0;           // the rank that prints and writes files
     const int Gr = G / grid.dp;                // samples of each global batch on this rank
@@ -477,7 +561,10 @@ int train_main(int argc, char **argv) {
         .tp = grid.tp, .tp_rank = grid.tp_rank, .layer0 = layer0, .n_layer = n_layers,
         .first = grid.pp_rank == 0, .last = grid.pp_rank == grid.pp - 1,
         .n_slots = pipeline_slots(grid.pp, grid.pp_rank, accum), .n_shards = zero ? grid.dp : 1};
-    const model_tp_comm tp_comm = {grid.tp_g, tp_all_reduce_sum, tp_all_gather};
+    if ((rc = memory_plan(&grid, &mc, be, B, T, &shard_of_rank, zero, lead)) != 0)
+        goto out_model;
+    tp_ctx tpc = {grid.tp_g, act_comm_dtype(be)};
+    const model_tp_comm tp_comm = {&tpc, tp_all_reduce_sum, tp_all_gather};
     rc = model_init(&m, &mc, be, B, T, &shard_of_rank);
     if (rc == 0) rc = model_init_weights(&m, tc->seed);
     if ((rc = train_agree_rc(&grid, rc)) != 0) goto out_model;
@@ -532,7 +619,10 @@ int train_main(int argc, char **argv) {
         goto out_metrics;
     }
     const double flops_per_token = global[1];
-    const double peak = (tc->peak_flops > 0 ? tc->peak_flops : estimate_cpu_peak_flops()) *
+    const double dev_peak = be->peak_flops ? be->peak_flops() : 0.0;
+    const double peak = (tc->peak_flops > 0 ? tc->peak_flops
+                         : dev_peak > 0     ? dev_peak
+                                            : estimate_cpu_peak_flops()) *
                         grid.world;
     if (lead) {
         printf("anvil %s | device %s, %d threads/rank | %s model: %d layers, d_model %d, %d "
@@ -623,7 +713,7 @@ int train_main(int argc, char **argv) {
             crc |= grid.pp_g->be->sendrecv(grid.pp_g, gw, wte_t->numel, tied_peer_rank,
                                            tied_peer, wte_t->numel, tied_peer_rank,
                                            COMM_DTYPE_F32);
-            be->residual_forward(gw, gw, tied_peer, wte_t->numel);
+            be->add_f32(gw, tied_peer, wte_t->numel);
         }
         // Gradients: every rank summed dloss-weighted gradients of its Gr samples; the
         // sum over dp is the gradient of the global batch's mean loss.
@@ -649,8 +739,8 @@ int train_main(int argc, char **argv) {
         if (isfinite(loss) && isfinite(gnorm)) {
             optimizer_step(&opt, &m, grads, lr, gnorm);
             if (zero)   // every rank gets every shard's updated parameters
-                crc |= dpg->be->all_gather(dpg, m.params + lo, m.params, shard,
-                                           COMM_DTYPE_F32);
+                crc |= dpg->be->all_gather(dpg, (char *)m.params + lo * be->act_bytes,
+                                           m.params, shard, act_comm_dtype(be));
             bad_in_row = 0;
         } else {
             skipped++;

@@ -24,12 +24,17 @@ size_t cpu_attention_state_floats(int B, int T, int NH) {
     return (size_t)B * NH * T * T;        // softmax probabilities (B,NH,T,T)
 }
 
-size_t cpu_attention_scratch_floats(int B, int T, int NH) {
+size_t cpu_attention_scratch_floats(int B, int T, int NH, int HS) {
+    (void)HS;
     return (size_t)B * NH * T;            // one dp row (T) per (b, h)
 }
 
-void cpu_attention_forward(float *out, float *state, const float *q, const float *k,
-                           const float *v, int B, int T, int NH, int KVH, int HS) {
+void cpu_attention_forward(anv_act *out_, float *state, const anv_act *q_, const anv_act *k_,
+                           const anv_act *v_, int B, int T, int NH, int KVH, int HS) {
+    float *out = out_;
+    const float *q = q_;
+    const float *k = k_;
+    const float *v = v_;
     // out (B,T,NH,HS), state (B,NH,T,T), q (B,T,NH,HS), k and v (B,T,KVH,HS)
     int group = NH / KVH;                 // query heads per kv head
     float scale = 1.0f / sqrtf((float)HS);
@@ -83,10 +88,18 @@ void cpu_attention_forward(float *out, float *state, const float *q, const float
     }
 }
 
-void cpu_attention_backward(float *dq, float *dk, float *dv, float *scratch,
-                            const float *dout, const float *state, const float *q,
-                            const float *k, const float *v, int B, int T, int NH,
-                            int KVH, int HS) {
+void cpu_attention_backward(anv_act *dq_, anv_act *dk_, anv_act *dv_, float *scratch,
+                            const anv_act *dout_, const anv_act *out, const float *state,
+                            const anv_act *q_, const anv_act *k_, const anv_act *v_, int B,
+                            int T, int NH, int KVH, int HS) {
+    (void)out;   // the saved probabilities (state) make the forward's output unneeded
+    float *dq = dq_;
+    float *dk = dk_;
+    float *dv = dv_;
+    const float *dout = dout_;
+    const float *q = q_;
+    const float *k = k_;
+    const float *v = v_;
     // dq (B,T,NH,HS) +=, dk and dv (B,T,KVH,HS) +=, scratch (B,NH,T) overwritten,
     // dout (B,T,NH,HS), state (B,NH,T,T), q (B,T,NH,HS), k and v (B,T,KVH,HS)
     int group = NH / KVH;

@@ -80,12 +80,24 @@ void cpu_synchronize(void) {
     // every cpu op has finished when it returns
 }
 
+// anv_act is fp32 on this backend: the converting copies are plain copies.
+void cpu_act_from_f32(anv_act *dst, const float *src, size_t n) {
+    cpu_copy(dst, src, n * sizeof(float));
+}
+
+void cpu_act_to_f32(float *dst, const anv_act *src, size_t n) {
+    cpu_copy(dst, src, n * sizeof(float));
+}
+
 // ----------------------------------------------------------------------------
 // the backend struct
 
 static const anv_backend cpu_backend = {
     .name = "cpu",
+    .peak_flops = NULL,             // train.c estimates the CPU's from its clock
     .host_memory = 1,
+    .act_dtype = ANV_DTYPE_F32,
+    .act_bytes = sizeof(float),
 
     .alloc = cpu_alloc,
     .free = cpu_free,
@@ -94,14 +106,21 @@ static const anv_backend cpu_backend = {
     .copy_to_host = cpu_copy_to_host,
     .copy = cpu_copy,
     .synchronize = cpu_synchronize,
+    .mem_info = NULL,               // host memory: the plan is printed, not checked
+    .act_from_host_f32 = cpu_act_from_f32,
+    .act_to_host_f32 = cpu_act_to_f32,
+    .act_from_f32 = cpu_act_from_f32,
+    .act_to_f32 = cpu_act_to_f32,
 
     .encoder_forward = cpu_encoder_forward,
     .encoder_backward = cpu_encoder_backward,
 
     .layernorm_forward = cpu_layernorm_forward,
+    .layernorm_residual_forward = cpu_layernorm_residual_forward,
     .layernorm_backward = cpu_layernorm_backward,
 
     .rmsnorm_forward = cpu_rmsnorm_forward,
+    .rmsnorm_residual_forward = cpu_rmsnorm_residual_forward,
     .rmsnorm_backward = cpu_rmsnorm_backward,
 
     .matmul_forward = cpu_matmul_forward,
@@ -128,6 +147,7 @@ static const anv_backend cpu_backend = {
 
     .sum_squares = cpu_sum_squares,
     .scale = cpu_scale,
+    .add_f32 = cpu_add_f32,
     .adamw_update = cpu_adamw_update,
 };
 

@@ -61,74 +61,85 @@ void cpu_copy_from_host(void *dst, const void *src, size_t bytes);
 void cpu_copy_to_host(void *dst, const void *src, size_t bytes);
 void cpu_copy(void *dst, const void *src, size_t bytes);
 void cpu_synchronize(void);
+void cpu_act_from_f32(anv_act *dst, const float *src, size_t n);   // fp32: copies
+void cpu_act_to_f32(float *dst, const anv_act *src, size_t n);
 
 // ---- encoder.c ----------------------------------------------------------------------
-void cpu_encoder_forward(float *out, const int32_t *tokens, const float *wte,
-                         const float *wpe, int B, int T, int C, int v0, int Vs);
-void cpu_encoder_backward(float *dwte, float *dwpe, const float *dout,
+void cpu_encoder_forward(anv_act *out, const int32_t *tokens, const anv_act *wte,
+                         const anv_act *wpe, int B, int T, int C, int v0, int Vs);
+void cpu_encoder_backward(float *dwte, float *dwpe, const anv_act *dout,
                           const int32_t *tokens, int B, int T, int C, int v0, int Vs);
 
 // ---- layernorm.c --------------------------------------------------------------------
-void cpu_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
-                           const float *weight, const float *bias, int N, int C,
+void cpu_layernorm_forward(anv_act *out, float *mean, float *rstd, const anv_act *inp,
+                           const anv_act *weight, const anv_act *bias, int N, int C,
                            float eps);
-void cpu_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                            const float *inp, const float *weight, const float *mean,
+void cpu_layernorm_residual_forward(anv_act *res, anv_act *out, float *mean, float *rstd,
+                                    const anv_act *a, const anv_act *b, const anv_act *weight,
+                                    const anv_act *bias, int N, int C, float eps);
+void cpu_layernorm_backward(anv_act *dinp, float *dweight, float *dbias, const anv_act *dout,
+                            const anv_act *inp, const anv_act *weight, const float *mean,
                             const float *rstd, int N, int C);
 
 // ---- rmsnorm.c ----------------------------------------------------------------------
-void cpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight,
+void cpu_rmsnorm_forward(anv_act *out, float *rstd, const anv_act *inp, const anv_act *weight,
                          int N, int C, float eps);
-void cpu_rmsnorm_backward(float *dinp, float *dweight, const float *dout,
-                          const float *inp, const float *weight, const float *rstd,
+void cpu_rmsnorm_residual_forward(anv_act *res, anv_act *out, float *rstd, const anv_act *a,
+                                  const anv_act *b, const anv_act *weight, int N, int C,
+                                  float eps);
+void cpu_rmsnorm_backward(anv_act *dinp, float *dweight, const anv_act *dout,
+                          const anv_act *inp, const anv_act *weight, const float *rstd,
                           int N, int C);
 
 // ---- matmul.c -----------------------------------------------------------------------
-void cpu_matmul_forward(float *out, const float *inp, const float *weight,
-                        const float *bias, int N, int C, int OC);
-void cpu_matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                         const float *inp, const float *weight, int N, int C, int OC);
+void cpu_matmul_forward(anv_act *out, anv_act *pre_gelu, const anv_act *inp,
+                        const anv_act *weight, const anv_act *bias, int N, int C, int OC);
+void cpu_matmul_backward(anv_act *dinp, float *dweight, float *dbias, const anv_act *dout,
+                         const anv_act *inp, const anv_act *weight, const anv_act *pre_gelu,
+                         int N, int C, int OC);
 
 // ---- rope.c -------------------------------------------------------------------------
-void cpu_rope_forward(float *x, const float *cos_tab, const float *sin_tab,
+void cpu_rope_forward(anv_act *x, const float *cos_tab, const float *sin_tab,
                       int B, int T, int H, int HS);
-void cpu_rope_backward(float *dx, const float *cos_tab, const float *sin_tab,
+void cpu_rope_backward(anv_act *dx, const float *cos_tab, const float *sin_tab,
                        int B, int T, int H, int HS);
 
 // ---- attention.c --------------------------------------------------------------------
 size_t cpu_attention_state_floats(int B, int T, int NH);
-void cpu_attention_forward(float *out, float *state, const float *q, const float *k,
-                           const float *v, int B, int T, int NH, int KVH, int HS);
-size_t cpu_attention_scratch_floats(int B, int T, int NH);
-void cpu_attention_backward(float *dq, float *dk, float *dv, float *scratch,
-                            const float *dout, const float *state, const float *q,
-                            const float *k, const float *v, int B, int T, int NH,
+void cpu_attention_forward(anv_act *out, float *state, const anv_act *q, const anv_act *k,
+                           const anv_act *v, int B, int T, int NH, int KVH, int HS);
+size_t cpu_attention_scratch_floats(int B, int T, int NH, int HS);
+void cpu_attention_backward(anv_act *dq, anv_act *dk, anv_act *dv, float *scratch,
+                            const anv_act *dout, const anv_act *out, const float *state,
+                            const anv_act *q,
+                            const anv_act *k, const anv_act *v, int B, int T, int NH,
                             int KVH, int HS);
 
 // ---- gelu.c, swiglu.c, residual.c ---------------------------------------------------
-void cpu_gelu_forward(float *out, const float *inp, size_t n);
-void cpu_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
-void cpu_swiglu_forward(float *out, const float *gate, const float *up, size_t n);
-void cpu_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
-                         const float *up, size_t n);
-void cpu_residual_forward(float *out, const float *a, const float *b, size_t n);
-void cpu_residual_backward(float *da, float *db, const float *dout, size_t n);
+void cpu_gelu_forward(anv_act *out, const anv_act *inp, size_t n);
+void cpu_gelu_backward_inplace(float *d, const float *x, size_t n);   // d *= gelu'(x)
+void cpu_gelu_backward(anv_act *dinp, const anv_act *inp, const anv_act *dout, size_t n);
+void cpu_swiglu_forward(anv_act *out, const anv_act *gate, const anv_act *up, size_t n);
+void cpu_swiglu_backward(anv_act *dgate, anv_act *dup, const anv_act *dout, const anv_act *gate,
+                         const anv_act *up, size_t n);
+void cpu_residual_forward(anv_act *out, const anv_act *a, const anv_act *b, size_t n);
+void cpu_residual_backward(anv_act *da, anv_act *db, const anv_act *dout, size_t n);
 
 // ---- crossentropy.c -----------------------------------------------------------------
-void cpu_crossentropy_stats(float *stats, const float *logits, const int32_t *targets,
+void cpu_crossentropy_stats(float *stats, const anv_act *logits, const int32_t *targets,
                             int N, int v0, int Vv, int Vs);
 void cpu_crossentropy_combine(float *losses, float *lse, const float *stats,
                               const int32_t *targets, int N, int P);
-void cpu_crossentropy_backward(float *dlogits, const float *logits, const float *lse,
+void cpu_crossentropy_backward(anv_act *dlogits, const anv_act *logits, const float *lse,
                                const int32_t *targets, int N, int v0, int Vv, int Vs,
                                float dloss);
 
 // ---- adamw.c (optimizer helpers) ----------------------------------------------------
-double cpu_sum_squares(const float *x, size_t n);
+double cpu_sum_squares(const float *x, const anv_seg *segs, int nseg);
 void cpu_scale(float *x, float s, size_t n);
-void cpu_adamw_update(float *param, const float *grad, float *m, float *v, size_t n,
-                      float lr, float beta1, float beta2, float eps, float weight_decay,
-                      float grad_scale, int t);
+void cpu_add_f32(float *dst, const float *src, size_t n);
+void cpu_adamw_update(anv_act *param, float *master, const float *grad, float *m, float *v,
+                      const anv_seg *segs, int nseg, const anv_adamw_args *a);
 
 #ifdef __cplusplus
 }

@@ -45,8 +45,9 @@ static float crossentropy_block_max(const float *x, int n) {
     return maxval;
 }
 
-void cpu_crossentropy_stats(float *stats, const float *logits, const int32_t *targets,
+void cpu_crossentropy_stats(float *stats, const anv_act *logits_, const int32_t *targets,
                             int N, int v0, int Vv, int Vs) {
+    const float *logits = logits_;
     // stats (N,3) overwritten, logits (N,Vs) with Vv real columns, targets (N)
     #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
@@ -99,9 +100,11 @@ void cpu_crossentropy_combine(float *losses, float *lse, const float *stats,
     }
 }
 
-void cpu_crossentropy_backward(float *dlogits, const float *logits, const float *lse,
+void cpu_crossentropy_backward(anv_act *dlogits_, const anv_act *logits_, const float *lse,
                                const int32_t *targets, int N, int v0, int Vv, int Vs,
                                float dloss) {
+    float *dlogits = dlogits_;
+    const float *logits = logits_;
     // dlogits (N,Vs) overwritten (may alias logits), logits (N,Vs), lse (N), targets (N)
     #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {

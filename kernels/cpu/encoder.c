@@ -12,8 +12,11 @@
 // the caller passes wpe to one shard only, or it would be counted P times.
 #include "kernels/cpu/cpu_ops.h"
 
-void cpu_encoder_forward(float *out, const int32_t *tokens, const float *wte,
-                         const float *wpe, int B, int T, int C, int v0, int Vs) {
+void cpu_encoder_forward(anv_act *out_, const int32_t *tokens, const anv_act *wte_,
+                         const anv_act *wpe_, int B, int T, int C, int v0, int Vs) {
+    float *out = out_;
+    const float *wte = wte_;
+    const float *wpe = wpe_;
     // out (B,T,C), tokens (B,T), wte (Vs,C) rows [v0, v0+Vs), wpe (maxT,C) or NULL
     #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++) {
@@ -38,8 +41,9 @@ void cpu_encoder_forward(float *out, const int32_t *tokens, const float *wte,
 // channels per work unit of the dwte scatter: 64 floats = 4 cache lines per row touched
 #define ENCODER_CBLOCK 64
 
-void cpu_encoder_backward(float *dwte, float *dwpe, const float *dout,
+void cpu_encoder_backward(float *dwte, float *dwpe, const anv_act *dout_,
                           const int32_t *tokens, int B, int T, int C, int v0, int Vs) {
+    const float *dout = dout_;
     // dwte (Vs,C) += rows [v0, v0+Vs), dwpe (maxT,C) += or NULL, dout (B,T,C),
     // tokens (B,T)
     if (dwte != NULL) {

@@ -13,7 +13,9 @@
 #define GELU_SCALING_FACTOR 0.7978845608028654f   // sqrt(2/pi)
 #define GELU_CUBIC 0.044715f                      // the approximation's cubic coefficient
 
-void cpu_gelu_forward(float *out, const float *inp, size_t n) {
+void cpu_gelu_forward(anv_act *out_, const anv_act *inp_, size_t n) {
+    float *out = out_;
+    const float *inp = inp_;
     // out (n), inp (n)
     #pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++) {
@@ -23,7 +25,23 @@ void cpu_gelu_forward(float *out, const float *inp, size_t n) {
     }
 }
 
-void cpu_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
+// d (n) *= gelu'(x): the gradient w.r.t. gelu's output becomes the one w.r.t. its input
+// (matmul_backward's dGELU step).
+void cpu_gelu_backward_inplace(float *d, const float *x_, size_t n) {
+    #pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float x = x_[i];
+        float u = GELU_SCALING_FACTOR * (x + GELU_CUBIC * x * x * x);
+        float s = 1.0f / (1.0f + cpu_expf(-2.0f * u));
+        float du_dx = GELU_SCALING_FACTOR * (1.0f + 3.0f * GELU_CUBIC * x * x);
+        d[i] *= s + 2.0f * x * s * (1.0f - s) * du_dx;
+    }
+}
+
+void cpu_gelu_backward(anv_act *dinp_, const anv_act *inp_, const anv_act *dout_, size_t n) {
+    float *dinp = dinp_;
+    const float *inp = inp_;
+    const float *dout = dout_;
     // dinp (n) +=, inp (n), dout (n)
     #pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++) {

@@ -16,9 +16,13 @@
 
 #include "kernels/cpu/cpu_ops.h"
 
-void cpu_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
-                           const float *weight, const float *bias, int N, int C,
+void cpu_layernorm_forward(anv_act *out_, float *mean, float *rstd, const anv_act *inp_,
+                           const anv_act *weight_, const anv_act *bias_, int N, int C,
                            float eps) {
+    float *out = out_;
+    const float *inp = inp_;
+    const float *weight = weight_;
+    const float *bias = bias_;
     // out (N,C), mean (N), rstd (N), inp (N,C), weight (C), bias (C)
     #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
@@ -42,12 +46,26 @@ void cpu_layernorm_forward(float *out, float *mean, float *rstd, const float *in
     }
 }
 
+// res = a + b, then LayerNorm of res: two passes here (the fusion is for the GPU, where
+// it saves a round trip of res through memory).
+void cpu_layernorm_residual_forward(anv_act *res, anv_act *out, float *mean, float *rstd,
+                                    const anv_act *a, const anv_act *b, const anv_act *weight,
+                                    const anv_act *bias, int N, int C, float eps) {
+    // res (N,C), out (N,C), mean (N), rstd (N), a (N,C), b (N,C), weight (C), bias (C)
+    cpu_residual_forward(res, a, b, (size_t)N * C);
+    cpu_layernorm_forward(out, mean, rstd, res, weight, bias, N, C, eps);
+}
+
 // columns per work unit of the dweight/dbias reduction (4 cache lines per row)
 #define LAYERNORM_CBLOCK 64
 
-void cpu_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                            const float *inp, const float *weight, const float *mean,
+void cpu_layernorm_backward(anv_act *dinp_, float *dweight, float *dbias, const anv_act *dout_,
+                            const anv_act *inp_, const anv_act *weight_, const float *mean,
                             const float *rstd, int N, int C) {
+    float *dinp = dinp_;
+    const float *dout = dout_;
+    const float *inp = inp_;
+    const float *weight = weight_;
     // dinp (N,C) +=, dweight (C) +=, dbias (C) +=; dout, inp (N,C); weight (C);
     // mean, rstd (N). Any of dinp, dweight, dbias may be NULL.
     if (dinp != NULL) {

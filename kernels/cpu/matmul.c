@@ -9,34 +9,55 @@
 //             dweight (OC,C) += dout^T (OC,N) @ inp (N,C)     (beta = 1)
 //             dbias (OC)   += column sums of dout
 // beta = 1 is what makes the backward accumulate, as every backward op must (ops.h).
+// With pre_gelu (the GELU epilogue of the GPU's cuBLASLt, here simply a second pass)
+// the forward writes the product to pre_gelu and gelu of it to out, and the backward
+// overwrites dinp with the gradient w.r.t. the previous layer's pre-GELU values.
 #include <cblas.h>
 
 #include "kernels/cpu/cpu_ops.h"
 
-void cpu_matmul_forward(float *out, const float *inp, const float *weight,
-                        const float *bias, int N, int C, int OC) {
-    // out (N,OC), inp (N,C), weight (OC,C), bias (OC) or NULL
+void cpu_matmul_forward(anv_act *out_, anv_act *pre_gelu_, const anv_act *inp_,
+                        const anv_act *weight_, const anv_act *bias_, int N, int C, int OC) {
+    float *pre_gelu = pre_gelu_;
+    float *out = out_;
+    const float *inp = inp_;
+    const float *weight = weight_;
+    const float *bias = bias_;
+    // out (N,OC), pre_gelu (N,OC) or NULL, inp (N,C), weight (OC,C), bias (OC) or NULL
+    float *z = pre_gelu != NULL ? pre_gelu : out;                 // (N,OC) the product
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C,
-                1.0f, inp, C, weight, C, 0.0f, out, OC);
+                1.0f, inp, C, weight, C, 0.0f, z, OC);
     if (bias != NULL) {
         #pragma omp parallel for schedule(static)
         for (int n = 0; n < N; n++) {
-            float *out_n = out + (size_t)n * OC;                  // (OC)
-            for (int o = 0; o < OC; o++) out_n[o] += bias[o];
+            float *z_n = z + (size_t)n * OC;                      // (OC)
+            for (int o = 0; o < OC; o++) z_n[o] += bias[o];
         }
     }
+    if (pre_gelu != NULL) cpu_gelu_forward(out, pre_gelu, (size_t)N * OC);
 }
 
 // columns per work unit of the dbias reduction (4 cache lines per row)
 #define MATMUL_OCBLOCK 64
 
-void cpu_matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                         const float *inp, const float *weight, int N, int C, int OC) {
+void cpu_matmul_backward(anv_act *dinp_, float *dweight, float *dbias, const anv_act *dout_,
+                         const anv_act *inp_, const anv_act *weight_, const anv_act *pre_gelu_,
+                         int N, int C, int OC) {
+    const float *pre_gelu = pre_gelu_;
+    float *dinp = dinp_;
+    const float *dout = dout_;
+    const float *inp = inp_;
+    const float *weight = weight_;
     // dinp (N,C) += or NULL, dweight (OC,C) += or NULL, dbias (OC) += or NULL;
-    // dout (N,OC), inp (N,C), weight (OC,C)
-    if (dinp != NULL) {
+    // dout (N,OC), inp (N,C), weight (OC,C), pre_gelu (N,C) or NULL
+    if (dinp != NULL && pre_gelu == NULL) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC,
                     1.0f, dout, OC, weight, C, 1.0f, dinp, C);
+    } else if (dinp != NULL) {
+        // dGELU: dinp = (dout @ weight) * gelu'(pre_gelu), OVERWRITTEN (ops.h)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC,
+                    1.0f, dout, OC, weight, C, 0.0f, dinp, C);
+        cpu_gelu_backward_inplace(dinp, pre_gelu, (size_t)N * C);
     }
     if (dweight != NULL) {
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N,

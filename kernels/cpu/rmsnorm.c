@@ -12,8 +12,11 @@
 
 #include "kernels/cpu/cpu_ops.h"
 
-void cpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight,
+void cpu_rmsnorm_forward(anv_act *out_, float *rstd, const anv_act *inp_, const anv_act *weight_,
                          int N, int C, float eps) {
+    float *out = out_;
+    const float *inp = inp_;
+    const float *weight = weight_;
     // out (N,C), rstd (N), inp (N,C), weight (C)
     #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
@@ -28,12 +31,25 @@ void cpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float 
     }
 }
 
+// res = a + b, then RMSNorm of res (two passes; fused on the GPU).
+void cpu_rmsnorm_residual_forward(anv_act *res, anv_act *out, float *rstd, const anv_act *a,
+                                  const anv_act *b, const anv_act *weight, int N, int C,
+                                  float eps) {
+    // res (N,C), out (N,C), rstd (N), a (N,C), b (N,C), weight (C)
+    cpu_residual_forward(res, a, b, (size_t)N * C);
+    cpu_rmsnorm_forward(out, rstd, res, weight, N, C, eps);
+}
+
 // columns per work unit of the dweight reduction (4 cache lines per row)
 #define RMSNORM_CBLOCK 64
 
-void cpu_rmsnorm_backward(float *dinp, float *dweight, const float *dout,
-                          const float *inp, const float *weight, const float *rstd,
+void cpu_rmsnorm_backward(anv_act *dinp_, float *dweight, const anv_act *dout_,
+                          const anv_act *inp_, const anv_act *weight_, const float *rstd,
                           int N, int C) {
+    float *dinp = dinp_;
+    const float *dout = dout_;
+    const float *inp = inp_;
+    const float *weight = weight_;
     // dinp (N,C) += or NULL, dweight (C) += or NULL; dout, inp (N,C); weight (C); rstd (N)
     if (dinp != NULL) {
         #pragma omp parallel for schedule(static)

@@ -34,14 +34,16 @@ static void rope_rotate(float *x, const float *cos_tab, const float *sin_tab,
     }
 }
 
-void cpu_rope_forward(float *x, const float *cos_tab, const float *sin_tab,
+void cpu_rope_forward(anv_act *x_, const float *cos_tab, const float *sin_tab,
                       int B, int T, int H, int HS) {
+    float *x = x_;
     // x (B,T,H,HS) in place; cos_tab, sin_tab (maxT, HS/2)
     rope_rotate(x, cos_tab, sin_tab, B, T, H, HS, 1.0f);
 }
 
-void cpu_rope_backward(float *dx, const float *cos_tab, const float *sin_tab,
+void cpu_rope_backward(anv_act *dx_, const float *cos_tab, const float *sin_tab,
                        int B, int T, int H, int HS) {
+    float *dx = dx_;
     // dx (B,T,H,HS) in place: gradient w.r.t. the rotated tensor in, unrotated out
     rope_rotate(dx, cos_tab, sin_tab, B, T, H, HS, -1.0f);
 }

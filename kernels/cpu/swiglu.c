@@ -7,7 +7,10 @@
 // negative g exp(-g) saturates at 1.7e38 and sigmoid is ~0, the right limit.
 #include "kernels/cpu/cpu_ops.h"
 
-void cpu_swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
+void cpu_swiglu_forward(anv_act *out_, const anv_act *gate_, const anv_act *up_, size_t n) {
+    float *out = out_;
+    const float *gate = gate_;
+    const float *up = up_;
     // out (n), gate (n), up (n)
     #pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++) {
@@ -17,8 +20,13 @@ void cpu_swiglu_forward(float *out, const float *gate, const float *up, size_t n
     }
 }
 
-void cpu_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
-                         const float *up, size_t n) {
+void cpu_swiglu_backward(anv_act *dgate_, anv_act *dup_, const anv_act *dout_, const anv_act *gate_,
+                         const anv_act *up_, size_t n) {
+    float *dgate = dgate_;
+    float *dup = dup_;
+    const float *dout = dout_;
+    const float *gate = gate_;
+    const float *up = up_;
     // dgate (n) +=, dup (n) +=, dout (n), gate (n), up (n)
     #pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++) {

@@ -211,6 +211,47 @@ static void test_norm(int rms, uint64_t *s) {
     be->free(c.mean); be->free(c.rstd); be->free(c.R);
 }
 
+// The fused residual + norm: res = a + b exactly, out = norm(res) against a double
+// reference, with res a separate buffer and res aliasing a (the model's usage).
+static void test_norm_residual(int rms, int alias, uint64_t *s) {
+    const int N = 5, C = 12;
+    const float eps = 1e-5f;
+    size_t n = (size_t)N * C;
+    float *a = frand(n, -1.0f, 1.5f, s), *b = frand(n, -1.0f, 1.0f, s);
+    float *a0 = fdup(a, n);
+    float *w = frand(C, 0.5f, 1.5f, s), *bias = frand(C, -0.5f, 0.5f, s);
+    float *res = alias ? a : frand(n, -1, 1, s), *out = frand(n, -1, 1, s);
+    float *mean = falloc(N), *rstd = falloc(N);
+    if (rms)
+        be->rmsnorm_residual_forward(res, out, rstd, a, b, w, N, C, eps);
+    else
+        be->layernorm_residual_forward(res, out, mean, rstd, a, b, w, bias, N, C, eps);
+    int exact = 1;
+    for (size_t i = 0; i < n; i++) exact &= res[i] == a0[i] + b[i];
+    double *ref = malloc(n * sizeof(double));
+    for (int r = 0; r < N; r++) {
+        double x[64], m = 0.0, v = 0.0;
+        for (int i = 0; i < C; i++) x[i] = (double)(a0[(size_t)r * C + i] + b[(size_t)r * C + i]);
+        for (int i = 0; i < C; i++) m += x[i];
+        m = rms ? 0.0 : m / C;
+        for (int i = 0; i < C; i++) v += (x[i] - m) * (x[i] - m);
+        double rs = 1.0 / sqrt(v / C + eps);
+        for (int i = 0; i < C; i++)
+            ref[(size_t)r * C + i] = (x[i] - m) * rs * w[i] + (rms ? 0.0 : bias[i]);
+    }
+    char name[96];
+    snprintf(name, sizeof name, "%s_residual_forward%s: res = a + b exactly",
+             rms ? "rmsnorm" : "layernorm", alias ? " (res aliases a)" : "");
+    check_true(name, exact);
+    snprintf(name, sizeof name, "%s_residual_forward%s vs reference",
+             rms ? "rmsnorm" : "layernorm", alias ? " (res aliases a)" : "");
+    check(name, rel_err(out, ref, n), REF_TOL);
+    free(ref);
+    if (!alias) be->free(res);
+    be->free(a); be->free(a0); be->free(b); be->free(w); be->free(bias); be->free(out);
+    be->free(mean); be->free(rstd);
+}
+
 // ----------------------------------------------------------------------------
 // matmul
 
@@ -222,7 +263,7 @@ struct matmul_case {
 
 static double matmul_loss(void *p) {
     struct matmul_case *c = p;
-    be->matmul_forward(c->out, c->inp, c->weight, c->bias, c->N, c->C, c->OC);
+    be->matmul_forward(c->out, NULL, c->inp, c->weight, c->bias, c->N, c->C, c->OC);
     return dot_d(c->out, c->R, (size_t)c->N * c->OC);
 }
 
@@ -255,7 +296,7 @@ static void test_matmul(int with_bias, int N, int C, int OC, int use_fd, uint64_
     float *dw = frand(nw, -1, 1, s), *dw0 = fdup(dw, nw);
     float *db = with_bias ? frand(OC, -1, 1, s) : NULL;
     float *db0 = with_bias ? fdup(db, OC) : NULL;
-    be->matmul_backward(dinp, dw, db, c.R, c.inp, c.weight, N, C, OC);
+    be->matmul_backward(dinp, dw, db, c.R, c.inp, c.weight, NULL, N, C, OC);
     float *ginp = fdiff(dinp, dinp0, ni), *gw = fdiff(dw, dw0, nw);
     float *gb = with_bias ? fdiff(db, db0, OC) : NULL;
     if (use_fd) {
@@ -301,6 +342,57 @@ static void test_matmul(int with_bias, int N, int C, int OC, int use_fd, uint64_
     be->free(dinp); be->free(dinp0); be->free(dw); be->free(dw0); be->free(db); be->free(db0);
     be->free(ginp); be->free(gw); be->free(gb);
     be->free(c.inp); be->free(c.weight); be->free(c.bias); be->free(c.out); be->free(c.R);
+}
+
+// The GELU epilogue: forward writes pre_gelu = inp @ W^T + b and out = gelu(pre_gelu)
+// (checked against double formulas); backward with pre_gelu overwrites dinp with the
+// gradient w.r.t. the previous layer's pre-GELU values (checked by finite differences
+// of L = R . (gelu(pre) @ W^T)).
+struct gelu_mm_case {
+    int N, C, OC;
+    float *pre, *act, *weight, *out, *R;  // (N,C), (N,C), (OC,C), (N,OC), (N,OC)
+};
+
+static double gelu_mm_loss(void *p) {
+    struct gelu_mm_case *c = p;
+    be->gelu_forward(c->act, c->pre, (size_t)c->N * c->C);
+    be->matmul_forward(c->out, NULL, c->act, c->weight, NULL, c->N, c->C, c->OC);
+    return dot_d(c->out, c->R, (size_t)c->N * c->OC);
+}
+
+static void test_matmul_gelu(uint64_t *s) {
+    const int N = 6, C = 9, OC = 11;
+    size_t ni = (size_t)N * C, nw = (size_t)OC * C, no = (size_t)N * OC;
+    float *inp = frand(ni, -1, 1, s), *w = frand(nw, -1, 1, s), *bias = frand(OC, -1, 1, s);
+    float *pre = frand(no, -1, 1, s), *out = frand(no, -1, 1, s);   // garbage: overwritten
+    be->matmul_forward(out, pre, inp, w, bias, N, C, OC);
+    double *zref = malloc(no * sizeof(double)), *gref = malloc(no * sizeof(double));
+    for (int r = 0; r < N; r++) {
+        for (int o = 0; o < OC; o++) {
+            double z = bias[o];
+            for (int i = 0; i < C; i++) z += (double)inp[(size_t)r * C + i] * w[(size_t)o * C + i];
+            zref[(size_t)r * OC + o] = z;
+            gref[(size_t)r * OC + o] =
+                0.5 * z * (1.0 + tanh(sqrt(2.0 / M_PI) * (z + 0.044715 * z * z * z)));
+        }
+    }
+    check("matmul_forward with GELU epilogue: pre_gelu vs reference", rel_err(pre, zref, no),
+          REF_TOL);
+    check("matmul_forward with GELU epilogue: out = gelu(pre) vs reference",
+          rel_err(out, gref, no), REF_TOL);
+    free(zref);
+    free(gref);
+    be->free(inp); be->free(w); be->free(bias); be->free(pre); be->free(out);
+
+    struct gelu_mm_case c = {N, C, OC, frand(ni, -2, 2, s), falloc(ni), frand((size_t)OC * C, -1, 1, s),
+                             falloc(no), frand(no, -1, 1, s)};
+    gelu_mm_loss(&c);
+    float *dpre = frand(ni, -1, 1, s);            // garbage: the dGELU form overwrites
+    be->matmul_backward(dpre, NULL, NULL, c.R, c.act, c.weight, c.pre, N, C, OC);
+    check("matmul_backward with dGELU epilogue: dinp vs finite diff",
+          fd_error(c.pre, ni, dpre, gelu_mm_loss, &c, s), FD_TOL);
+    be->free(dpre);
+    be->free(c.pre); be->free(c.act); be->free(c.weight); be->free(c.out); be->free(c.R);
 }
 
 // ----------------------------------------------------------------------------
@@ -475,8 +567,8 @@ static void test_attention(int NH, int KVH, uint64_t *s) {
     float *dq = frand(nq, -1, 1, s), *dq0 = fdup(dq, nq);
     float *dk = frand(nkv, -1, 1, s), *dk0 = fdup(dk, nkv);
     float *dv = frand(nkv, -1, 1, s), *dv0 = fdup(dv, nkv);
-    float *scratch = frand(be->attention_scratch_floats(B, T, NH), -1, 1, s);
-    be->attention_backward(dq, dk, dv, scratch, c.R, c.state, c.q, c.k, c.v, B, T, NH, KVH, HS);
+    float *scratch = frand(be->attention_scratch_floats(B, T, NH, HS), -1, 1, s);
+    be->attention_backward(dq, dk, dv, scratch, c.R, c.out, c.state, c.q, c.k, c.v, B, T, NH, KVH, HS);
     float *gq = fdiff(dq, dq0, nq), *gk = fdiff(dk, dk0, nkv), *gv = fdiff(dv, dv0, nkv);
     snprintf(name, sizeof name, "attention_backward dq NH=%d KVH=%d vs finite diff", NH, KVH);
     check(name, fd_error(c.q, nq, gq, attention_loss, &c, s), FD_TOL);
@@ -576,22 +668,29 @@ static void test_pointwise(uint64_t *s) {
 // ----------------------------------------------------------------------------
 // optimizer
 
+// AdamW over two segments of one flat buffer with different weight decay (and a gap
+// between them that must stay untouched), 3 steps against a double reference.
 static void test_adamw(uint64_t *s) {
-    size_t n = 37;
-    float lr = 1e-2f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f, gs = 0.5f;
+    const size_t n = 53;
+    const anv_seg segs[2] = {{0, 20, 0.1f}, {29, 24, 0.0f}};   // [20, 29) is a gap
+    float lr = 1e-2f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, gs = 0.5f;
     float *param = frand(n, -1, 1, s), *m = falloc(n), *v = falloc(n), *grad = falloc(n);
+    float *param0 = fdup(param, n);
     double *pd = malloc(n * sizeof(double)), *md = calloc(n, sizeof(double));
     double *vd = calloc(n, sizeof(double));
     for (size_t i = 0; i < n; i++) pd[i] = param[i];
     for (int t = 1; t <= 3; t++) {
         for (size_t i = 0; i < n; i++) grad[i] = rng_uniform(s);
-        be->adamw_update(param, grad, m, v, n, lr, b1, b2, eps, wd, gs, t);
-        for (size_t i = 0; i < n; i++) {
-            double g = (double)grad[i] * gs;
-            md[i] = b1 * md[i] + (1.0 - b1) * g;
-            vd[i] = b2 * vd[i] + (1.0 - b2) * g * g;
-            double mhat = md[i] / (1.0 - pow(b1, t)), vhat = vd[i] / (1.0 - pow(b2, t));
-            pd[i] -= lr * (mhat / (sqrt(vhat) + eps) + wd * pd[i]);
+        anv_adamw_args a = {lr, b1, b2, eps, gs, t};
+        be->adamw_update(param, NULL, grad, m, v, segs, 2, &a);
+        for (int k = 0; k < 2; k++) {
+            for (size_t i = segs[k].off; i < segs[k].off + segs[k].n; i++) {
+                double g = (double)grad[i] * gs, wd = segs[k].weight_decay;
+                md[i] = b1 * md[i] + (1.0 - b1) * g;
+                vd[i] = b2 * vd[i] + (1.0 - b2) * g * g;
+                double mhat = md[i] / (1.0 - pow(b1, t)), vhat = vd[i] / (1.0 - pow(b2, t));
+                pd[i] -= lr * (mhat / (sqrt(vhat) + eps) + wd * pd[i]);
+            }
         }
     }
     double err = 0.0;
@@ -601,22 +700,33 @@ static void test_adamw(uint64_t *s) {
         err = fmax(err, fabs(v[i] - vd[i]));
     }
     // params are O(1): each step adds ~6e-8 of float rounding, updates are ~lr
-    check("adamw_update, 3 steps vs double reference (max abs error)", err, 1e-6);
+    check("adamw_update, 2 segments, 3 steps vs double reference (max abs error)", err, 1e-6);
+    int gap = 1;
+    for (size_t i = 20; i < 29; i++) gap &= param[i] == param0[i] && m[i] == 0.0f;
+    check_true("adamw_update leaves the gap between segments untouched", gap);
     free(pd); free(md); free(vd);
-    be->free(param); be->free(m); be->free(v); be->free(grad);
+    be->free(param); be->free(param0); be->free(m); be->free(v); be->free(grad);
 
     size_t big = 1000003;                         // odd and large: several threads' ranges
     float *x = frand(big, -1, 1, s);
+    const anv_seg ss[3] = {{0, 1000, 0}, {5000, 600000, 0}, {700001, 300002, 0}};
     double ref = 0.0;
-    for (size_t i = 0; i < big; i++) ref += (double)x[i] * x[i];
+    for (int k = 0; k < 3; k++)
+        for (size_t i = ss[k].off; i < ss[k].off + ss[k].n; i++) ref += (double)x[i] * x[i];
     // only the summation order differs: ~sqrt(n) * 1e-16 relative
-    check("sum_squares vs double sum (relative)", fabs(be->sum_squares(x, big) - ref) / ref, 1e-10);
+    check("sum_squares over 3 segments vs double sum (relative)",
+          fabs(be->sum_squares(x, ss, 3) - ref) / ref, 1e-10);
     float *y = fdup(x, big);
     be->scale(y, 0.37f, big);
     int same = 1;
     for (size_t i = 0; i < big; i++) same &= y[i] == x[i] * 0.37f;
     check_true("scale: x *= s exactly", same);
-    be->free(x); be->free(y);
+    float *z = fdup(x, big);
+    be->add_f32(z, y, big);
+    same = 1;
+    for (size_t i = 0; i < big; i++) same &= z[i] == x[i] + y[i];
+    check_true("add_f32: dst += src exactly", same);
+    be->free(x); be->free(y); be->free(z);
 }
 
 // ----------------------------------------------------------------------------
@@ -671,11 +781,11 @@ static void bench_matmul(uint64_t *s) {
     float *dinp = falloc((size_t)N * C), *dw = falloc((size_t)OC * C), *db = falloc(OC);
     int reps = 50;
     double flops = 2.0 * N * C * OC;
-    be->matmul_forward(out, inp, w, bias, N, C, OC);          // warm-up
+    be->matmul_forward(out, NULL, inp, w, bias, N, C, OC);          // warm-up
     double t0 = omp_get_wtime();
-    for (int r = 0; r < reps; r++) be->matmul_forward(out, inp, w, bias, N, C, OC);
+    for (int r = 0; r < reps; r++) be->matmul_forward(out, NULL, inp, w, bias, N, C, OC);
     double t1 = omp_get_wtime();
-    for (int r = 0; r < reps; r++) be->matmul_backward(dinp, dw, db, out, inp, w, N, C, OC);
+    for (int r = 0; r < reps; r++) be->matmul_backward(dinp, dw, db, out, inp, w, NULL, N, C, OC);
     double t2 = omp_get_wtime();
     printf("bench matmul_forward  N=%d C=%d OC=%d: %.2f ms, %.1f GFLOP/s (%d threads)\n",
            N, C, OC, (t1 - t0) / reps * 1e3, flops * reps / (t1 - t0) * 1e-9,
@@ -707,6 +817,9 @@ int main(int argc, char **argv) {
     test_encoder_shards(3, (const int[]){0, 4, 8}, &seed);
     test_norm(0, &seed);
     test_norm(1, &seed);
+    for (int rms = 0; rms < 2; rms++)
+        for (int alias = 0; alias < 2; alias++) test_norm_residual(rms, alias, &seed);
+    test_matmul_gelu(&seed);
     test_matmul(1, 5, 7, 9, 1, &seed);
     test_matmul(0, 5, 7, 9, 1, &seed);
     test_matmul(1, 67, 130, 97, 0, &seed);         // larger, odd: blocked sgemm paths

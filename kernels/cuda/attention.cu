@@ -1,0 +1,802 @@
+// kernels/cuda/attention.cu: causal self-attention with grouped-query heads, bf16 cuda.
+//
+// Same function as kernels/cpu/attention.c (query head h reads kv head h / (NH/KVH),
+// scores scaled by 1/sqrt(HS), causal mask), computed flash-attention style: the T x T
+// score matrix never exists in memory. Tiles of queries and keys meet in shared
+// memory, the scores of a tile live in registers, and the softmax is computed online
+// in fp32 (running max m and running sum l per query row, earlier partial results
+// rescaled by exp(m_old - m_new) whenever the max grows).
+//
+// state (B,NH,T) holds one number per query row, the natural log-sum-exp of its scaled
+// scores, lse = m + log(l). That is all the backward needs: it recomputes the
+// probabilities as P = exp(s - lse) (FlashAttention-2).
+//
+// Tensor-core path (HS in {32, 64, 96, 128}, every pointer 16-byte aligned): bf16 mma
+// (mma.sync.m16n8k16, fp32 accumulators, the register layouts of the PTX manual),
+// operands moved from shared memory with ldmatrix, tiles copied in with cp.async into
+// two buffers so the next tile arrives while the current one is computed. Tiles are
+// 64 x 64; a block has 4 warps, each owning 16 rows of the tile. Rows are padded by
+// 8 bf16 (16 bytes) in shared memory so that the 8 row addresses of one ldmatrix fall
+// into distinct banks.
+//   forward  (grid: query block x B*NH, heaviest query blocks first): Q fragments in
+//            registers; for each key block up to the diagonal, S = Q K^T into
+//            registers, mask (diagonal block only), online softmax, O += P V with P
+//            taken straight from the S accumulators (the accumulator layout of a
+//            16x16 pair of n-tiles is the A-operand layout). out = O / l.
+//   backward 1. Dv (B,NH,T) = rowsum(dout * out), the softmax backward's
+//               sum_j p_j dp_j, one pass over dout and out.
+//            2. grid: key block x KVH x B, heaviest (first) key blocks first. A block
+//               holds its K and V tile and loops over every query head of its group
+//               and every query block at or after its key block; per step it forms
+//               S^T = K Q^T, P^T = exp(S^T - lse), dV += P^T dO, dP^T = V dO^T,
+//               dS^T = P^T (dP^T - Dv), dK += dS^T Q, and dQ += dS K through fp32
+//               atomics into an accumulator (B,T,NH,HS) in scratch. dK and dV stay in
+//               registers for the whole loop: one block owns them, so no atomics.
+//            3. dq (bf16) += the dQ accumulator.
+// Generic path (any other HS, or unaligned pointers; the tiny test shapes): one warp
+// per query row (forward, dq) or key row (dk, dv), keys or queries visited in tiles of
+// 32 with the same online softmax and the same lse; CUDA cores, fp32. Its backward
+// recomputes p in both the dk/dv and the dq kernel, so it needs no atomics.
+//
+// scratch (attention_scratch_floats): the dQ accumulator (B,T,NH,HS) then Dv (B,NH,T).
+//
+// Numerics: inputs are bf16, products and every sum fp32. P is rounded to bf16 before
+// the P V (and P^T dO, dS^T Q, dS K) products, as in FlashAttention; expect a
+// normalized error of a few 1e-3 against the fp32 cpu reference, dominated by that
+// rounding and by the bf16 output. The dq accumulation order of the atomics varies
+// from run to run, so dq is not bitwise reproducible on the tensor-core path.
+#include <math.h>
+#include <string.h>
+
+#include "kernels/cuda/cuda_common.cuh"
+
+#define ATT_LOG2E 1.4426950408889634f
+
+// ---- PTX helpers (sm_80+) -----------------------------------------------------------
+__device__ __forceinline__ uint32_t smem_addr(const void *p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+// 16 bytes global -> shared, asynchronous; src_bytes = 0 writes zeros (rows past T).
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)),
+                 "l"(src), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async4(void *dst, const void *src, int src_bytes) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(dst)),
+                 "l"(src), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() {
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+__device__ __forceinline__ void cp_async_wait_all() {
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+}
+// Four 8x8 bf16 matrices; lane l gives the row address of matrix l/8, row l%8.
+__device__ __forceinline__ void ldsm_x4(uint32_t r[4], const bf16 *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)) : "memory");
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t r[4], const bf16 *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)) : "memory");
+}
+// c (16x8 fp32) += a (16x16 bf16, row) * b (16x8 bf16, col).
+// Layouts (g = lane/4, t = lane%4): a0 (g, 2t..2t+1), a1 (g+8, 2t..), a2 (g, 2t+8..),
+// a3 (g+8, 2t+8..); b0 (k 2t..2t+1, n g), b1 (k 2t+8.., n g); c0,c1 (g, 2t..2t+1),
+// c2,c3 (g+8, 2t..2t+1).
+__device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0,
+                                         uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+// p[0] += x, p[1] += y in global memory; p 8-byte aligned. One vector atomic on sm_90.
+__device__ __forceinline__ void atomic_add2(float *p, float x, float y) {
+#if __CUDA_ARCH__ >= 900
+    atomicAdd(reinterpret_cast<float2 *>(p), make_float2(x, y));
+#else
+    atomicAdd(p, x);
+    atomicAdd(p + 1, y);
+#endif
+}
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);   // .x (low half) = lo
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    return u;
+}
+
+// Tile geometry of the tensor-core kernels.
+#define ATT_TILE 64            // rows of a query tile = rows of a key tile
+#define ATT_THREADS 128        // 4 warps x 16 rows
+#define ATT_PAD 8              // bf16 of padding per shared row (16 bytes)
+
+// Rows [row0, row0+64) of a (T, D) matrix whose rows are `stride` elements apart, into
+// shared rows of D + ATT_PAD; rows at or past T are zero-filled.
+template <int D>
+__device__ __forceinline__ void load_tile(bf16 *s, const bf16 *g, size_t stride, int row0,
+                                          int T) {
+    constexpr int CH = D / 8;                          // 16-byte chunks per row
+    for (int c = threadIdx.x; c < ATT_TILE * CH; c += ATT_THREADS) {
+        int r = c / CH, ch = c % CH, t = row0 + r;
+        int ok = t < T;
+        const bf16 *src = g + (size_t)(ok ? t : 0) * stride + ch * 8;
+        cp_async16(s + r * (D + ATT_PAD) + ch * 8, src, ok ? 16 : 0);
+    }
+}
+
+// A operand (16x16) at rows r0.., cols c0.. of a row-major shared matrix with ld
+// elements per row; the same addressing serves the B operands of two n-tiles read
+// transposed (ldsm_x4_t on a (k, n) row-major matrix).
+__device__ __forceinline__ const bf16 *ldsm_a_addr(const bf16 *s, int ld, int r0, int c0,
+                                                   int lane) {
+    return s + (r0 + (lane & 7) + ((lane >> 3) & 1) * 8) * ld + c0 + (lane >> 4) * 8;
+}
+// B operands of two n-tiles (n0.., n0+8..) x k-chunk k0.. from an (n, k) row-major
+// shared matrix (non-transposed ldmatrix); regs 0,1 = tile n0, regs 2,3 = tile n0+8.
+__device__ __forceinline__ const bf16 *ldsm_b_addr(const bf16 *s, int ld, int n0, int k0,
+                                                   int lane) {
+    return s + (n0 + (lane & 7) + (lane >> 4) * 8) * ld + k0 + ((lane >> 3) & 1) * 8;
+}
+
+// ---- forward, tensor cores ----------------------------------------------------------
+template <int D>
+__global__ void __launch_bounds__(ATT_THREADS)
+attn_fwd_mma(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B,
+             int T, int NH, int KVH, float scale) {
+    // out (B,T,NH,D), lse (B,NH,T), q (B,T,NH,D), k and v (B,T,KVH,D)
+    constexpr int LD = D + ATT_PAD;
+    constexpr int KT = D / 16;                  // k-chunks of Q K^T
+    constexpr int NT = ATT_TILE / 8;            // n-tiles of S
+    constexpr int DT = D / 8;                   // n-tiles of O
+    extern __shared__ __align__(16) unsigned char att_smem[];
+    bf16 *sQ = (bf16 *)att_smem;                // (64, LD)
+    bf16 *sK = sQ + ATT_TILE * LD;              // 2 x (64, LD)
+    bf16 *sV = sK + 2 * ATT_TILE * LD;          // 2 x (64, LD)
+
+    const int nq = (T + ATT_TILE - 1) / ATT_TILE;
+    const int bh = blockIdx.x % (B * NH);
+    const int qb = nq - 1 - (int)(blockIdx.x / (B * NH));
+    const int b = bh / NH, h = bh % NH, kvh = h / (NH / KVH);
+    const int q0 = qb * ATT_TILE;
+    const size_t qs = (size_t)NH * D, kvs = (size_t)KVH * D;
+    const bf16 *qg = q + ((size_t)b * T * NH + h) * D;        // (T, D) rows qs apart
+    const bf16 *kg = k + ((size_t)b * T * KVH + kvh) * D;     // (T, D) rows kvs apart
+    const bf16 *vg = v + ((size_t)b * T * KVH + kvh) * D;     // (T, D) rows kvs apart
+
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, t4 = lane & 3;
+    const float sl2 = scale * ATT_LOG2E;        // exp(x*scale) = exp2(x*sl2)
+
+    load_tile<D>(sQ, qg, qs, q0, T);
+    load_tile<D>(sK, kg, kvs, 0, T);
+    load_tile<D>(sV, vg, kvs, 0, T);
+    cp_async_commit();
+
+    uint32_t qf[KT][4];
+    float o[DT][4];
+    for (int i = 0; i < DT; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    float m[2] = {-INFINITY, -INFINITY};        // running max (raw scores), rows g, g+8
+    float l[2] = {0.0f, 0.0f};                  // running sum, this thread's columns
+
+    const int nkv = qb + 1;                     // key tiles 0..qb (causal)
+    for (int j = 0; j < nkv; j++) {
+        cp_async_wait_all();
+        __syncthreads();                        // tile j landed; tile j-1's buffer free
+        if (j == 0) {
+            for (int kk = 0; kk < KT; kk++)
+                ldsm_x4(qf[kk], ldsm_a_addr(sQ, LD, warp * 16, kk * 16, lane));
+        }
+        if (j + 1 < nkv) {
+            const int nb = ((j + 1) & 1) * ATT_TILE * LD, row0 = (j + 1) * ATT_TILE;
+            load_tile<D>(sK + nb, kg, kvs, row0, T);
+            load_tile<D>(sV + nb, vg, kvs, row0, T);
+        }
+        cp_async_commit();
+        const bf16 *cK = sK + (j & 1) * ATT_TILE * LD;
+        const bf16 *cV = sV + (j & 1) * ATT_TILE * LD;
+
+        // S = Q K^T (16 x 64 per warp)
+        float s[NT][4];
+        for (int i = 0; i < NT; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+        for (int kk = 0; kk < KT; kk++) {
+            for (int np = 0; np < NT / 2; np++) {
+                uint32_t bb[4];
+                ldsm_x4(bb, ldsm_b_addr(cK, LD, np * 16, kk * 16, lane));
+                mma_bf16(s[2 * np], qf[kk], bb[0], bb[1]);
+                mma_bf16(s[2 * np + 1], qf[kk], bb[2], bb[3]);
+            }
+        }
+        if (j == qb) {                          // diagonal tile: key col > query row
+            for (int nt = 0; nt < NT; nt++)
+                for (int c = 0; c < 4; c++) {
+                    int col = nt * 8 + 2 * t4 + (c & 1);
+                    int row = warp * 16 + g + (c >> 1) * 8;
+                    if (col > row) s[nt][c] = -INFINITY;
+                }
+        }
+
+        // online softmax; rows g (c = 0,1) and g+8 (c = 2,3), a quad shares a row
+        for (int r = 0; r < 2; r++) {
+            float mx = m[r];
+            for (int nt = 0; nt < NT; nt++)
+                mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            float mu = mx == -INFINITY ? 0.0f : mx;         // a fully masked row stays 0
+            float alpha = exp2f((m[r] - mu) * sl2);         // m = -inf: 0
+            float msc = mu * sl2, sum = 0.0f;
+            m[r] = mx;
+            for (int nt = 0; nt < NT; nt++) {
+                float p0 = exp2f(fmaf(s[nt][2 * r], sl2, -msc));
+                float p1 = exp2f(fmaf(s[nt][2 * r + 1], sl2, -msc));
+                s[nt][2 * r] = p0;
+                s[nt][2 * r + 1] = p1;
+                sum += p0 + p1;
+            }
+            l[r] = l[r] * alpha + sum;
+            for (int i = 0; i < DT; i++) {
+                o[i][2 * r] *= alpha;
+                o[i][2 * r + 1] *= alpha;
+            }
+        }
+
+        // O += P V
+        for (int kc = 0; kc < ATT_TILE / 16; kc++) {
+            uint32_t a[4] = {pack_bf16(s[2 * kc][0], s[2 * kc][1]),
+                             pack_bf16(s[2 * kc][2], s[2 * kc][3]),
+                             pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]),
+                             pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3])};
+            for (int dp = 0; dp < D / 16; dp++) {
+                uint32_t bb[4];
+                ldsm_x4_t(bb, ldsm_a_addr(cV, LD, kc * 16, dp * 16, lane));
+                mma_bf16(o[2 * dp], a, bb[0], bb[1]);
+                mma_bf16(o[2 * dp + 1], a, bb[2], bb[3]);
+            }
+        }
+    }
+
+    for (int r = 0; r < 2; r++) {
+        float sum = l[r];
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+        int row = q0 + warp * 16 + g + r * 8;
+        if (row >= T) continue;
+        float inv = 1.0f / sum;
+        bf16 *orow = out + (((size_t)b * T + row) * NH + h) * D;     // (D)
+        for (int i = 0; i < DT; i++) {
+            *reinterpret_cast<__nv_bfloat162 *>(orow + i * 8 + 2 * t4) =
+                __floats2bfloat162_rn(o[i][2 * r] * inv, o[i][2 * r + 1] * inv);
+        }
+        if (t4 == 0) lse[((size_t)b * NH + h) * T + row] = m[r] * scale + logf(sum);
+    }
+}
+
+// ---- backward, tensor cores ---------------------------------------------------------
+// Dv (B,NH,T) = rowsum(dout * out); 8 lanes per row (one 16-byte vector each per step).
+__global__ void attn_bwd_dot(float *Dv, const bf16 *dout, const bf16 *out, int B, int T,
+                             int NH, int HS, int vec) {
+    // dout, out (B,T,NH,HS)
+    const size_t rows = (size_t)B * T * NH;
+    const size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) >> 3;
+    const int sub = threadIdx.x & 7;
+    float acc = 0.0f;
+    if (row < rows) {
+        const bf16 *a = dout + row * HS, *o = out + row * HS;       // (HS)
+        if (vec) {
+            for (int d = sub * 8; d < HS; d += 64) {
+                x128<bf16> xa = load128(a + d), xo = load128(o + d);
+                for (int i = 0; i < 8; i++)
+                    acc += __bfloat162float(xa[i]) * __bfloat162float(xo[i]);
+            }
+        } else {
+            for (int d = sub; d < HS; d += 8)
+                acc += __bfloat162float(a[d]) * __bfloat162float(o[d]);
+        }
+    }
+    acc += __shfl_xor_sync(0xffffffffu, acc, 4);
+    acc += __shfl_xor_sync(0xffffffffu, acc, 2);
+    acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+    if (row < rows && sub == 0) {
+        int h = (int)(row % NH);
+        size_t bt = row / NH;
+        int t = (int)(bt % T), b = (int)(bt / T);
+        Dv[((size_t)b * NH + h) * T + t] = acc;
+    }
+}
+
+// dk, dv (B,T,KVH,D) += for one key tile; dq_acc (B,T,NH,D) += through atomics.
+template <int D>
+__global__ void __launch_bounds__(ATT_THREADS)
+attn_bwd_mma(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *dout, const float *lse,
+             const float *Dv, const bf16 *q, const bf16 *k, const bf16 *v, int B, int T,
+             int NH, int KVH, float scale) {
+    // dout, q (B,T,NH,D); lse, Dv (B,NH,T); k, v (B,T,KVH,D)
+    constexpr int LD = D + ATT_PAD;
+    constexpr int LDS = ATT_TILE + ATT_PAD;     // dS^T rows: 64 query columns + pad
+    constexpr int KT = D / 16;
+    constexpr int NT = ATT_TILE / 8;
+    constexpr int DT = D / 8;
+    extern __shared__ __align__(16) unsigned char att_smem[];
+    bf16 *sK = (bf16 *)att_smem;                // (64, LD)
+    bf16 *sV = sK + ATT_TILE * LD;              // (64, LD)
+    bf16 *sQ = sV + ATT_TILE * LD;              // 2 x (64, LD)
+    bf16 *sO = sQ + 2 * ATT_TILE * LD;          // 2 x (64, LD): dout
+    bf16 *sS = sO + 2 * ATT_TILE * LD;          // (64 keys, LDS): dS^T
+    float *sL = (float *)(sS + ATT_TILE * LDS); // 2 x (64): lse
+    float *sD = sL + 2 * ATT_TILE;              // 2 x (64): Dv
+
+    const int nt_all = (T + ATT_TILE - 1) / ATT_TILE;
+    const int bk = blockIdx.x % (B * KVH);
+    const int jb = (int)(blockIdx.x / (B * KVH));
+    const int b = bk / KVH, kvh = bk % KVH, group = NH / KVH;
+    const int kv0 = jb * ATT_TILE;
+    const int nqt = nt_all - jb;                // query tiles jb..nt_all-1
+    const int total = group * nqt;
+    const size_t qs = (size_t)NH * D, kvs = (size_t)KVH * D;
+
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, t4 = lane & 3;
+    const float sl2 = scale * ATT_LOG2E;
+
+    // tile `it` of the loop: query head kvh*group + it/nqt, query tile jb + it%nqt
+    auto load_q_tile = [&](int it, int buf) {
+        int h = kvh * group + it / nqt, q0 = (jb + it % nqt) * ATT_TILE;
+        const bf16 *qg = q + ((size_t)b * T * NH + h) * D;
+        const bf16 *og = dout + ((size_t)b * T * NH + h) * D;
+        load_tile<D>(sQ + buf * ATT_TILE * LD, qg, qs, q0, T);
+        load_tile<D>(sO + buf * ATT_TILE * LD, og, qs, q0, T);
+        const float *src = (threadIdx.x < ATT_TILE ? lse : Dv) + ((size_t)b * NH + h) * T;
+        float *dst = (threadIdx.x < ATT_TILE ? sL : sD) + buf * ATT_TILE;
+        int r = threadIdx.x % ATT_TILE, ok = q0 + r < T;
+        cp_async4(dst + r, src + (ok ? q0 + r : 0), ok ? 4 : 0);
+    };
+
+    load_tile<D>(sK, k + ((size_t)b * T * KVH + kvh) * D, kvs, kv0, T);
+    load_tile<D>(sV, v + ((size_t)b * T * KVH + kvh) * D, kvs, kv0, T);
+    load_q_tile(0, 0);
+    cp_async_commit();
+
+    float dka[DT][4], dva[DT][4];
+    for (int i = 0; i < DT; i++)
+        for (int c = 0; c < 4; c++) dka[i][c] = dva[i][c] = 0.0f;
+
+    for (int it = 0; it < total; it++) {
+        const int buf = it & 1;
+        const int h = kvh * group + it / nqt;
+        const int qt = jb + it % nqt, q0 = qt * ATT_TILE;
+        cp_async_wait_all();
+        __syncthreads();                        // tile it landed; it-1's buffers, dS free
+        if (it + 1 < total) load_q_tile(it + 1, buf ^ 1);
+        cp_async_commit();
+        const bf16 *cQ = sQ + buf * ATT_TILE * LD;
+        const bf16 *cO = sO + buf * ATT_TILE * LD;
+        const float *cL = sL + buf * ATT_TILE;
+        const float *cD = sD + buf * ATT_TILE;
+
+        // S^T = K Q^T (16 keys x 64 queries per warp)
+        float s[NT][4];
+        for (int i = 0; i < NT; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+        for (int kk = 0; kk < KT; kk++) {
+            uint32_t a[4];
+            ldsm_x4(a, ldsm_a_addr(sK, LD, warp * 16, kk * 16, lane));
+            for (int np = 0; np < NT / 2; np++) {
+                uint32_t bb[4];
+                ldsm_x4(bb, ldsm_b_addr(cQ, LD, np * 16, kk * 16, lane));
+                mma_bf16(s[2 * np], a, bb[0], bb[1]);
+                mma_bf16(s[2 * np + 1], a, bb[2], bb[3]);
+            }
+        }
+        // P^T = exp(S^T scale - lse); zero where query < key (causal) or query >= T
+        const int need_mask = qt == jb || q0 + ATT_TILE > T;
+        for (int nt = 0; nt < NT; nt++)
+            for (int c = 0; c < 4; c++) {
+                int col = nt * 8 + 2 * t4 + (c & 1);            // query in tile
+                int row = warp * 16 + g + (c >> 1) * 8;         // key in tile
+                float p = exp2f(fmaf(s[nt][c], sl2, -cL[col] * ATT_LOG2E));
+                if (need_mask && (q0 + col < kv0 + row || q0 + col >= T)) p = 0.0f;
+                s[nt][c] = p;
+            }
+        // dV += P^T dO
+        for (int kc = 0; kc < ATT_TILE / 16; kc++) {
+            uint32_t a[4] = {pack_bf16(s[2 * kc][0], s[2 * kc][1]),
+                             pack_bf16(s[2 * kc][2], s[2 * kc][3]),
+                             pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]),
+                             pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3])};
+            for (int dp = 0; dp < D / 16; dp++) {
+                uint32_t bb[4];
+                ldsm_x4_t(bb, ldsm_a_addr(cO, LD, kc * 16, dp * 16, lane));
+                mma_bf16(dva[2 * dp], a, bb[0], bb[1]);
+                mma_bf16(dva[2 * dp + 1], a, bb[2], bb[3]);
+            }
+        }
+        // dP^T = V dO^T, then dS^T = P^T (dP^T - Dv) in place of P^T
+        {
+            float dp[NT][4];
+            for (int i = 0; i < NT; i++) dp[i][0] = dp[i][1] = dp[i][2] = dp[i][3] = 0.0f;
+            for (int kk = 0; kk < KT; kk++) {
+                uint32_t a[4];
+                ldsm_x4(a, ldsm_a_addr(sV, LD, warp * 16, kk * 16, lane));
+                for (int np = 0; np < NT / 2; np++) {
+                    uint32_t bb[4];
+                    ldsm_x4(bb, ldsm_b_addr(cO, LD, np * 16, kk * 16, lane));
+                    mma_bf16(dp[2 * np], a, bb[0], bb[1]);
+                    mma_bf16(dp[2 * np + 1], a, bb[2], bb[3]);
+                }
+            }
+            for (int nt = 0; nt < NT; nt++)
+                for (int c = 0; c < 4; c++) {
+                    int col = nt * 8 + 2 * t4 + (c & 1);
+                    s[nt][c] = s[nt][c] * (dp[nt][c] - cD[col]);
+                }
+        }
+        // dK += dS^T Q; dS^T to shared for dQ
+        for (int kc = 0; kc < ATT_TILE / 16; kc++) {
+            uint32_t a[4] = {pack_bf16(s[2 * kc][0], s[2 * kc][1]),
+                             pack_bf16(s[2 * kc][2], s[2 * kc][3]),
+                             pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]),
+                             pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3])};
+            for (int dp = 0; dp < D / 16; dp++) {
+                uint32_t bb[4];
+                ldsm_x4_t(bb, ldsm_a_addr(cQ, LD, kc * 16, dp * 16, lane));
+                mma_bf16(dka[2 * dp], a, bb[0], bb[1]);
+                mma_bf16(dka[2 * dp + 1], a, bb[2], bb[3]);
+            }
+            bf16 *row0 = sS + (warp * 16 + g) * LDS + kc * 16 + 2 * t4;   // 4-byte aligned
+            *reinterpret_cast<uint32_t *>(row0) = a[0];
+            *reinterpret_cast<uint32_t *>(row0 + 8 * LDS) = a[1];
+            *reinterpret_cast<uint32_t *>(row0 + 8) = a[2];
+            *reinterpret_cast<uint32_t *>(row0 + 8 * LDS + 8) = a[3];
+        }
+        __syncthreads();                        // every warp's dS^T rows written
+
+        // dQ (16 queries per warp x D) += dS K scale, 16 columns at a time
+        float *dqrow = dq_acc + (((size_t)b * T + q0 + warp * 16 + g) * NH + h) * D;
+        const int r0_ok = q0 + warp * 16 + g < T, r1_ok = q0 + warp * 16 + g + 8 < T;
+        for (int dc = 0; dc < D / 16; dc++) {
+            float acc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+            for (int kc = 0; kc < ATT_TILE / 16; kc++) {
+                uint32_t a[4], bb[4];
+                // A = dS (query, key) read transposed from dS^T (key, query)
+                ldsm_x4_t(a, ldsm_b_addr(sS, LDS, kc * 16, warp * 16, lane));
+                ldsm_x4_t(bb, ldsm_a_addr(sK, LD, kc * 16, dc * 16, lane));
+                mma_bf16(acc[0], a, bb[0], bb[1]);
+                mma_bf16(acc[1], a, bb[2], bb[3]);
+            }
+            for (int n = 0; n < 2; n++) {
+                int col = dc * 16 + n * 8 + 2 * t4;
+                if (r0_ok) atomic_add2(dqrow + col, acc[n][0] * scale, acc[n][1] * scale);
+                if (r1_ok)
+                    atomic_add2(dqrow + 8 * qs + col, acc[n][2] * scale, acc[n][3] * scale);
+            }
+        }
+    }
+
+    for (int r = 0; r < 2; r++) {
+        int row = kv0 + warp * 16 + g + r * 8;
+        if (row >= T) continue;
+        size_t off = (((size_t)b * T + row) * KVH + kvh) * D + 2 * t4;
+        for (int i = 0; i < DT; i++) {
+            __nv_bfloat162 *pk = reinterpret_cast<__nv_bfloat162 *>(dk + off + i * 8);
+            __nv_bfloat162 *pv = reinterpret_cast<__nv_bfloat162 *>(dv + off + i * 8);
+            float2 ok = __bfloat1622float2(*pk), ov = __bfloat1622float2(*pv);
+            *pk = __floats2bfloat162_rn(ok.x + dka[i][2 * r] * scale,
+                                        ok.y + dka[i][2 * r + 1] * scale);
+            *pv = __floats2bfloat162_rn(ov.x + dva[i][2 * r], ov.y + dva[i][2 * r + 1]);
+        }
+    }
+}
+
+// dq (n) += acc (n), bf16 += fp32; vec: n % 8 == 0 and both 16-byte aligned.
+__global__ void attn_dq_add(bf16 *dq, const float *acc, size_t n, int vec) {
+    const size_t stride = (size_t)gridDim.x * blockDim.x;
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (vec) {
+        for (; i < n / 8; i += stride) {
+            x128<bf16> d = load128(dq + i * 8);
+            x128<float> a0 = load128(acc + i * 8), a1 = load128(acc + i * 8 + 4);
+            for (int j = 0; j < 4; j++) {
+                d[j] = __float2bfloat16(__bfloat162float(d[j]) + a0[j]);
+                d[j + 4] = __float2bfloat16(__bfloat162float(d[j + 4]) + a1[j]);
+            }
+            store128(dq + i * 8, d);
+        }
+    } else {
+        for (; i < n; i += stride)
+            dq[i] = __float2bfloat16(__bfloat162float(dq[i]) + acc[i]);
+    }
+}
+
+// ---- generic path (any HS): one warp per row, CUDA cores ----------------------------
+#define GEN_WARPS 4            // warps per block of the generic kernels
+
+// Forward for query row (b, t, h). Shared per warp: q*scale (HS), acc (HS), p (32).
+__global__ void attn_fwd_generic(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
+                                 const bf16 *v, int B, int T, int NH, int KVH, int HS,
+                                 float scale) {
+    extern __shared__ float gen_smem[];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float *sq = gen_smem + (size_t)warp * (2 * HS + 32);
+    float *sacc = sq + HS, *sp = sacc + HS;
+    const size_t row = (size_t)blockIdx.x * GEN_WARPS + warp;    // as in q: (b, t, h)
+    if (row >= (size_t)B * T * NH) return;
+    const int h = (int)(row % NH), t = (int)((row / NH) % T), b = (int)(row / NH / T);
+    const int kvh = h / (NH / KVH);
+    const size_t kvs = (size_t)KVH * HS;
+    const bf16 *kb = k + ((size_t)b * T * KVH + kvh) * HS;    // (T, HS) rows kvs apart
+    const bf16 *vb = v + ((size_t)b * T * KVH + kvh) * HS;    // (T, HS) rows kvs apart
+    for (int d = lane; d < HS; d += 32) {
+        sq[d] = __bfloat162float(q[row * HS + d]) * scale;
+        sacc[d] = 0.0f;
+    }
+    __syncwarp();
+    float m = -INFINITY, l = 0.0f;
+    for (int j0 = 0; j0 <= t; j0 += 32) {
+        int j = j0 + lane;
+        float s = -INFINITY;
+        if (j <= t) {
+            const bf16 *kr = kb + (size_t)j * kvs;
+            float dot = 0.0f;
+            for (int d = 0; d < HS; d++) dot += sq[d] * __bfloat162float(kr[d]);
+            s = dot;
+        }
+        float mn = fmaxf(m, warp_max(s));                 // finite: key j0 <= t is valid
+        float alpha = expf(m - mn);
+        float p = j <= t ? expf(s - mn) : 0.0f;
+        l = l * alpha + warp_sum(p);
+        m = mn;
+        sp[lane] = p;
+        __syncwarp();
+        int cnt = min(32, t - j0 + 1);
+        for (int d = lane; d < HS; d += 32) {
+            float a = sacc[d] * alpha;
+            for (int jj = 0; jj < cnt; jj++)
+                a += sp[jj] * __bfloat162float(vb[(size_t)(j0 + jj) * kvs + d]);
+            sacc[d] = a;
+        }
+        __syncwarp();
+    }
+    for (int d = lane; d < HS; d += 32) out[row * HS + d] = __float2bfloat16(sacc[d] / l);
+    if (lane == 0) lse[((size_t)b * NH + h) * T + t] = m + logf(l);
+}
+
+// dk, dv for key row (b, j, kvh) over every query head of its group. Shared per warp:
+// k (HS), v (HS), dk (HS), dv (HS), p (32), ds (32).
+__global__ void attn_bwd_dkdv_generic(bf16 *dk, bf16 *dv, const bf16 *dout,
+                                      const float *lse, const float *Dv, const bf16 *q,
+                                      const bf16 *k, const bf16 *v, int B, int T, int NH,
+                                      int KVH, int HS, float scale) {
+    extern __shared__ float gen_smem[];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float *sk = gen_smem + (size_t)warp * (4 * HS + 64);
+    float *sv = sk + HS, *sdk = sv + HS, *sdv = sdk + HS, *sp = sdv + HS, *sds = sp + 32;
+    const size_t row = (size_t)blockIdx.x * GEN_WARPS + warp;    // as in k: (b, j, kvh)
+    if (row >= (size_t)B * T * KVH) return;
+    const int kvh = (int)(row % KVH), j = (int)((row / KVH) % T), b = (int)(row / KVH / T);
+    const int group = NH / KVH;
+    const size_t qs = (size_t)NH * HS;
+    for (int d = lane; d < HS; d += 32) {
+        sk[d] = __bfloat162float(k[row * HS + d]);
+        sv[d] = __bfloat162float(v[row * HS + d]);
+        sdk[d] = sdv[d] = 0.0f;
+    }
+    __syncwarp();
+    for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+        const bf16 *qb = q + ((size_t)b * T * NH + h) * HS;      // (T, HS) rows qs apart
+        const bf16 *ob = dout + ((size_t)b * T * NH + h) * HS;   // (T, HS) rows qs apart
+        const float *lr = lse + ((size_t)b * NH + h) * T;        // (T)
+        const float *dr = Dv + ((size_t)b * NH + h) * T;         // (T)
+        for (int t0 = j; t0 < T; t0 += 32) {
+            int t = t0 + lane;
+            float p = 0.0f, ds = 0.0f;
+            if (t < T) {
+                float sdot = 0.0f, pdot = 0.0f;
+                for (int d = 0; d < HS; d++) {
+                    sdot += __bfloat162float(qb[(size_t)t * qs + d]) * sk[d];
+                    pdot += __bfloat162float(ob[(size_t)t * qs + d]) * sv[d];
+                }
+                p = expf(sdot * scale - lr[t]);
+                ds = p * (pdot - dr[t]);
+            }
+            sp[lane] = p;
+            sds[lane] = ds;
+            __syncwarp();
+            int cnt = min(32, T - t0);
+            for (int d = lane; d < HS; d += 32) {
+                float a = sdv[d], c = sdk[d];
+                for (int tt = 0; tt < cnt; tt++) {
+                    a += sp[tt] * __bfloat162float(ob[(size_t)(t0 + tt) * qs + d]);
+                    c += sds[tt] * __bfloat162float(qb[(size_t)(t0 + tt) * qs + d]);
+                }
+                sdv[d] = a;
+                sdk[d] = c;
+            }
+            __syncwarp();
+        }
+    }
+    for (int d = lane; d < HS; d += 32) {
+        size_t i = row * HS + d;
+        dk[i] = __float2bfloat16(__bfloat162float(dk[i]) + sdk[d] * scale);
+        dv[i] = __float2bfloat16(__bfloat162float(dv[i]) + sdv[d]);
+    }
+}
+
+// dq for query row (b, t, h). Shared per warp: q (HS), dout (HS), acc (HS), ds (32).
+__global__ void attn_bwd_dq_generic(bf16 *dq, const bf16 *dout, const float *lse,
+                                    const float *Dv, const bf16 *q, const bf16 *k,
+                                    const bf16 *v, int B, int T, int NH, int KVH, int HS,
+                                    float scale) {
+    extern __shared__ float gen_smem[];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float *sq = gen_smem + (size_t)warp * (3 * HS + 32);
+    float *so = sq + HS, *sacc = so + HS, *sds = sacc + HS;
+    const size_t row = (size_t)blockIdx.x * GEN_WARPS + warp;    // as in q: (b, t, h)
+    if (row >= (size_t)B * T * NH) return;
+    const int h = (int)(row % NH), t = (int)((row / NH) % T), b = (int)(row / NH / T);
+    const int kvh = h / (NH / KVH);
+    const size_t kvs = (size_t)KVH * HS;
+    const bf16 *kb = k + ((size_t)b * T * KVH + kvh) * HS;    // (T, HS) rows kvs apart
+    const bf16 *vb = v + ((size_t)b * T * KVH + kvh) * HS;    // (T, HS) rows kvs apart
+    const float lse_t = lse[((size_t)b * NH + h) * T + t];
+    const float d_t = Dv[((size_t)b * NH + h) * T + t];
+    for (int d = lane; d < HS; d += 32) {
+        sq[d] = __bfloat162float(q[row * HS + d]);
+        so[d] = __bfloat162float(dout[row * HS + d]);
+        sacc[d] = 0.0f;
+    }
+    __syncwarp();
+    for (int j0 = 0; j0 <= t; j0 += 32) {
+        int j = j0 + lane;
+        float ds = 0.0f;
+        if (j <= t) {
+            float sdot = 0.0f, pdot = 0.0f;
+            for (int d = 0; d < HS; d++) {
+                sdot += sq[d] * __bfloat162float(kb[(size_t)j * kvs + d]);
+                pdot += so[d] * __bfloat162float(vb[(size_t)j * kvs + d]);
+            }
+            float p = expf(sdot * scale - lse_t);
+            ds = p * (pdot - d_t);
+        }
+        sds[lane] = ds;
+        __syncwarp();
+        int cnt = min(32, t - j0 + 1);
+        for (int d = lane; d < HS; d += 32) {
+            float a = sacc[d];
+            for (int jj = 0; jj < cnt; jj++)
+                a += sds[jj] * __bfloat162float(kb[(size_t)(j0 + jj) * kvs + d]);
+            sacc[d] = a;
+        }
+        __syncwarp();
+    }
+    for (int d = lane; d < HS; d += 32) {
+        size_t i = row * HS + d;
+        dq[i] = __float2bfloat16(__bfloat162float(dq[i]) + sacc[d] * scale);
+    }
+}
+
+// ---- host ---------------------------------------------------------------------------
+// Dynamic shared memory above the 48 KiB default must be asked for per kernel.
+template <typename K>
+static void att_set_smem(K kernel, size_t bytes) {
+    if (bytes > 48 * 1024)
+        CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        (int)bytes));
+}
+
+static int att_mma_ok(int HS) { return HS == 32 || HS == 64 || HS == 96 || HS == 128; }
+
+template <int D>
+static void fwd_mma_launch(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
+                           const bf16 *v, int B, int T, int NH, int KVH, float scale) {
+    const size_t smem = (size_t)5 * ATT_TILE * (D + ATT_PAD) * sizeof(bf16);   // Q, 2K, 2V
+    const unsigned nq = (unsigned)((T + ATT_TILE - 1) / ATT_TILE);
+    att_set_smem(attn_fwd_mma<D>, smem);
+    attn_fwd_mma<D><<<nq * (unsigned)(B * NH), ATT_THREADS, smem, cuda_stream_compute>>>(
+        out, lse, q, k, v, B, T, NH, KVH, scale);
+    CUDA_LAUNCH_CHECK();
+}
+
+template <int D>
+static void bwd_mma_launch(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *dout,
+                           const float *lse, const float *Dv, const bf16 *q, const bf16 *k,
+                           const bf16 *v, int B, int T, int NH, int KVH, float scale) {
+    const size_t smem = (size_t)6 * ATT_TILE * (D + ATT_PAD) * sizeof(bf16)  // K V 2Q 2dO
+                        + (size_t)ATT_TILE * (ATT_TILE + ATT_PAD) * sizeof(bf16)  // dS^T
+                        + (size_t)4 * ATT_TILE * sizeof(float);         // 2 lse, 2 Dv
+    const unsigned nk = (unsigned)((T + ATT_TILE - 1) / ATT_TILE);
+    att_set_smem(attn_bwd_mma<D>, smem);
+    attn_bwd_mma<D><<<nk * (unsigned)(B * KVH), ATT_THREADS, smem, cuda_stream_compute>>>(
+        dk, dv, dq_acc, dout, lse, Dv, q, k, v, B, T, NH, KVH, scale);
+    CUDA_LAUNCH_CHECK();
+}
+
+typedef void (*fwd_fn)(bf16 *, float *, const bf16 *, const bf16 *, const bf16 *, int, int,
+                       int, int, float);
+typedef void (*bwd_fn)(bf16 *, bf16 *, float *, const bf16 *, const float *, const float *,
+                       const bf16 *, const bf16 *, const bf16 *, int, int, int, int, float);
+
+extern "C" size_t cuda_attention_state_floats(int B, int T, int NH) {
+    return (size_t)B * NH * T;                 // log-sum-exp per query row (B,NH,T)
+}
+
+// dQ accumulator (B,T,NH,HS) first (16-byte aligned when scratch is), then Dv (B,NH,T).
+// One size whichever path runs, since the path also depends on pointer alignment.
+extern "C" size_t cuda_attention_scratch_floats(int B, int T, int NH, int HS) {
+    return (size_t)B * T * NH * HS + (size_t)B * NH * T;
+}
+
+extern "C" void cuda_attention_forward(anv_act *out_, float *state, const anv_act *q_,
+                                       const anv_act *k_, const anv_act *v_, int B, int T,
+                                       int NH, int KVH, int HS) {
+    // out (B,T,NH,HS), state (B,NH,T), q (B,T,NH,HS), k and v (B,T,KVH,HS)
+    bf16 *out = (bf16 *)out_;
+    const bf16 *q = (const bf16 *)q_, *k = (const bf16 *)k_, *v = (const bf16 *)v_;
+    const float scale = 1.0f / sqrtf((float)HS);
+    if (B <= 0 || T <= 0 || NH <= 0) return;
+    if (att_mma_ok(HS) && aligned16(out) && aligned16(q) && aligned16(k) && aligned16(v)) {
+        fwd_fn fn = HS == 32 ? fwd_mma_launch<32> : HS == 64 ? fwd_mma_launch<64>
+                  : HS == 96 ? fwd_mma_launch<96> : fwd_mma_launch<128>;
+        fn(out, state, q, k, v, B, T, NH, KVH, scale);
+        return;
+    }
+    const size_t smem = (size_t)GEN_WARPS * (2 * HS + 32) * sizeof(float);
+    att_set_smem(attn_fwd_generic, smem);
+    attn_fwd_generic<<<cuda_blocks((size_t)B * T * NH, GEN_WARPS), GEN_WARPS * 32, smem,
+                       cuda_stream_compute>>>(out, state, q, k, v, B, T, NH, KVH, HS,
+                                              scale);
+    CUDA_LAUNCH_CHECK();
+}
+
+extern "C" void cuda_attention_backward(anv_act *dq_, anv_act *dk_, anv_act *dv_,
+                                        float *scratch, const anv_act *dout_,
+                                        const anv_act *out_, const float *state,
+                                        const anv_act *q_, const anv_act *k_,
+                                        const anv_act *v_, int B, int T, int NH, int KVH,
+                                        int HS) {
+    // dq (B,T,NH,HS) +=, dk and dv (B,T,KVH,HS) +=, scratch: dq_acc (B,T,NH,HS) and
+    // Dv (B,NH,T) overwritten; dout, out, q (B,T,NH,HS); state (B,NH,T); k, v (B,T,KVH,HS)
+    bf16 *dq = (bf16 *)dq_, *dk = (bf16 *)dk_, *dv = (bf16 *)dv_;
+    const bf16 *dout = (const bf16 *)dout_, *out = (const bf16 *)out_;
+    const bf16 *q = (const bf16 *)q_, *k = (const bf16 *)k_, *v = (const bf16 *)v_;
+    const float scale = 1.0f / sqrtf((float)HS);
+    if (B <= 0 || T <= 0 || NH <= 0) return;
+    const size_t nq_elems = (size_t)B * T * NH * HS;
+    float *dq_acc = scratch;                   // (B,T,NH,HS)
+    float *Dv = scratch + nq_elems;            // (B,NH,T)
+
+    const size_t rows = (size_t)B * T * NH;
+    const int vec = HS % 8 == 0 && aligned16(dout) && aligned16(out);
+    attn_bwd_dot<<<cuda_blocks(rows * 8, 256), 256, 0, cuda_stream_compute>>>(
+        Dv, dout, out, B, T, NH, HS, vec);
+    CUDA_LAUNCH_CHECK();
+
+    if (att_mma_ok(HS) && aligned16(dq) && aligned16(dk) && aligned16(dv) &&
+        aligned16(dout) && aligned16(q) && aligned16(k) && aligned16(v) &&
+        aligned16(scratch)) {
+        CUDA_CHECK(cudaMemsetAsync(dq_acc, 0, nq_elems * sizeof(float),
+                                   cuda_stream_compute));
+        bwd_fn fn = HS == 32 ? bwd_mma_launch<32> : HS == 64 ? bwd_mma_launch<64>
+                  : HS == 96 ? bwd_mma_launch<96> : bwd_mma_launch<128>;
+        fn(dk, dv, dq_acc, dout, state, Dv, q, k, v, B, T, NH, KVH, scale);
+        attn_dq_add<<<cuda_blocks(nq_elems / 8, 256), 256, 0, cuda_stream_compute>>>(
+            dq, dq_acc, nq_elems, 1);
+        CUDA_LAUNCH_CHECK();
+        return;
+    }
+
+    const size_t smem_kv = (size_t)GEN_WARPS * (4 * HS + 64) * sizeof(float);
+    att_set_smem(attn_bwd_dkdv_generic, smem_kv);
+    attn_bwd_dkdv_generic<<<cuda_blocks((size_t)B * T * KVH, GEN_WARPS), GEN_WARPS * 32,
+                            smem_kv, cuda_stream_compute>>>(
+        dk, dv, dout, state, Dv, q, k, v, B, T, NH, KVH, HS, scale);
+    CUDA_LAUNCH_CHECK();
+    const size_t smem_q = (size_t)GEN_WARPS * (3 * HS + 32) * sizeof(float);
+    att_set_smem(attn_bwd_dq_generic, smem_q);
+    attn_bwd_dq_generic<<<cuda_blocks(rows, GEN_WARPS), GEN_WARPS * 32, smem_q,
+                          cuda_stream_compute>>>(dq, dout, state, Dv, q, k, v, B, T, NH,
+                                                 KVH, HS, scale);
+    CUDA_LAUNCH_CHECK();
+}

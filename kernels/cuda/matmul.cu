@@ -1,0 +1,426 @@
+// kernels/cuda/matmul.cu: fully-connected layer out = inp @ weight^T + bias on bf16
+// tensor cores through cuBLASLt, with the GELU epilogues, and the dbias reduction.
+//
+// Layout. Our matrices are row-major; cuBLASLt's are column-major, and a row-major
+// (R, K) matrix is the column-major (K, R) matrix with leading dimension K. So each
+// product is written for the transposes (column-major shapes in brackets):
+//   forward:  out^T [OC,N]   = W [C,OC]^T · inp^T [C,N]        opA = T, opB = N
+//             m = OC, n = N, k = C; bias (OC) is a per-row vector of D (EPILOGUE_BIAS)
+//   dinp:     dinp^T [C,N]  += W [C,OC]   · dout^T [OC,N]      opA = N, opB = N
+//             m = C, n = N, k = OC
+//   dweight:  dweight^T [C,OC] += inp^T [C,N] · (dout^T [OC,N])^T   opA = N, opB = T
+//             m = C, n = OC, k = N; C and D fp32 (bf16 A and B, fp32 compute)
+// A and B are bf16, compute CUBLAS_COMPUTE_32F, scale type fp32. beta = 1 makes the
+// backward accumulate (C = D); the forward and the dGELU case use beta = 0.
+//
+// GELU. Forward with pre_gelu: EPILOGUE_GELU_AUX_BIAS (or GELU_AUX without bias)
+// writes pre_gelu = inp @ W^T + b as the aux matrix (ld OC) and out = gelu(pre_gelu);
+// cuBLASLt's GELU is the tanh approximation (GPT-2's, as in kernels/cpu/gelu.c), applied
+// to the fp32 accumulator before rounding. Backward with pre_gelu: EPILOGUE_DGELU
+// with aux pre_gelu (ld C) and beta = 0 overwrites dinp with (dout @ W) * gelu'(pre_gelu).
+// The epilogues are used on Hopper and newer only, and only where cuBLASLt accepts the
+// aux matrix (ld a multiple of 8, pointer 16-byte aligned); on Ampere they are slower
+// than separate passes (llm.c measured the same). Elsewhere the forward is a plain
+// matmul (+ bias epilogue) into pre_gelu followed by cuda_gelu_forward, and the
+// backward a plain matmul (beta = 0) into dinp followed by dgelu_inplace_kernel below,
+// the derivative of kernels/cpu/gelu.c term for term.
+//
+// dbias (OC) += column sums of dout (N,OC): our own deterministic two-pass reduction
+// (cuBLASLt's BGRADB epilogue overwrites instead of accumulating). Pass 1: a grid of
+// (column blocks, row groups); each thread sums 8 adjacent columns (one 16-byte load
+// per row) over a strided set of rows, the block folds its 8 row lanes in shared memory
+// and writes one fp32 partial row. Pass 2: one thread per column adds the partial rows
+// in a fixed order to dbias. No atomics, so the result is the same bits every run.
+//
+// Plans. Creating descriptors and running the heuristic costs tens of microseconds, so
+// each distinct problem (ops, shape, D type, epilogue, pointer alignments) gets a
+// cached plan (descriptor, layouts, algorithm) in a small table searched linearly. The
+// heuristic is told the real alignment of every pointer (MIN_ALIGNMENT_*_BYTES, and the
+// bias / aux pointers themselves are set before it runs), so an offset view into a
+// larger buffer never gets an algorithm that needs more alignment than it has.
+//
+// Numerics vs the fp32 cpu reference: inputs are bf16 (relative rounding 2^-9), the
+// products accumulate in fp32, outputs round once to bf16 (dweight / dbias stay fp32).
+// Expect a normalized error of a few 1e-3 on out / dinp and ~1e-3 on dweight / dbias.
+#include <stdio.h>
+#include <string.h>
+
+#include "kernels/cuda/cuda_common.cuh"
+
+// ----------------------------------------------------------------------------
+// cached cuBLASLt plans
+
+// Plans kept at once: a model uses ~12 distinct matmuls per layer shape (4 forward,
+// 8 backward), times two micro-batch sizes (train / eval); 64 leaves ample room.
+// When full, the oldest plan is replaced.
+#define MM_PLANS 64
+
+// Everything that makes two problems need different descriptors or algorithms. All
+// members are int, so the struct has no padding and memcmp compares it.
+typedef struct mm_key {
+    int transa, transb;          // cublasOperation_t of A and B
+    int m, n, k;                 // D is (m, n) column-major; k the reduced dimension
+    int dtype_d;                 // cudaDataType_t of C and D
+    int epilogue;                // cublasLtEpilogue_t
+    int aux_ld;                  // leading dimension of the aux matrix; 0 if none
+    int align_a, align_b, align_d, align_bias, align_aux;   // bytes, 1..256; 0 if unused
+} mm_key;
+
+typedef struct mm_plan {
+    mm_key key;
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t a, b, d;      // d serves as C's layout too (C = D always)
+    cublasLtMatmulAlgo_t algo;
+} mm_plan;
+
+static mm_plan mm_plans[MM_PLANS];
+static int mm_nplans;            // entries in use
+static int mm_evict;             // next entry to replace once the table is full
+
+// Largest power of two (at most 256, cuBLASLt's default assumption) dividing p.
+static int mm_align(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    int al = 256;
+    while (al > 1 && (a & (uintptr_t)(al - 1)) != 0) al >>= 1;
+    return al;
+}
+
+static void mm_plan_destroy(mm_plan *p) {
+    CUBLAS_CHECK(cublasLtMatmulDescDestroy(p->desc));
+    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->a));
+    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->b));
+    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->d));
+}
+
+// Fills plan p for key (the bias / aux pointers are needed for the heuristic's view of
+// their alignment).
+static void mm_plan_create(mm_plan *p, const mm_key *key, const void *bias,
+                           const void *aux) {
+    p->key = *key;
+    CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    int32_t ta = key->transa, tb = key->transb;
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta,
+                                                sizeof ta));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb,
+                                                sizeof tb));
+    uint32_t epi = (uint32_t)key->epilogue;
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
+                                                sizeof epi));
+    if (bias != NULL) {
+        int32_t bt = CUDA_R_16BF;
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+            p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+            p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    }
+    if (aux != NULL) {
+        int64_t aux_ld = key->aux_ld;
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+            p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld, sizeof aux_ld));
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+            p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
+    }
+
+    // stored shapes: A is (k, m) when transposed, else (m, k); B is (n, k) when
+    // transposed, else (k, n); D is (m, n); all packed (ld = rows)
+    uint64_t ar = key->transa == CUBLAS_OP_T ? key->k : key->m;
+    uint64_t ac = key->transa == CUBLAS_OP_T ? key->m : key->k;
+    uint64_t br = key->transb == CUBLAS_OP_T ? key->n : key->k;
+    uint64_t bc = key->transb == CUBLAS_OP_T ? key->k : key->n;
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, ar, ac, (int64_t)ar));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, br, bc, (int64_t)br));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->d, (cudaDataType_t)key->dtype_d, key->m,
+                                            key->n, key->m));
+
+    cublasLtMatmulPreference_t pref;
+    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    uint64_t ws = cuda_lt_workspace_bytes;
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    uint32_t al_a = (uint32_t)key->align_a, al_b = (uint32_t)key->align_b,
+             al_d = (uint32_t)key->align_d;
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d, sizeof al_d));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d, sizeof al_d));
+
+    cublasLtMatmulHeuristicResult_t res;
+    memset(&res, 0, sizeof res);
+    int found = 0;
+    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(cuda_lt, p->desc, p->a, p->b, p->d,
+                                                       p->d, pref, 1, &res, &found);
+    CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
+    if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
+        char text[256];
+        snprintf(text, sizeof text,
+                 "no algorithm (%s) for m=%d n=%d k=%d opA=%s opB=%s D=%s epilogue=%d, "
+                 "alignment A/B/D/bias/aux %d/%d/%d/%d/%d bytes",
+                 st != CUBLAS_STATUS_SUCCESS ? cublasLt_status_text(st) : "none returned",
+                 key->m, key->n, key->k, key->transa == CUBLAS_OP_T ? "T" : "N",
+                 key->transb == CUBLAS_OP_T ? "T" : "N",
+                 key->dtype_d == CUDA_R_32F ? "fp32" : "bf16", key->epilogue, key->align_a,
+                 key->align_b, key->align_d, key->align_bias, key->align_aux);
+        anv_fatal(__FILE__, __LINE__, "cublasLtMatmulAlgoGetHeuristic", text);
+    }
+    p->algo = res.algo;
+}
+
+// D (m,n) = A op B (+ epilogue) + beta * D, column-major as in the key, on the compute
+// stream. bias (m) bf16 or NULL; aux (aux_ld, n) bf16 or NULL, as the epilogue needs.
+static void mm_run(int transa, int transb, int m, int n, int k, cudaDataType_t dtype_d,
+                   cublasLtEpilogue_t epilogue, void *d, const void *a, const void *b,
+                   const void *bias, const void *aux, int aux_ld, float beta) {
+    mm_key key;
+    memset(&key, 0, sizeof key);
+    key.transa = transa;
+    key.transb = transb;
+    key.m = m;
+    key.n = n;
+    key.k = k;
+    key.dtype_d = (int)dtype_d;
+    key.epilogue = (int)epilogue;
+    key.aux_ld = aux != NULL ? aux_ld : 0;
+    key.align_a = mm_align(a);
+    key.align_b = mm_align(b);
+    key.align_d = mm_align(d);
+    key.align_bias = bias != NULL ? mm_align(bias) : 0;
+    key.align_aux = aux != NULL ? mm_align(aux) : 0;
+
+    mm_plan *p = NULL;
+    for (int i = 0; i < mm_nplans; i++) {
+        if (memcmp(&mm_plans[i].key, &key, sizeof key) == 0) {
+            p = &mm_plans[i];
+            break;
+        }
+    }
+    if (p == NULL) {
+        if (mm_nplans < MM_PLANS) {
+            p = &mm_plans[mm_nplans++];
+        } else {
+            p = &mm_plans[mm_evict];
+            mm_evict = (mm_evict + 1) % MM_PLANS;
+            mm_plan_destroy(p);
+        }
+        mm_plan_create(p, &key, bias, aux);
+    } else {
+        // same alignments, new addresses: only the pointers held in the descriptor change
+        if (bias != NULL)
+            CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+                p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+        if (aux != NULL)
+            CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+                p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
+    }
+    const float alpha = 1.0f;
+    CUBLAS_CHECK(cublasLtMatmul(cuda_lt, p->desc, &alpha, a, p->a, b, p->b, &beta, d, p->d, d,
+                                p->d, &p->algo, cuda_lt_workspace, cuda_lt_workspace_bytes,
+                                cuda_stream_compute));
+}
+
+// Whether the GELU epilogues are used for an aux matrix at `aux` with leading
+// dimension ld (see the design comment).
+static int mm_gelu_epilogue_ok(const void *aux, int ld) {
+    return cuda_cc >= 90 && ld % 8 == 0 && aligned16(aux);
+}
+
+// ----------------------------------------------------------------------------
+// kernels
+
+#define MM_GELU_SCALING_FACTOR 0.7978845608028654f   // sqrt(2/pi)
+#define MM_GELU_CUBIC 0.044715f                      // the tanh approximation's x^3 term
+
+// d gelu(x) / dx of the tanh approximation, as kernels/cpu/gelu.c computes it.
+__device__ __forceinline__ float gelu_grad(float x) {
+    float u = MM_GELU_SCALING_FACTOR * (x + MM_GELU_CUBIC * x * x * x);
+    float s = 1.0f / (1.0f + expf(-2.0f * u));
+    float du_dx = MM_GELU_SCALING_FACTOR * (1.0f + 3.0f * MM_GELU_CUBIC * x * x);
+    return s + 2.0f * x * s * (1.0f - s) * du_dx;
+}
+
+#define MM_PW_THREADS 256
+// grid cap of the grid-stride pointwise kernel: 16 blocks of 256 threads per SM
+#define MM_PW_BLOCKS_PER_SM 16
+
+// dinp (n) = dinp * gelu'(pre (n)), in place. VEC: both 16-byte aligned, 8 per step.
+template <bool VEC>
+__global__ void dgelu_inplace_kernel(bf16 *dinp, const bf16 *pre, size_t n) {
+    size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    size_t stride = (size_t)gridDim.x * blockDim.x;
+    size_t done = 0;
+    if (VEC) {
+        size_t nv = n / 8;
+        for (size_t i = tid; i < nv; i += stride) {
+            x128<bf16> g = load128(dinp + 8 * i);
+            x128<bf16> x = load128(pre + 8 * i);
+            for (int j = 0; j < 8; j++)
+                g[j] = __float2bfloat16_rn(__bfloat162float(g[j]) *
+                                           gelu_grad(__bfloat162float(x[j])));
+            store128(dinp + 8 * i, g);
+        }
+        done = nv * 8;
+    }
+    for (size_t i = done + tid; i < n; i += stride)
+        dinp[i] = __float2bfloat16_rn(__bfloat162float(dinp[i]) *
+                                      gelu_grad(__bfloat162float(pre[i])));
+}
+
+// dbias pass 1. Block (32, 8): threadIdx.x picks VEC adjacent columns, threadIdx.y one
+// of 8 row lanes; the block covers columns [blockIdx.x * 32 VEC, +32 VEC) and rows
+// blockIdx.y * 8 + threadIdx.y, stepping by gridDim.y * 8. partial (gridDim.y, OC)
+// OVERWRITTEN with the block's sums. VEC = 8 needs OC % 8 == 0 and dout 16-byte aligned
+// (each row's 8-column group is then one aligned 16-byte load).
+#define MM_DBIAS_LANES 8         // row lanes per block (blockDim.y)
+template <int VEC>
+__global__ void __launch_bounds__(32 * MM_DBIAS_LANES)
+dbias_partial_kernel(float *partial, const bf16 *dout, int N, int OC) {
+    // layout [lane][k * 32 + tx] keeps a warp's stores in 32 distinct banks
+    __shared__ float sh[MM_DBIAS_LANES][32 * VEC];
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const int col0 = (blockIdx.x * 32 + tx) * VEC;
+    float acc[VEC];
+    for (int k = 0; k < VEC; k++) acc[k] = 0.0f;
+    if (col0 < OC) {
+        for (size_t r = (size_t)blockIdx.y * MM_DBIAS_LANES + ty; r < (size_t)N;
+             r += (size_t)gridDim.y * MM_DBIAS_LANES) {
+            const bf16 *row = dout + r * OC + col0;
+            if constexpr (VEC == 8) {
+                x128<bf16> v = load128(row);
+                for (int k = 0; k < VEC; k++) acc[k] += __bfloat162float(v[k]);
+            } else {
+                acc[0] += __bfloat162float(row[0]);
+            }
+        }
+    }
+    for (int k = 0; k < VEC; k++) sh[ty][k * 32 + tx] = acc[k];
+    __syncthreads();
+    for (int j = ty * 32 + tx; j < 32 * VEC; j += 32 * MM_DBIAS_LANES) {
+        float s = 0.0f;
+        for (int y = 0; y < MM_DBIAS_LANES; y++) s += sh[y][j];
+        int col = blockIdx.x * 32 * VEC + (j % 32) * VEC + j / 32;
+        if (col < OC) partial[(size_t)blockIdx.y * OC + col] = s;
+    }
+}
+
+// dbias pass 2: dbias (OC) += sum over the `rows` partial rows (rows, OC), in order.
+__global__ void dbias_final_kernel(float *dbias, const float *partial, int rows, int OC) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= OC) return;
+    float s = 0.0f;
+    for (int r = 0; r < rows; r++) s += partial[(size_t)r * OC + c];
+    dbias[c] += s;
+}
+
+// Pass 1 aims at this many blocks per SM (8 resident blocks of 256 threads fill an SM
+// on sm_80 / sm_90; 4 leave room while keeping every SM busy)...
+#define MM_DBIAS_BLOCKS_PER_SM 4
+// ...but gives each block at least this many rows, so pass 2 stays small.
+#define MM_DBIAS_MIN_ROWS 64
+
+static float *mm_dbias_scratch;          // (rows, OC) partial sums of pass 1
+static size_t mm_dbias_scratch_floats;
+
+static void dbias_accumulate(float *dbias, const bf16 *dout, int N, int OC) {
+    // dbias (OC) +=, dout (N,OC)
+    int vec = (OC % 8 == 0 && aligned16(dout)) ? 8 : 1;
+    int gx = (OC + 32 * vec - 1) / (32 * vec);
+    int target = cuda_sm_count * MM_DBIAS_BLOCKS_PER_SM;
+    int gy = (target + gx - 1) / gx;
+    int max_gy = (N + MM_DBIAS_MIN_ROWS - 1) / MM_DBIAS_MIN_ROWS;
+    if (gy > max_gy) gy = max_gy;
+    if (gy > 65535) gy = 65535;          // gridDim.y limit
+    if (gy < 1) gy = 1;
+
+    size_t need = (size_t)gy * OC;
+    if (need > mm_dbias_scratch_floats) {
+        // grow once to the largest shape seen; queued work may still read the old one
+        if (mm_dbias_scratch != NULL) {
+            CUDA_CHECK(cudaStreamSynchronize(cuda_stream_compute));
+            CUDA_CHECK(cudaFree(mm_dbias_scratch));
+        }
+        CUDA_CHECK(cudaMalloc(&mm_dbias_scratch, need * sizeof(float)));
+        mm_dbias_scratch_floats = need;
+    }
+    dim3 grid((unsigned)gx, (unsigned)gy), block(32, MM_DBIAS_LANES);
+    if (vec == 8)
+        dbias_partial_kernel<8><<<grid, block, 0, cuda_stream_compute>>>(mm_dbias_scratch,
+                                                                          dout, N, OC);
+    else
+        dbias_partial_kernel<1><<<grid, block, 0, cuda_stream_compute>>>(mm_dbias_scratch,
+                                                                          dout, N, OC);
+    CUDA_LAUNCH_CHECK();
+    dbias_final_kernel<<<cuda_blocks((size_t)OC, 256), 256, 0, cuda_stream_compute>>>(
+        dbias, mm_dbias_scratch, gy, OC);
+    CUDA_LAUNCH_CHECK();
+}
+
+static void dgelu_inplace(bf16 *dinp, const bf16 *pre, size_t n) {
+    // dinp (n) *= gelu'(pre (n))
+    if (n == 0) return;
+    int vec = aligned16(dinp) && aligned16(pre);
+    size_t work = vec && n >= 8 ? n / 8 : n;
+    unsigned blocks = cuda_blocks(work, MM_PW_THREADS);
+    unsigned cap = (unsigned)(cuda_sm_count * MM_PW_BLOCKS_PER_SM);
+    if (blocks > cap) blocks = cap;
+    if (vec)
+        dgelu_inplace_kernel<true><<<blocks, MM_PW_THREADS, 0, cuda_stream_compute>>>(dinp,
+                                                                                     pre, n);
+    else
+        dgelu_inplace_kernel<false><<<blocks, MM_PW_THREADS, 0, cuda_stream_compute>>>(dinp,
+                                                                                      pre, n);
+    CUDA_LAUNCH_CHECK();
+}
+
+// ----------------------------------------------------------------------------
+// the ops
+
+extern "C" void cuda_matmul_forward(anv_act *out, anv_act *pre_gelu, const anv_act *inp,
+                                    const anv_act *weight, const anv_act *bias, int N, int C,
+                                    int OC) {
+    // out (N,OC), pre_gelu (N,OC) or NULL, inp (N,C), weight (OC,C), bias (OC) or NULL
+    if (N <= 0 || OC <= 0 || C <= 0) return;
+    if (pre_gelu != NULL && mm_gelu_epilogue_ok(pre_gelu, OC)) {
+        cublasLtEpilogue_t epi =
+            bias != NULL ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
+        mm_run(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, CUDA_R_16BF, epi, out, weight, inp, bias,
+               pre_gelu, OC, 0.0f);
+        return;
+    }
+    // without the fused GELU: the matmul (+ bias) lands in pre_gelu, then the GELU pass
+    void *dst = pre_gelu != NULL ? pre_gelu : out;
+    cublasLtEpilogue_t epi = bias != NULL ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+    mm_run(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, CUDA_R_16BF, epi, dst, weight, inp, bias, NULL,
+           0, 0.0f);
+    if (pre_gelu != NULL) cuda_gelu_forward(out, pre_gelu, (size_t)N * OC);
+}
+
+extern "C" void cuda_matmul_backward(anv_act *dinp, float *dweight, float *dbias,
+                                     const anv_act *dout, const anv_act *inp,
+                                     const anv_act *weight, const anv_act *pre_gelu, int N,
+                                     int C, int OC) {
+    // dinp (N,C) += or NULL (OVERWRITTEN when pre_gelu is given), dweight (OC,C) += or
+    // NULL, dbias (OC) += or NULL; dout (N,OC), inp (N,C), weight (OC,C), pre_gelu (N,C)
+    // or NULL
+    if (N <= 0 || OC <= 0 || C <= 0) return;
+    if (dbias != NULL) dbias_accumulate(dbias, (const bf16 *)dout, N, OC);
+    if (dweight != NULL) {
+        mm_run(CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, CUDA_R_32F, CUBLASLT_EPILOGUE_DEFAULT,
+               dweight, inp, dout, NULL, NULL, 0, 1.0f);
+    }
+    if (dinp != NULL) {
+        if (pre_gelu == NULL) {
+            mm_run(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, CUDA_R_16BF, CUBLASLT_EPILOGUE_DEFAULT,
+                   dinp, weight, dout, NULL, NULL, 0, 1.0f);
+        } else if (mm_gelu_epilogue_ok(pre_gelu, C)) {
+            mm_run(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, CUDA_R_16BF, CUBLASLT_EPILOGUE_DGELU,
+                   dinp, weight, dout, NULL, pre_gelu, C, 0.0f);
+        } else {
+            mm_run(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, CUDA_R_16BF, CUBLASLT_EPILOGUE_DEFAULT,
+                   dinp, weight, dout, NULL, NULL, 0, 0.0f);
+            dgelu_inplace((bf16 *)dinp, (const bf16 *)pre_gelu, (size_t)N * C);
+        }
+    }
+}
