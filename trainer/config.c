@@ -42,6 +42,7 @@ static const char *const family_names[] = {"gpt2", "llama", NULL};
 static const char *const rope_scaling_names[] = {"none", "llama3", NULL};
 static const char *const schedule_names[] = {"cosine", "linear", "constant", "wsd", NULL};
 static const char *const order_names[] = {"random", "sequential", NULL};
+static const char *const recompute_names[] = {"none", "selective", "full", NULL};
 static const char *const device_names[] = {"auto", "cpu", "cuda", NULL};
 // in the order of ckpt_checksum (checkpoint/checkpoint.h)
 static const char *const checksum_names[] = {"crc32c", "sha256", NULL};
@@ -129,6 +130,9 @@ const config_key config_keys[] = {
          "tokens generated per sample"),
     KDOUBLE("train.peak_flops", train.peak_flops, "0", 0, INF,
             "peak FLOP/s of one rank, for MFU (0: estimate from the device)"),
+    KENUM("train.recompute", train.recompute, "none", recompute_names,
+          "activations recomputed in backward: none, selective (norm and MLP activation "
+          "outputs), full (all but each layer's input)"),
 
     // optim.*
     KFLOAT("optim.beta1", optim.beta1, "0.9", 0, 1, KEY_HI_OPEN, "AdamW first-moment decay"),
@@ -168,6 +172,9 @@ const config_key config_keys[] = {
          "ZeRO stage: 0 (replicated optimizer state) or 1 (sharded over dp)"),
     KSTR("parallel.pp_layers", parallel.pp_layers, "",
          "layers of each pipeline stage, comma-separated (\"6,6,4\"); empty: balanced"),
+    KFLOAT("parallel.bucket_mb", parallel.bucket_mb, "32", 0, 65536, 0,
+           "MiB of gradients per data-parallel all-reduce started during the backward "
+           "(0: one all-reduce after it)"),
 
     // checkpoint.*
     KLONG("checkpoint.every", checkpoint.every, "0", 0, INF,

@@ -49,6 +49,12 @@ typedef struct model_config {
 } model_config;
 
 // train.*: the run and its learning-rate schedule.
+// train.recompute: what the backward pass recomputes instead of keeping
+// (trainer/model.c says which activations).
+typedef enum recompute_mode {
+    RECOMPUTE_MODE_NONE = 0, RECOMPUTE_MODE_SELECTIVE = 1, RECOMPUTE_MODE_FULL = 2
+} recompute_mode;
+
 typedef struct train_config {
     long steps;              // train.steps
     int seq_len;             // train.seq_len (T)
@@ -66,6 +72,7 @@ typedef struct train_config {
     long sample_every;       // train.sample_every (0: never)
     int sample_tokens;       // train.sample_tokens
     double peak_flops;       // train.peak_flops: per rank, for MFU (0: estimate)
+    recompute_mode recompute;// train.recompute: none | selective | full
 } train_config;
 
 // optim.*: AdamW.
@@ -95,6 +102,7 @@ typedef struct run_config {
 typedef struct parallel_config {
     int dp, tp, pp, zero;
     char pp_layers[CONFIG_STR];   // layers per stage, "4,4,3"; "" = balanced
+    float bucket_mb;              // dp gradient all-reduce bucket, MiB (0: one, after)
 } parallel_config;
 
 // checkpoint.* (used from the checkpoint issue on)

@@ -140,6 +140,7 @@ static void build_table(model *m) {
     }
     if (gpt2 && sh->first) add_tensor(&tb, "wpe", m->maxT, C, -1, 0, 1, std, 0);
     for (int l = sh->layer0; l < sh->layer0 + sh->n_layer; l++) {
+        m->layer_off[l - sh->layer0] = tb.offset;
 #define NAME(s) (snprintf(n, sizeof n, "layers.%d.%s", l, s), n)
         add_tensor(&tb, NAME("norm_1.weight"), C, 0, -1, 0, 0, 0, 1);
         if (gpt2) add_tensor(&tb, NAME("norm_1.bias"), C, 0, -1, 0, 0, 0, 0);
@@ -165,6 +166,7 @@ static void build_table(model *m) {
         }
 #undef NAME
     }
+    m->layer_off[sh->n_layer] = tb.offset;
     if (sh->last) {
         add_tensor(&tb, "norm_f.weight", C, 0, -1, 0, 0, 0, 1);
         if (gpt2) add_tensor(&tb, "norm_f.bias", C, 0, -1, 0, 0, 0, 0);
@@ -256,30 +258,51 @@ static void *carve_bytes(carver *c, size_t bytes) {
 static float *carve(carver *c, size_t n) { return carve_bytes(c, n * sizeof(float)); }
 static anv_act *carve_a(carver *c, size_t n) { return carve_bytes(c, n * c->act); }
 
-// What one micro-batch's forward keeps for its backward.
-static void carve_slot(model *m, model_slot *sl, carver *c) {
+// One layer's activations other than its input res_in. With shared_sel, norm1, norm2
+// and act are m->rc's (selective recompute rebuilds them in backward).
+static void carve_layer(model *m, layer_acts *a, carver *c, int shared_sel) {
     const size_t B = (size_t)m->B, T = (size_t)m->T, N = B * T;
     const size_t C = (size_t)m->C, QD = (size_t)m->NH * m->HS, KD = (size_t)m->KVH * m->HS;
     const size_t F = (size_t)m->F;
     const int gpt2 = m->cfg.family == MODEL_FAMILY_GPT2;
+    if (shared_sel) {
+        a->norm1 = m->rc.norm1;
+        a->norm2 = m->rc.norm2;
+        a->act = m->rc.act;
+    } else {
+        a->norm1 = carve_a(c, N * C);
+        a->norm2 = carve_a(c, N * C);
+        a->act = carve_a(c, N * F);
+    }
+    a->n1_mean = gpt2 ? carve(c, N) : NULL;
+    a->n1_rstd = carve(c, N);
+    a->q = carve_a(c, N * QD);
+    a->k = carve_a(c, N * KD);
+    a->v = carve_a(c, N * KD);
+    a->att_state = carve(c, m->be->attention_state_floats(m->B, m->T, m->NH));
+    a->att_out = carve_a(c, N * QD);
+    a->res_mid = carve_a(c, N * C);
+    a->n2_mean = gpt2 ? carve(c, N) : NULL;
+    a->n2_rstd = carve(c, N);
+    a->fc = carve_a(c, N * F);
+    a->up = gpt2 ? NULL : carve_a(c, N * F);
+}
+
+// What one micro-batch's forward keeps for its backward: each layer's input, and what
+// train.recompute does not recompute (the rest points into m->rc, shared by every
+// layer and slot: the backward rebuilds it there before use).
+static void carve_slot(model *m, model_slot *sl, carver *c) {
+    const size_t B = (size_t)m->B, T = (size_t)m->T, N = B * T;
+    const size_t C = (size_t)m->C;
+    const int gpt2 = m->cfg.family == MODEL_FAMILY_GPT2;
     for (int l = 0; l < m->L; l++) {
         layer_acts *a = &sl->acts[l];
-        a->res_in = carve_a(c, N * C);
-        a->norm1 = carve_a(c, N * C);
-        a->n1_mean = gpt2 ? carve(c, N) : NULL;
-        a->n1_rstd = carve(c, N);
-        a->q = carve_a(c, N * QD);
-        a->k = carve_a(c, N * KD);
-        a->v = carve_a(c, N * KD);
-        a->att_state = carve(c, m->be->attention_state_floats(m->B, m->T, m->NH));
-        a->att_out = carve_a(c, N * QD);
-        a->res_mid = carve_a(c, N * C);
-        a->norm2 = carve_a(c, N * C);
-        a->n2_mean = gpt2 ? carve(c, N) : NULL;
-        a->n2_rstd = carve(c, N);
-        a->fc = carve_a(c, N * F);
-        a->up = gpt2 ? NULL : carve_a(c, N * F);
-        a->act = carve_a(c, N * F);
+        anv_act *res_in = carve_a(c, N * C);
+        if (m->recompute == RECOMPUTE_MODE_FULL)
+            *a = m->rc;
+        else
+            carve_layer(m, a, c, m->recompute == RECOMPUTE_MODE_SELECTIVE);
+        a->res_in = res_in;
     }
     sl->res_out = carve_a(c, N * C);
     sl->inputs = (int32_t *)carve(c, N);   // int32 and float are both 4 bytes
@@ -300,6 +323,15 @@ static void carve_acts(model *m, carver *c) {
     const size_t C = (size_t)m->C, QD = (size_t)m->NH * m->HS, KD = (size_t)m->KVH * m->HS;
     const size_t F = (size_t)m->F;
     const int gpt2 = m->cfg.family == MODEL_FAMILY_GPT2;
+    // the activations train.recompute rebuilds, one set shared by every layer and slot
+    memset(&m->rc, 0, sizeof m->rc);
+    if (m->recompute == RECOMPUTE_MODE_FULL && m->L > 0) {
+        carve_layer(m, &m->rc, c, 0);
+    } else if (m->recompute == RECOMPUTE_MODE_SELECTIVE && m->L > 0) {
+        m->rc.norm1 = carve_a(c, N * C);
+        m->rc.norm2 = carve_a(c, N * C);
+        m->rc.act = carve_a(c, N * F);
+    }
     for (int s = 0; s < m->n_slots; s++) carve_slot(m, &m->slots[s], c);
     m->rope_cos = gpt2 ? NULL : carve(c, (size_t)m->maxT * (m->HS / 2));
     m->rope_sin = gpt2 ? NULL : carve(c, (size_t)m->maxT * (m->HS / 2));
@@ -327,11 +359,12 @@ static int model_setup(model *m, const model_config *mc, const anv_backend *be, 
     if (sh) {
         m->sh = *sh;
     } else {
-        model_shard whole = {1, 0, 0, mc->n_layer, 1, 1, 1, 1};
+        model_shard whole = {1, 0, 0, mc->n_layer, 1, 1, 1, 1, RECOMPUTE_MODE_NONE};
         m->sh = whole;
     }
     if (m->sh.n_slots < 1) m->sh.n_slots = 1;
     if (m->sh.n_shards < 1) m->sh.n_shards = 1;
+    m->recompute = m->sh.recompute;
     const int tp = m->sh.tp;
     m->L = m->sh.n_layer;
     m->C = mc->d_model;
@@ -360,7 +393,8 @@ static int model_setup(model *m, const model_config *mc, const anv_backend *be, 
     m->p.layers = calloc((size_t)m->L + 1, sizeof(layer_params));
     m->g.layers = calloc((size_t)m->L + 1, sizeof(layer_params));
     m->slots = calloc((size_t)m->n_slots, sizeof(model_slot));
-    if (!m->tensors || !m->p.layers || !m->g.layers || !m->slots) goto oom;
+    m->layer_off = calloc((size_t)m->L + 1, sizeof(size_t));
+    if (!m->tensors || !m->p.layers || !m->g.layers || !m->slots || !m->layer_off) goto oom;
     for (int s = 0; s < m->n_slots; s++) {
         m->slots[s].acts = calloc((size_t)m->L + 1, sizeof(layer_acts));
         m->slots[s].losses_host = calloc((size_t)B * T, sizeof(float));
@@ -440,6 +474,7 @@ void model_free(model *m) {
         free(m->slots[s].losses_host);
     }
     free(m->slots);
+    free(m->layer_off);
     free(m->tensors);
     free(m->p.layers);
     free(m->g.layers);
@@ -531,6 +566,43 @@ static void row_parallel_forward(const model *m, anv_act *out, const anv_act *in
     tp_sum(m, out, (size_t)N * OC);
 }
 
+// Layer w's forward from a->res_in up to the MLP's activation a->act (the residual add
+// that closes the block is the caller's). With norm1, norm_1 runs here; otherwise its
+// output is already in a->norm1 (fused with the previous block's residual add). The
+// backward of train.recompute=full runs it again to rebuild the layer's activations.
+static void layer_forward_to_act(const model *m, const layer_params *w, layer_acts *a, int B,
+                                 int T, int norm1) {
+    const anv_backend *be = m->be;
+    const int N = B * T, C = m->C, QD = m->NH * m->HS, KD = m->KVH * m->HS, F = m->F;
+    const int gpt2 = m->cfg.family == MODEL_FAMILY_GPT2;
+    if (norm1)
+        norm_forward(m, a->norm1, a->n1_mean, a->n1_rstd, a->res_in, w->norm1_w, w->norm1_b, N);
+
+    // attention block: res_mid = res_in + wo(attention(norm_1(res_in)))
+    be->matmul_forward(a->q, NULL, a->norm1, w->wq, w->bq, N, C, QD);   // (B,T,NH,HS)
+    be->matmul_forward(a->k, NULL, a->norm1, w->wk, w->bk, N, C, KD);   // (B,T,KVH,HS)
+    be->matmul_forward(a->v, NULL, a->norm1, w->wv, w->bv, N, C, KD);   // (B,T,KVH,HS)
+    if (!gpt2) {
+        be->rope_forward(a->q, m->rope_cos, m->rope_sin, B, T, m->NH, m->HS);
+        be->rope_forward(a->k, m->rope_cos, m->rope_sin, B, T, m->KVH, m->HS);
+    }
+    be->attention_forward(a->att_out, a->att_state, a->q, a->k, a->v, B, T, m->NH, m->KVH,
+                          m->HS);
+    row_parallel_forward(m, a->res_mid, a->att_out, w->wo, w->bo, N, QD, C);
+    norm_residual_forward(m, a->res_mid, a->norm2, a->n2_mean, a->n2_rstd, a->res_mid,
+                          a->res_in, w->norm2_w, w->norm2_b, N);
+
+    // MLP block up to its activation: act = gelu(fc(norm_2)) or silu(gate) * up
+    if (gpt2) {
+        // fc through the GELU epilogue: fc keeps the pre-GELU values for backward
+        be->matmul_forward(a->act, a->fc, a->norm2, w->w_fc, w->b_fc, N, C, F);  // (B,T,F)
+    } else {
+        be->matmul_forward(a->fc, NULL, a->norm2, w->w_fc, NULL, N, C, F);
+        be->matmul_forward(a->up, NULL, a->norm2, w->w_up, NULL, N, C, F);
+        be->swiglu_forward(a->act, a->fc, a->up, (size_t)N * F);
+    }
+}
+
 anv_act *model_slot_input(model *m, int slot) {
     return m->L > 0 ? m->slots[slot].acts[0].res_in : m->slots[slot].res_out;
 }
@@ -540,7 +612,7 @@ anv_act *model_input_grad(model *m) { return m->d_res; }
 double model_forward_slot(model *m, int slot, const int32_t *inputs,
                           const int32_t *targets, int B, int T) {
     const anv_backend *be = m->be;
-    const int N = B * T, C = m->C, QD = m->NH * m->HS, KD = m->KVH * m->HS, F = m->F;
+    const int N = B * T, C = m->C, F = m->F;
     const int gpt2 = m->cfg.family == MODEL_FAMILY_GPT2;
     model_slot *sl = &m->slots[slot];
     m->cur_slot = slot;
@@ -562,39 +634,13 @@ double model_forward_slot(model *m, int slot, const int32_t *inputs,
     // Each block's closing residual add is fused with the norm that follows it (the
     // next layer's norm_1, or the final norm); only the stage's first norm_1 and, on a
     // stage without the head, its last residual add stand alone.
-    if (m->L > 0) {
-        const layer_params *w = &m->p.layers[0];
-        layer_acts *a = &sl->acts[0];
-        norm_forward(m, a->norm1, a->n1_mean, a->n1_rstd, a->res_in, w->norm1_w, w->norm1_b, N);
-    }
     for (int l = 0; l < m->L; l++) {
         const layer_params *w = &m->p.layers[l];
         layer_acts *a = &sl->acts[l];
         anv_act *res_next = l + 1 < m->L ? sl->acts[l + 1].res_in : sl->res_out;   // (B,T,C)
 
-        // attention block: res_mid = res_in + wo(attention(norm_1(res_in)))
-        be->matmul_forward(a->q, NULL, a->norm1, w->wq, w->bq, N, C, QD);   // (B,T,NH,HS)
-        be->matmul_forward(a->k, NULL, a->norm1, w->wk, w->bk, N, C, KD);   // (B,T,KVH,HS)
-        be->matmul_forward(a->v, NULL, a->norm1, w->wv, w->bv, N, C, KD);   // (B,T,KVH,HS)
-        if (!gpt2) {
-            be->rope_forward(a->q, m->rope_cos, m->rope_sin, B, T, m->NH, m->HS);
-            be->rope_forward(a->k, m->rope_cos, m->rope_sin, B, T, m->KVH, m->HS);
-        }
-        be->attention_forward(a->att_out, a->att_state, a->q, a->k, a->v, B, T, m->NH,
-                              m->KVH, m->HS);
-        row_parallel_forward(m, a->res_mid, a->att_out, w->wo, w->bo, N, QD, C);
-        norm_residual_forward(m, a->res_mid, a->norm2, a->n2_mean, a->n2_rstd, a->res_mid,
-                              a->res_in, w->norm2_w, w->norm2_b, N);
-
-        // MLP block: res_next = res_mid + mlp(norm_2(res_mid))
-        if (gpt2) {
-            // fc through the GELU epilogue: fc keeps the pre-GELU values for backward
-            be->matmul_forward(a->act, a->fc, a->norm2, w->w_fc, w->b_fc, N, C, F);  // (B,T,F)
-        } else {
-            be->matmul_forward(a->fc, NULL, a->norm2, w->w_fc, NULL, N, C, F);
-            be->matmul_forward(a->up, NULL, a->norm2, w->w_up, NULL, N, C, F);
-            be->swiglu_forward(a->act, a->fc, a->up, (size_t)N * F);
-        }
+        // res_next = res_mid + mlp(norm_2(res_mid)), res_mid = res_in + attention(...)
+        layer_forward_to_act(m, w, a, B, T, l == 0);
         row_parallel_forward(m, res_next, a->act, w->w_proj, w->b_proj, N, F, C);
         if (l + 1 < m->L) {
             const layer_params *wn = &m->p.layers[l + 1];
@@ -668,7 +714,21 @@ void model_backward_slot(model *m, int slot, float dloss) {
     for (int l = m->L - 1; l >= 0; l--) {
         const layer_params *w = &m->p.layers[l];
         const layer_params *g = &m->g.layers[l];
-        const layer_acts *a = &sl->acts[l];
+        layer_acts *a = &sl->acts[l];
+
+        // train.recompute: rebuild what the forward did not keep, from what it did
+        if (m->recompute == RECOMPUTE_MODE_FULL) {
+            layer_forward_to_act(m, w, a, B, T, 1);
+        } else if (m->recompute == RECOMPUTE_MODE_SELECTIVE) {
+            norm_forward(m, a->norm1, a->n1_mean, a->n1_rstd, a->res_in, w->norm1_w,
+                         w->norm1_b, N);
+            norm_forward(m, a->norm2, a->n2_mean, a->n2_rstd, a->res_mid, w->norm2_w,
+                         w->norm2_b, N);
+            if (gpt2)
+                be->gelu_forward(a->act, a->fc, (size_t)N * F);
+            else
+                be->swiglu_forward(a->act, a->fc, a->up, (size_t)N * F);
+        }
 
         // MLP block (proj/down is row-parallel: its input gradient is local, its bias
         // gradient is the full one on every rank)
@@ -713,6 +773,9 @@ void model_backward_slot(model *m, int slot, float dloss) {
         tp_sum(m, m->d_norm, NC);   // q, k, v are column-parallel
         norm_backward(m, m->d_res, g->norm1_w, g->norm1_b, m->d_norm, a->res_in, w->norm1_w,
                       a->n1_mean, a->n1_rstd, N);
+        if (m->grad_hook)
+            m->grad_hook->ready(m->grad_hook->ctx, m->layer_off[l],
+                                m->layer_off[l + 1] - m->layer_off[l]);
     }
     if (m->sh.first)
         be->encoder_backward(m->g.wte, gpt2 ? m->g.wpe : NULL, m->d_res, sl->inputs, B, T, C,

@@ -129,7 +129,17 @@ typedef struct model_shard {
     int first, last;            // holds the embedding / the final norm and the head
     int n_slots;                // activation sets (micro-batches in flight at once)
     int n_shards;               // params and grads padded to a multiple (ZeRO-1)
+    recompute_mode recompute;   // what backward recomputes instead of keeping (memory)
 } model_shard;
+
+// Called by the backward when a layer's parameter gradients are complete (trainer:
+// start their data-parallel all-reduce while the backward goes on).
+typedef struct model_grad_hook {
+    void *ctx;
+    // grads [off, off + n) (elements of the flat buffer) hold their final values for
+    // this backward
+    void (*ready)(void *ctx, size_t off, size_t n);
+} model_grad_hook;
 
 // The collectives of a tensor-parallel shard, over its tp group (parallel/ supplies
 // them; unused when tp == 1). A failure is an internal error: the implementation
@@ -167,6 +177,10 @@ typedef struct model {
     size_t act_block_bytes;     // its size
     model_slot *slots;          // (sh.n_slots)
     int n_slots, cur_slot;      // cur_slot: the slot of the last forward
+    recompute_mode recompute;   // sh.recompute
+    layer_acts rc;              // what recompute rebuilds (one layer's worth, shared)
+    size_t *layer_off;          // (L+1) layer l's tensors fill [layer_off[l], layer_off[l+1])
+    const model_grad_hook *grad_hook;   // NULL, or called by backward per layer
     anv_act *logits;            // slots[0].logits (model_forward's output, sampling)
     float *rope_cos, *rope_sin; // (maxT, HS/2), llama only
     float *stats_all;           // (tp,B,T,3) gathered cross-entropy statistics

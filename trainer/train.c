@@ -206,6 +206,7 @@ typedef struct step_ctx {
     float dloss;
     double loss_sum;            // summed token losses (last stage) ...
     double n_tokens;            // ... over this many tokens
+    const model_grad_hook *last_hook;   // set on the model for the step's last backward
 } step_ctx;
 
 static int micro_rows(const step_ctx *c, int micro) {
@@ -222,9 +223,76 @@ static void step_forward(void *ctx, int micro, int slot) {
 }
 
 static void step_backward(void *ctx, int micro, int slot) {
-    (void)micro;
     step_ctx *c = ctx;
+    // the last micro-batch completes each layer's gradient as its backward goes down
+    const long n_micro = (c->n_windows + c->B - 1) / c->B;
+    c->m->grad_hook = micro == n_micro - 1 ? c->last_hook : NULL;
     model_backward_slot(c->m, slot, c->dloss);
+    c->m->grad_hook = NULL;
+}
+
+// ---- data-parallel gradient reduction overlapped with the backward -------------------
+//
+// During the step's last backward the model reports each layer's gradients complete
+// (model_grad_hook, layers from the last down); consecutive layers are gathered into
+// buckets of at least parallel.bucket_mb and each bucket's all-reduce is started on
+// the dp group's own stream (NCCL) while the backward goes on. What no layer covers
+// (embeddings, final norm, head) is reduced after the backward, then the compute
+// stream waits for every reduction before the optimizer reads a gradient. On the MPI
+// backend a started reduction completes at once, in the same order.
+typedef struct dp_overlap {
+    comm_group *dp;
+    float *grads;               // the flat fp32 gradient buffer
+    size_t n;                   // its length
+    size_t bucket;              // elements per bucket
+    size_t lo, hi;              // layers reported but not started: [lo, hi)
+    size_t done_lo, done_hi;    // started so far: [done_lo, done_hi) (empty: lo > hi)
+    int err;
+} dp_overlap;
+
+static void dp_overlap_flush(dp_overlap *o) {
+    if (o->hi <= o->lo) return;
+    o->err |= o->dp->be->all_reduce_start(o->dp, o->grads + o->lo, o->hi - o->lo,
+                                          COMM_DTYPE_F32, COMM_OP_SUM);
+    if (o->done_lo > o->done_hi) o->done_lo = o->lo, o->done_hi = o->hi;
+    o->done_lo = o->lo < o->done_lo ? o->lo : o->done_lo;
+    o->done_hi = o->hi > o->done_hi ? o->hi : o->done_hi;
+    o->lo = o->hi = 0;
+}
+
+static void dp_grads_ready(void *ctx, size_t off, size_t n) {
+    dp_overlap *o = ctx;
+    if (o->hi > o->lo && off + n != o->lo) dp_overlap_flush(o);   // not adjacent
+    if (o->hi > o->lo)
+        o->lo = off;
+    else
+        o->lo = off, o->hi = off + n;
+    if (o->hi - o->lo >= o->bucket) dp_overlap_flush(o);
+}
+
+static void dp_overlap_begin(dp_overlap *o) {
+    o->lo = o->hi = 0;
+    o->done_lo = 1, o->done_hi = 0;
+    o->err = 0;
+}
+
+// After the backward: the last bucket, what no layer covered, then wait. Returns 0 or
+// -1 (a communication error, printed).
+static int dp_overlap_finish(dp_overlap *o) {
+    dp_overlap_flush(o);
+    const comm_backend *be = o->dp->be;
+    if (o->done_lo > o->done_hi) {
+        o->err |= be->all_reduce_start(o->dp, o->grads, o->n, COMM_DTYPE_F32, COMM_OP_SUM);
+    } else {
+        if (o->done_lo > 0)
+            o->err |= be->all_reduce_start(o->dp, o->grads, o->done_lo, COMM_DTYPE_F32,
+                                           COMM_OP_SUM);
+        if (o->done_hi < o->n)
+            o->err |= be->all_reduce_start(o->dp, o->grads + o->done_hi, o->n - o->done_hi,
+                                           COMM_DTYPE_F32, COMM_OP_SUM);
+    }
+    o->err |= be->wait(o->dp);
+    return o->err ? -1 : 0;
 }
 
 static void *step_input(void *ctx, int slot) { return model_slot_input(((step_ctx *)ctx)->m, slot); }
@@ -258,7 +326,7 @@ static int sum_from_last_stage(parallel_grid *g, double *x, int n, int all_dp) {
 // win is (B, T+1) host scratch. Collective over the world.
 static double evaluate(model *m, loader *val, parallel_grid *g, long n_windows, int B, int T,
                        int32_t *win, int32_t *inp, int32_t *tgt, long long *n_tokens) {
-    step_ctx c = {m, win, B, T, 0, inp, tgt, 0.0f, 0.0, 0.0};
+    step_ctx c = {m, win, B, T, 0, inp, tgt, 0.0f, 0.0, 0.0, NULL};
     pipeline_stage st = stage_of(&c, 1);
     int bad = 0;
     for (long w = (long)g->dp_rank * B; w < n_windows; w += (long)B * g->dp) {
@@ -490,9 +558,7 @@ int train_main(int argc, char **argv) {
         return rc;
     }
     const anv_backend *be = select_backend(cfg.device);
-    if (!be) {
-        fprintf(stderr, "anvil: device: cuda is not usable here (the line above says why); "
-                "use device=cpu or device=auto\n");
+    if (!be) {   // the cuda backend has printed why (one line)
         tokenizer_free(tok);
         return 2;
     }
@@ -560,7 +626,8 @@ int train_main(int argc, char **argv) {
     const model_shard shard_of_rank = {
         .tp = grid.tp, .tp_rank = grid.tp_rank, .layer0 = layer0, .n_layer = n_layers,
         .first = grid.pp_rank == 0, .last = grid.pp_rank == grid.pp - 1,
-        .n_slots = pipeline_slots(grid.pp, grid.pp_rank, accum), .n_shards = zero ? grid.dp : 1};
+        .n_slots = pipeline_slots(grid.pp, grid.pp_rank, accum), .n_shards = zero ? grid.dp : 1,
+        .recompute = tc->recompute};
     if ((rc = memory_plan(&grid, &mc, be, B, T, &shard_of_rank, zero, lead)) != 0)
         goto out_model;
     tp_ctx tpc = {grid.tp_g, act_comm_dtype(be)};
@@ -663,7 +730,14 @@ int train_main(int argc, char **argv) {
                "(raise train.steps to continue, or checkpoint.resume=none to start over)\n",
                step0, tc->steps);
     const double t_start = now_s();
-    step_ctx sc = {&m, batch, B, T, Gr, inp, tgt, 1.0f / (float)((double)G * T), 0.0, 0.0};
+    // the dp gradient all-reduce, bucketed and started during the last backward
+    dp_overlap ovl = {grid.dp_g, m.grads, m.n_alloc,
+                      (size_t)((double)cfg.parallel.bucket_mb * (1 << 20) / sizeof(float)),
+                      0, 0, 1, 0, 0};
+    const model_grad_hook dp_hook = {&ovl, dp_grads_ready};
+    const int overlap = !zero && grid.dp > 1 && cfg.parallel.bucket_mb > 0;
+    step_ctx sc = {&m, batch, B, T, Gr, inp, tgt, 1.0f / (float)((double)G * T), 0.0, 0.0,
+                   overlap ? &dp_hook : NULL};
     const pipeline_stage stage = stage_of(&sc, shard_of_rank.n_slots);
     const test_hooks hooks = test_hooks_read();
     long step;
@@ -701,6 +775,7 @@ int train_main(int argc, char **argv) {
         // forward and backward of every micro-batch, in the 1F1B order over the stages
         model_zero_grad(&m);
         sc.loss_sum = sc.n_tokens = 0.0;
+        dp_overlap_begin(&ovl);
         int crc = pipeline_train_1f1b(grid.pp_g, accum, &stage);
         if (lead && test_nan_batch(&hooks, (long)(pos / (unsigned long long)G) + 1)) {
             float nan = NAN;
@@ -723,6 +798,8 @@ int train_main(int argc, char **argv) {
             crc |= dpg->be->reduce_scatter(dpg, m.grads, grad_shard, shard, COMM_DTYPE_F32,
                                            COMM_OP_SUM);
             grads = grad_shard;
+        } else if (overlap) {
+            crc |= dp_overlap_finish(&ovl);
         } else {
             crc |= dpg->be->all_reduce(dpg, m.grads, m.n_alloc, COMM_DTYPE_F32, COMM_OP_SUM);
         }

@@ -6,7 +6,10 @@ step and the validation loss at the end (10 windows, unevenly split over dp) wit
 1e-5 relative of the single-rank run, and every final parameter tensor
 within 1e-5 relative (||a - b||_2 / ||b||_2 over the whole tensor, read from
 run.final_weights), for each layout: dp2, dp2 + ZeRO-1, tp2, pp2, dp2 x tp2, tp2 x pp2, dp2 x pp2 (with
-ZeRO-1) and dp2 x tp2 x pp2 on 8 ranks, plus an uneven pipeline split. A layout
+ZeRO-1) and dp2 x tp2 x pp2 on 8 ranks, plus an uneven pipeline split; and the
+gradient all-reduce in per-layer buckets started during the backward
+(parallel.bucket_mb), and train.recompute=selective / full, alone and combined with
+dp2 x pp2. A layout
 that does not fit the world size or the model is refused with exit 2 and one line
 naming the factors. Runs with Debian's /usr/bin/python3 (numpy); the ranks run under mpiexec
 (Open MPI, --oversubscribe: 2 cores).
@@ -37,6 +40,13 @@ LAYOUTS = [  # name, ranks, overrides (pp runs have 4 micro-batches per dp rank 
     ("tp2xpp2", 4, ["parallel.tp=2", "parallel.pp=2"]),
     ("dp2xpp2", 4, ["parallel.dp=2", "parallel.pp=2", "parallel.zero=1"]),
     ("dp2xtp2xpp2", 8, ["parallel.dp=2", "parallel.tp=2", "parallel.pp=2"]),
+    # the dp all-reduce started layer by layer during the backward (a 1 KiB bucket: every
+    # layer its own), and activation recomputation, which must not change the numbers
+    ("dp2+buckets", 2, ["parallel.dp=2", "parallel.bucket_mb=0.001"]),
+    ("recompute-selective", 1, ["train.recompute=selective"]),
+    ("recompute-full", 1, ["train.recompute=full"]),
+    ("dp2xpp2+buckets+recompute-full", 4, ["parallel.dp=2", "parallel.pp=2",
+                                           "parallel.bucket_mb=0.001", "train.recompute=full"]),
 ]
 FAMILIES = {
     "gpt2": ["model.preset=gpt2-tiny"],

@@ -25,6 +25,16 @@ expect_error() {
     check_error "$rc" "$desc" "$tag" "$needles"
 }
 
+# --- the device -------------------------------------------------------------------
+
+# Without a GPU (or without the cuda backend), device=cuda is refused with one line that
+# says why; device=auto falls back to the cpu (the rest of the suites rely on that).
+if ! nvidia-smi -L >/dev/null 2>&1; then
+    printf 'model:\n  n_layer: 1\n' > device.yaml
+    expect_error "device=cuda without a usable GPU" "device cuda" "anvil: device cuda: " \
+        train device.yaml device=cuda data.train=none.bin
+fi
+
 # --- errors in the file ----------------------------------------------------------
 
 printf 'train:\n  steps: 10\n  lrr: 3e-4\n' > unknown_key.yaml
