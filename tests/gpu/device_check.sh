@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# tests/gpu/device_check.sh: everything the GPU needs checked, as one prepared run on a
+# machine lent for a few minutes (the device tool), which has the CUDA driver, toolkit,
+# NCCL and PyTorch but none of Debian's MPI / HDF5 / libfyaml / OpenBLAS.
+#
+#   bash tests/gpu/device_check.sh prepare      # here: build + bundle into bundle/
+#   bash tests/gpu/device_check.sh run          # there (carry: bundle): tests + bench
+#
+# prepare builds build-gpu/ for Hopper (gpu_arch 90; GPU_ARCH=80,90 for both) with
+# portable host code (cpu_arch x86-64-v3, not -march=native: the GPU machine's
+# processor may differ), then copies anvil, the gpu test programs and the libraries
+# they need (../shared/tools/bundle-libs.sh) into bundle/gpu.tar.xz (at most 64 MiB
+# travel). run unpacks it to /tmp, sources its env.sh, then writes under $OUT (or a
+# temp dir):
+#   gpu_ops.log    every cuda op against the cpu backend (tests/gpu/test_gpu_ops.c)
+#   nccl.log       the NCCL backend against MPI, one rank (tests/gpu/test_nccl.c)
+#   model.log      20 steps, both families, GPU against CPU (tests/gpu/test_model_gpu.py)
+#   bench.log      tests/bench/gpu_bench.sh (anvil vs the PyTorch baseline), unless
+#                  NO_BENCH=1; BENCH_ARGS are passed on (e.g. "--only gpt2")
+#   summary.txt    one line per part with its exit code and seconds
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+mode=${1:-}
+
+if [ "$mode" = prepare ]; then
+    set -e
+    [ -x /usr/local/cuda/bin/nvcc ] && export PATH="/usr/local/cuda/bin:$PATH"
+    if [ ! -f build-gpu/build.ninja ]; then
+        meson setup build-gpu --buildtype=release -Dcuda=enabled \
+            -Dgpu_arch="${GPU_ARCH:-90}" -Dcpu_arch=x86-64-v3 >/dev/null
+    fi
+    ninja -C build-gpu anvil tests/gpu/test_gpu_ops tests/gpu/test_nccl >/dev/null
+    rm -rf bundle build-gpu/bundle
+    bash ../shared/tools/bundle-libs.sh build-gpu/bundle build-gpu/anvil \
+        build-gpu/tests/gpu/test_gpu_ops build-gpu/tests/gpu/test_nccl >/dev/null
+    # ~95 MB (OpenBLAS alone is 36), ~19 MB as xz: what travels is the archive
+    mkdir -p bundle
+    tar -cJf bundle/gpu.tar.xz -C build-gpu/bundle .
+    du -sh bundle/gpu.tar.xz
+    exit 0
+fi
+if [ "$mode" != run ]; then
+    echo "usage: $0 prepare|run" >&2
+    exit 2
+fi
+
+out=${OUT:-$(mktemp -d)}
+mkdir -p "$out"
+gb=/tmp/anvil-gpu-bundle
+rm -rf "$gb" && mkdir -p "$gb" && tar -xJf bundle/gpu.tar.xz -C "$gb"
+# shellcheck disable=SC1091
+source "$gb/env.sh"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader \
+    > "$out/summary.txt" 2>&1
+part() {   # part NAME COMMAND...: run, log, note the exit code and time
+    local name=$1 t0 rc
+    shift
+    t0=$(date +%s)
+    "$@" > "$out/$name.log" 2>&1
+    rc=$?
+    echo "$name: exit $rc in $(( $(date +%s) - t0 )) s" >> "$out/summary.txt"
+    tail -3 "$out/$name.log" | sed "s/^/  $name | /" >> "$out/summary.txt"
+}
+part gpu_ops timeout 300 "$gb/bin/test_gpu_ops"
+part nccl timeout 120 "$gb/bin/mpirun" -n 1 "$gb/bin/test_nccl"
+part model timeout 600 python3 tests/gpu/test_model_gpu.py "$gb/bin/anvil"
+if [ "${NO_BENCH:-0}" != 1 ]; then
+    # shellcheck disable=SC2086
+    part bench env ANVIL="$gb/bin/anvil" OUT="$out" bash tests/bench/gpu_bench.sh ${BENCH_ARGS:-}
+fi
+cat "$out/summary.txt"
