@@ -585,8 +585,8 @@ int train_checkpoint_load(const train_ckpt *c, const char *dir, train_state *ts,
         // fp32 from the file: the working weights (rounded to the backend's type) and,
         // where the backend has them, the master weights of [lo, hi) unrounded
         if (!direct) m->be->act_from_host_f32(m->params, host, m->n_alloc);
+        if (o) optimizer_load_master(o, m, host + o->lo);
         if (o && !direct) {
-            optimizer_load_master(o, m, host + o->lo);
             m->be->copy_from_host(o->m, hm, nm * sizeof(float));
             m->be->copy_from_host(o->v, hv, nm * sizeof(float));
         }
