@@ -75,10 +75,6 @@ void optimizer_load_master(optimizer *o, const model *m, const float *host) {
     o->be->act_from_f32((char *)m->params + o->lo * o->be->act_bytes, o->master, o->hi - o->lo);
 }
 
-const float *optimizer_params_f32(const optimizer *o, const model *m) {
-    return o->master ? o->master : (const float *)m->params + o->lo;
-}
-
 void optimizer_free(optimizer *o) {
     if (o->be) {
         o->be->free(o->m);

@@ -40,9 +40,6 @@ void optimizer_free(optimizer *o);
 // element lo at index 0) and the working weights [lo, hi) from them; a no-op without
 // master weights (the caller sets m->params itself).
 void optimizer_load_master(optimizer *o, const model *m, const float *host);
-// The fp32 values of parameters [lo, hi): the master weights, or m->params when the
-// backend has none (backend memory).
-const float *optimizer_params_f32(const optimizer *o, const model *m);
 
 // Sum of squares of the gradient over [lo, hi) of the tensors counted on this rank
 // (model.h: a tensor-parallel replica or the tied head's copy counts elsewhere);
