@@ -87,6 +87,10 @@ typedef struct anv_backend {
     int host_memory;             // 1: alloc returns host memory the CPU may read directly
     anv_dtype act_dtype;         // type of weights and activations (anv_act)
     size_t act_bytes;            // its size: 4 (cpu, fp32) or 2 (cuda, bf16)
+    int vocab_multiple;          // the model pads each vocabulary shard's rows to a
+                                 // multiple of this (cpu 1; cuda 64: 16-byte logits
+                                 // rows for cuBLASLt and the vector kernels, whole
+                                 // tensor-core tiles); padding rows get no probability
 
     // ---- memory --------------------------------------------------------------
     void *(*alloc)(size_t bytes);                        // zeroed; NULL on failure

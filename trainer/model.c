@@ -376,6 +376,8 @@ static int model_setup(model *m, const model_config *mc, const anv_backend *be, 
     // Vocabulary rows: padded to a multiple of tp (the padded logits get no probability
     // mass and no gradient, and export cuts them), then split.
     m->Vp = (mc->vocab_size + tp - 1) / tp;
+    const int vm = be->vocab_multiple > 1 ? be->vocab_multiple : 1;   // e.g. 50257 -> 50304
+    m->Vp = (m->Vp + vm - 1) / vm * vm;
     m->v0 = m->sh.tp_rank * m->Vp;
     m->Vv = m->V - m->v0 < 0 ? 0 : (m->V - m->v0 > m->Vp ? m->Vp : m->V - m->v0);
     m->maxT = mc->max_seq_len;

@@ -98,6 +98,7 @@ static const anv_backend cpu_backend = {
     .host_memory = 1,
     .act_dtype = ANV_DTYPE_F32,
     .act_bytes = sizeof(float),
+    .vocab_multiple = 1,
 
     .alloc = cpu_alloc,
     .free = cpu_free,

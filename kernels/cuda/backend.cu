@@ -331,6 +331,7 @@ static const anv_backend cuda_backend = {
     .host_memory = 0,
     .act_dtype = ANV_DTYPE_BF16,
     .act_bytes = 2,
+    .vocab_multiple = 64,
 
     .alloc = cuda_alloc,
     .free = cuda_free,

@@ -73,6 +73,17 @@ CASES = [
       "model.rope_original_max_pos=16", "model.norm_eps=1e-5", "train.micro_batch=2",
       "train.seed=44"],
      dict(norm_eps=1e-5, rope_theta=500000.0, rope_scaling=LLAMA3_SCALING), 0.5),
+    # the cuda backend pads the vocabulary to a multiple of 64 (V 101 -> Vp 128): the
+    # padding rows must change nothing, here checked on the cpu backend
+    ("llama_untied_vocab_padded_64",
+     ["--vocab-multiple=64", "model.family=llama", "model.n_kv_head=2",
+      "model.ffn_dim=160", "model.tie_embeddings=false", "model.norm_eps=1e-5",
+      "train.micro_batch=2", "train.seed=55"],
+     dict(norm_eps=1e-5, rope_theta=10000.0), 0.5),
+    ("gpt2_tied_vocab_padded_64",
+     ["--vocab-multiple=64", "model.family=gpt2", "model.tie_embeddings=true",
+      "train.micro_batch=2", "train.seed=66"],
+     dict(norm_eps=1e-5), 3.0),
 ]
 
 

@@ -1,7 +1,11 @@
 // tests/unit/test_model_dump.c: run the CPU model and dump everything the PyTorch
 // reference (tests/reference/test_parity.py) needs to check it.
 //
-// Usage: test_model_dump OUT.bin [section.key=value ...]
+// Usage: test_model_dump OUT.bin [--vocab-multiple=N] [section.key=value ...]
+//
+// --vocab-multiple=N runs the cpu backend with its vocab_multiple set to N, so the
+// vocabulary padding the cuda backend asks for (64) is checked against the reference
+// on the cpu.
 //
 // The model is built from the config defaults plus the overrides, initialised from
 // train.seed, and run on random token batches; OUT.bin (trainer/tensorfile.h) gets:
@@ -91,14 +95,22 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: %s OUT.bin [section.key=value ...]\n", argv[0]);
         return 2;
     }
+    anv_backend be = *anv_backend_cpu();
+    int n = 0;                        // the overrides, the flag taken out wherever it is
+    for (int i = 2; i < argc; i++) {
+        if (strncmp(argv[i], "--vocab-multiple=", 17) == 0)
+            be.vocab_multiple = atoi(argv[i] + 17);
+        else
+            argv[2 + n++] = argv[i];
+    }
     anvil_config cfg;
     config_defaults(&cfg);
-    if (config_load(&cfg, NULL, argc - 2, argv + 2) != 0) return 2;
+    if (config_load(&cfg, NULL, n, argv + 2) != 0) return 2;
     if (model_config_resolve(&cfg.model) != 0) return 2;
 
     const int B = cfg.train.micro_batch, T = cfg.train.seq_len;
     model m;
-    int rc = model_init(&m, &cfg.model, anv_backend_cpu(), B, T, NULL);
+    int rc = model_init(&m, &cfg.model, &be, B, T, NULL);
     if (rc != 0) return rc;
     optimizer o;
     int have_opt = 0;
