@@ -473,6 +473,16 @@ static const anv_backend *select_backend(device_kind d) {
 // 0.5-1 GiB on an H100).
 #define MEMORY_MARGIN_BYTES ((size_t)1536 << 20)
 
+// "1.23 GiB" or "456.7 MiB" into buf (n bytes).
+static const char *size_text(char *buf, size_t n, double bytes) {
+    const double mib = 1024.0 * 1024.0;
+    if (bytes >= 1024.0 * mib)
+        snprintf(buf, n, "%.2f GiB", bytes / (1024.0 * mib));
+    else
+        snprintf(buf, n, "%.1f MiB", bytes / mib);
+    return buf;
+}
+
 // Print (lead) the memory each rank will allocate before the first step, and refuse
 // (2, on every rank alike) a layout that does not fit the device this rank runs on.
 // Collective (the verdict is agreed over the world).
@@ -483,27 +493,35 @@ static int memory_plan(parallel_grid *g, const model_config *mc, const anv_backe
     if ((rc = train_agree_rc(g, rc)) != 0) return rc;
     const size_t own = zero ? n / (size_t)g->dp : n;         // optimizer range
     const int master = be->act_dtype != ANV_DTYPE_F32;
-    const double gib = 1024.0 * 1024.0 * 1024.0;
     const double p = (double)n * be->act_bytes, gr = (double)n * 4.0;
     const double o = (double)own * 4.0 * (2 + master) + (zero ? (double)own * 4.0 : 0.0);
     const double total = p + gr + o + (double)acts;
     size_t dev_free = 0, dev_total = 0;
     if (be->mem_info) be->mem_info(&dev_free, &dev_total);
+    // test hook (docs/config.md): a device of this many MiB, so that the refusal is
+    // tested on the cpu
+    const char *hook = getenv("ANVIL_TEST_DEVICE_MIB");
+    if (hook && atol(hook) > 0) dev_free = dev_total = (size_t)atol(hook) << 20;
+    char s[6][32];
     if (lead) {
-        printf("memory per rank (%s): parameters %.2f GiB, gradients %.2f GiB, optimizer "
-               "%.2f GiB%s, activations %.2f GiB (B=%d, T=%d, %d set%s) = %.2f GiB",
-               be->name, p / gib, gr / gib, o / gib, master ? " (incl. fp32 master)" : "",
-               (double)acts / gib, B, T, sh->n_slots, sh->n_slots == 1 ? "" : "s", total / gib);
-        if (dev_total > 0) printf("; device: %.2f of %.2f GiB free", dev_free / gib, dev_total / gib);
+        printf("memory per rank (%s): parameters %s, gradients %s, optimizer %s%s, "
+               "activations %s (B=%d, T=%d, %d set%s) = %s", be->name,
+               size_text(s[0], 32, p), size_text(s[1], 32, gr), size_text(s[2], 32, o),
+               master ? " (incl. fp32 master)" : "", size_text(s[3], 32, (double)acts), B, T,
+               sh->n_slots, sh->n_slots == 1 ? "" : "s", size_text(s[4], 32, total));
+        if (dev_total > 0)
+            printf("; device: %s of %s free", size_text(s[0], 32, (double)dev_free),
+                   size_text(s[1], 32, (double)dev_total));
         printf("\n");
         fflush(stdout);
     }
     int fits = dev_total == 0 || total + (double)MEMORY_MARGIN_BYTES <= (double)dev_free;
     if (!fits)
-        fprintf(stderr, "anvil: rank %d: the model does not fit the device: it needs %.2f GiB "
-                "(+%.1f GiB margin), %.2f GiB are free; lower train.micro_batch or "
-                "train.seq_len, or shard it (parallel.tp, parallel.pp, parallel.zero)\n",
-                g->rank, total / gib, MEMORY_MARGIN_BYTES / gib, dev_free / gib);
+        fprintf(stderr, "anvil: rank %d: the model does not fit the device: it needs %s "
+                "(+%s margin), %s are free; lower train.micro_batch or train.seq_len, or "
+                "shard it (parallel.tp, parallel.pp, parallel.zero)\n", g->rank,
+                size_text(s[0], 32, total), size_text(s[1], 32, (double)MEMORY_MARGIN_BYTES),
+                size_text(s[2], 32, (double)dev_free));
     return train_agree_rc(g, fits ? 0 : 2);
 }
 

@@ -35,6 +35,18 @@ if ! nvidia-smi -L >/dev/null 2>&1; then
         train device.yaml device=cuda data.train=none.bin
 fi
 
+# A layout that does not fit the device's memory is refused before anything is
+# allocated: one line with the figures, exit 2 (a 1500 MiB device by the test hook,
+# less than the plan plus the 1.5 GiB margin).
+printf 'one two three four five six seven eight nine ten. %.0s' $(seq 200) > fit.txt
+"$anvil" prepare text --out fit_data --val-frac 0 fit.txt >/dev/null
+rc=0
+ANVIL_TEST_DEVICE_MIB=1500 timeout 60 "$anvil" train model.preset=gpt2-tiny \
+    model.vocab_size=257 data.train='fit_data/train_*.bin' data.val= train.steps=1 \
+    train.seq_len=32 train.micro_batch=2 run.dir=fit_run </dev/null >out.txt 2>err.txt || rc=$?
+check_error "$rc" "model larger than the device (hook)" "does not fit the device" \
+    "needs|are free|lower train.micro_batch"
+
 # --- errors in the file ----------------------------------------------------------
 
 printf 'train:\n  steps: 10\n  lrr: 3e-4\n' > unknown_key.yaml
