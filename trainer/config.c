@@ -191,6 +191,8 @@ const config_key config_keys[] = {
          "auto (newest valid checkpoint in run.dir, if any), none, or a checkpoint path"),
     KENUM("checkpoint.checksum", checkpoint.checksum, "crc32c", checksum_names,
           "MANIFEST checksum: crc32c (hardware, fast) or sha256 (sha256sum -c format)"),
+    KBOOL("checkpoint.final", checkpoint.final, "true",
+          "save a checkpoint when the run reaches train.steps (a stop signal always saves)"),
 
     // top level
     KENUM("device", device, "auto", device_names,

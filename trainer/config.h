@@ -110,6 +110,7 @@ typedef struct checkpoint_config {
     long every;
     int keep;
     long keep_every;         // steps that are multiples of it are kept for ever (0: none)
+    int final;               // checkpoint.final: save at train.steps (bool)
     int rollback_after;      // non-finite steps in a row before a rollback (0: never)
     int async;               // write checkpoints from a background thread
     int checksum;            // MANIFEST checksum: 0 crc32c, 1 sha256 (ckpt_checksum)

@@ -915,8 +915,10 @@ int train_main(int argc, char **argv) {
         }
     }
     // The state at the end, or at a stop: saved unless already on disk (a run that
-    // resumes a finished checkpoint saves nothing).
-    if (rc == 0 && step != saved) {
+    // resumes a finished checkpoint saves nothing) or, at train.steps, not wanted
+    // (checkpoint.final false: benchmarks); a stop signal always saves.
+    const int want_final = cfg.checkpoint.final || g_stop_signal || step < tc->steps;
+    if (rc == 0 && step != saved && want_final) {
         train_state now = {step, tokens_done,
                            (long long)(samples0 + (unsigned long long)(step - step0) * G),
                            skipped, sample_rng, 0};

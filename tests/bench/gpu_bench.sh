@@ -146,7 +146,7 @@ bench() {
     local over=("device=$DEVICE" "data.train=$shard" data.val= "train.steps=$STEPS"
                 "train.seq_len=$T" "train.micro_batch=$mb" "train.global_batch_tokens=$gb"
                 train.log_every=1 train.eval_every=0 train.sample_every=0
-                "train.peak_flops=${PEAK_TFLOPS}e12" checkpoint.every=0
+                "train.peak_flops=${PEAK_TFLOPS}e12" checkpoint.every=0 checkpoint.final=false
                 checkpoint.resume=none "run.dir=$rundir")
     local extra_name=EXTRA_${name^^} extra   # EXTRA_* are blank-separated overrides
     read -r -a extra <<<"${!extra_name:-}"

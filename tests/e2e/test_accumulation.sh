@@ -3,7 +3,8 @@
 # grad norm of every step are identical; (2) gradient accumulation honours
 # global_batch_tokens whatever the micro-batch: one micro-batch of 8 windows and four of
 # 2 windows see the same data and take the same steps, so their loss curves agree to
-# floating-point summation-order tolerance (1e-5 relative per step).
+# floating-point summation-order tolerance (1e-5 relative per step); (3)
+# checkpoint.final=false ends the run without a checkpoint, the default saves one.
 # Uses the pyenv python3 only to read metrics.jsonl (standard library).
 set -euo pipefail
 anvil=$1
@@ -21,6 +22,8 @@ common=(model.preset=llama-tiny data.train="$dir/data/train_*.bin" data.val= tra
 "$anvil" train "${common[@]}" train.micro_batch=8 run.dir="$dir/a" >/dev/null
 "$anvil" train "${common[@]}" train.micro_batch=8 run.dir="$dir/b" >/dev/null
 "$anvil" train "${common[@]}" train.micro_batch=2 run.dir="$dir/c" >/dev/null
+# checkpoint.final=false: the run ends without a checkpoint (and trains the same)
+"$anvil" train "${common[@]}" train.micro_batch=8 checkpoint.final=false run.dir="$dir/d" >/dev/null
 python3 - "$dir" <<'PY'
 import json, sys
 d = sys.argv[1]
@@ -34,6 +37,14 @@ fail |= not (same and len(a) == 8)
 worst = max(abs(x["loss"] - y["loss"]) / abs(y["loss"]) for x, y in zip(a, c))
 ok = worst < 1e-5 and len(c) == 8
 print(f"{'ok  ' if ok else 'FAIL'} micro_batch 8 x1 vs 2 x4 accumulation: max relative loss difference {worst:.2e} (< 1e-5)")
+fail |= not ok
+import os
+ck = lambda r: sorted(os.listdir(f"{d}/{r}/checkpoints")) if os.path.isdir(f"{d}/{r}/checkpoints") else []
+dd = load("d")
+ok = ck("a") == ["latest", "step_00000008"] and not [n for n in ck("d") if n.startswith("step_")] \
+    and [x["loss"] for x in dd] == [x["loss"] for x in a]
+print(f"{'ok  ' if ok else 'FAIL'} checkpoint.final=false: no checkpoint at the end ({ck('d')}), "
+      f"same losses; the default saves one ({ck('a')})")
 fail |= not ok
 sys.exit(1 if fail else 0)
 PY
