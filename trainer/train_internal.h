@@ -25,6 +25,20 @@ int train_write_gathered(const model *m, parallel_grid *g, const char *path);
 // has printed why). Returns it (1 if the reduction itself fails). Collective.
 int train_agree_rc(parallel_grid *g, int rc);
 
+// ---- device (device.c) ----------------------------------------------------------------
+
+// The backend `device` selects: cpu; cuda on the GPU of this rank's index on its node
+// (modulo the node's GPUs); auto: cuda when a GPU is usable, else cpu. Returns NULL
+// after the cuda backend printed one line why it is unavailable. Collective (MPI) when
+// no launcher variable gives the local rank.
+const anv_backend *train_select_backend(device_kind d);
+// Print (rank `lead`) the memory this rank will allocate for the model shard sh at
+// (B, T), its gradients and optimizer state (ZeRO-1 sharded over dp when zero), and
+// refuse a layout that does not fit the device: returns the agreed code (0, 2 after one
+// line per rank that does not fit, 1). Collective over the world.
+int train_memory_plan(parallel_grid *g, const model_config *mc, const anv_backend *be, int B,
+                      int T, const model_shard *sh, int zero, int lead);
+
 // ---- watchdog (watchdog.c) -----------------------------------------------------------
 
 // Start the watchdog thread (timeout_s <= 0: none): after timeout_s seconds without a
