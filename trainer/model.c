@@ -298,10 +298,10 @@ static void carve_slot(model *m, model_slot *sl, carver *c) {
     for (int l = 0; l < m->L; l++) {
         layer_acts *a = &sl->acts[l];
         anv_act *res_in = carve_a(c, N * C);
-        if (m->recompute == RECOMPUTE_MODE_FULL)
+        if (m->sh.recompute == RECOMPUTE_MODE_FULL)
             *a = m->rc;
         else
-            carve_layer(m, a, c, m->recompute == RECOMPUTE_MODE_SELECTIVE);
+            carve_layer(m, a, c, m->sh.recompute == RECOMPUTE_MODE_SELECTIVE);
         a->res_in = res_in;
     }
     sl->res_out = carve_a(c, N * C);
@@ -325,9 +325,9 @@ static void carve_acts(model *m, carver *c) {
     const int gpt2 = m->cfg.family == MODEL_FAMILY_GPT2;
     // the activations train.recompute rebuilds, one set shared by every layer and slot
     memset(&m->rc, 0, sizeof m->rc);
-    if (m->recompute == RECOMPUTE_MODE_FULL && m->L > 0) {
+    if (m->sh.recompute == RECOMPUTE_MODE_FULL && m->L > 0) {
         carve_layer(m, &m->rc, c, 0);
-    } else if (m->recompute == RECOMPUTE_MODE_SELECTIVE && m->L > 0) {
+    } else if (m->sh.recompute == RECOMPUTE_MODE_SELECTIVE && m->L > 0) {
         m->rc.norm1 = carve_a(c, N * C);
         m->rc.norm2 = carve_a(c, N * C);
         m->rc.act = carve_a(c, N * F);
@@ -364,7 +364,6 @@ static int model_setup(model *m, const model_config *mc, const anv_backend *be, 
     }
     if (m->sh.n_slots < 1) m->sh.n_slots = 1;
     if (m->sh.n_shards < 1) m->sh.n_shards = 1;
-    m->recompute = m->sh.recompute;
     const int tp = m->sh.tp;
     m->L = m->sh.n_layer;
     m->C = mc->d_model;
@@ -719,9 +718,9 @@ void model_backward_slot(model *m, int slot, float dloss) {
         layer_acts *a = &sl->acts[l];
 
         // train.recompute: rebuild what the forward did not keep, from what it did
-        if (m->recompute == RECOMPUTE_MODE_FULL) {
+        if (m->sh.recompute == RECOMPUTE_MODE_FULL) {
             layer_forward_to_act(m, w, a, B, T, 1);
-        } else if (m->recompute == RECOMPUTE_MODE_SELECTIVE) {
+        } else if (m->sh.recompute == RECOMPUTE_MODE_SELECTIVE) {
             norm_forward(m, a->norm1, a->n1_mean, a->n1_rstd, a->res_in, w->norm1_w,
                          w->norm1_b, N);
             norm_forward(m, a->norm2, a->n2_mean, a->n2_rstd, a->res_mid, w->norm2_w,

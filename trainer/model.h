@@ -177,7 +177,6 @@ typedef struct model {
     size_t act_block_bytes;     // its size
     model_slot *slots;          // (sh.n_slots)
     int n_slots, cur_slot;      // cur_slot: the slot of the last forward
-    recompute_mode recompute;   // sh.recompute
     layer_acts rc;              // what recompute rebuilds (one layer's worth, shared)
     size_t *layer_off;          // (L+1) layer l's tensors fill [layer_off[l], layer_off[l+1])
     const model_grad_hook *grad_hook;   // NULL, or called by backward per layer

@@ -36,20 +36,6 @@
 #define CE_THREADS 512
 #define CE_COMBINE_THREADS 256
 
-// Max over the block (blockDim.x a multiple of 32); every thread gets it. `sh` is
-// __shared__ float[32]; ends with a barrier, so sh may be reused (as block_sum).
-__device__ __forceinline__ float block_max(float x, float *sh) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    x = warp_max(x);
-    __syncthreads();
-    if (lane == 0) sh[warp] = x;
-    __syncthreads();
-    x = lane < nw ? sh[lane] : -INFINITY;
-    x = warp_max(x);
-    __syncthreads();
-    return x;
-}
-
 // stats (N,3) overwritten; logits (N,Vs) with Vv real columns; targets (N).
 // One block per row.
 template <bool VEC>

@@ -98,6 +98,20 @@ __device__ __forceinline__ float block_sum(float x, float *sh) {
     return x;
 }
 
+// Max over the block (blockDim.x a multiple of 32); every thread gets it. `sh` is
+// __shared__ float[32]; ends with a barrier, so sh may be reused (as above).
+__device__ __forceinline__ float block_max(float x, float *sh) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    x = warp_max(x);
+    __syncthreads();
+    if (lane == 0) sh[warp] = x;
+    __syncthreads();
+    x = lane < nw ? sh[lane] : -INFINITY;
+    x = warp_max(x);
+    __syncthreads();
+    return x;
+}
+
 // 16 bytes of T, loaded and stored as one vector.
 template <typename T>
 struct alignas(16) x128 {

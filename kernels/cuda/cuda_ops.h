@@ -84,6 +84,8 @@ void cuda_attention_backward(anv_act *dq, anv_act *dk, anv_act *dv, float *scrat
 // gelu.cu, swiglu.cu, residual.cu
 void cuda_gelu_forward(anv_act *out, const anv_act *inp, size_t n);
 void cuda_gelu_backward(anv_act *dinp, const anv_act *inp, const anv_act *dout, size_t n);
+// not a backend member: d (n) *= gelu'(x (n)) in place (matmul.cu's dGELU fallback)
+void cuda_gelu_backward_inplace(anv_act *d, const anv_act *x, size_t n);
 void cuda_swiglu_forward(anv_act *out, const anv_act *gate, const anv_act *up, size_t n);
 void cuda_swiglu_backward(anv_act *dgate, anv_act *dup, const anv_act *dout,
                           const anv_act *gate, const anv_act *up, size_t n);

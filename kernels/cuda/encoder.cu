@@ -27,6 +27,18 @@
 
 #define ENCODER_THREADS 256                       // any multiple of 32 works
 
+// acc (PER) += src (PER) in fp32: one 16-byte load when PER is 8, else one element.
+template <int PER>
+__device__ __forceinline__ void add_chunk(float *acc, const bf16 *src) {
+    if (PER == 8) {
+        x128<bf16> v = load128(src);
+        #pragma unroll
+        for (int k = 0; k < PER; k++) acc[k] += __bfloat162float(v[k]);
+    } else {
+        acc[0] += __bfloat162float(src[0]);
+    }
+}
+
 // out (B,T,C); tokens (B,T); wte (Vs,C) rows [v0, v0+Vs); wpe (maxT,C) or NULL.
 // PER channels per work item (8 or 1); nitems = B*T*C / PER.
 template <int PER>
@@ -45,23 +57,11 @@ __global__ void encoder_forward_kernel(bf16 *out, const int32_t *tokens, const b
         for (int k = 0; k < PER; k++) acc[k] = 0.0f;
         if (ix >= 0 && ix < Vs) {
             const bf16 *src = wte + (size_t)ix * C + c0;         // (PER)
-            if (PER == 8) {
-                x128<bf16> v = load128(src);
-                #pragma unroll
-                for (int k = 0; k < PER; k++) acc[k] += __bfloat162float(v[k]);
-            } else {
-                acc[0] += __bfloat162float(src[0]);
-            }
+            add_chunk<PER>(acc, src);
         }
         if (wpe != NULL) {
             const bf16 *src = wpe + (size_t)t * C + c0;          // (PER)
-            if (PER == 8) {
-                x128<bf16> v = load128(src);
-                #pragma unroll
-                for (int k = 0; k < PER; k++) acc[k] += __bfloat162float(v[k]);
-            } else {
-                acc[0] += __bfloat162float(src[0]);
-            }
+            add_chunk<PER>(acc, src);
         }
         bf16 *dst = out + bt * C + c0;                           // (PER)
         if (PER == 8) {
@@ -126,13 +126,7 @@ __global__ void encoder_backward_wpe_kernel(float *dwpe, const bf16 *dout, size_
         for (int k = 0; k < PER; k++) acc[k] = 0.0f;
         for (int b = 0; b < B; b++) {
             const bf16 *src = dout + ((size_t)b * T + t) * C + c0;   // (PER)
-            if (PER == 8) {
-                x128<bf16> v = load128(src);
-                #pragma unroll
-                for (int k = 0; k < PER; k++) acc[k] += __bfloat162float(v[k]);
-            } else {
-                acc[0] += __bfloat162float(src[0]);
-            }
+            add_chunk<PER>(acc, src);
         }
         float *dst = dwpe + t * C + c0;                          // (PER)
         #pragma unroll

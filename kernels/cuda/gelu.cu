@@ -66,6 +66,33 @@ __global__ void gelu_backward_kernel(bf16 *dinp, const bf16 *inp, const bf16 *do
     }
 }
 
+// d (n) *= gelu'(x (n)) in place: the gradient w.r.t. gelu's output becomes the one
+// w.r.t. its input (matmul.cu's dGELU where the cuBLASLt epilogue is not used).
+__global__ void gelu_backward_inplace_kernel(bf16 *d, const bf16 *x, size_t nvec, size_t n) {
+    size_t gid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    size_t stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t i = gid; i < nvec; i += stride) {
+        x128<bf16> g = load128(d + 8 * i), xv = load128(x + 8 * i);
+        #pragma unroll
+        for (int k = 0; k < 8; k++)
+            g[k] = __float2bfloat16_rn(__bfloat162float(g[k]) *
+                                       gelu_grad(__bfloat162float(xv[k])));
+        store128(d + 8 * i, g);
+    }
+    for (size_t i = 8 * nvec + gid; i < n; i += stride)
+        d[i] = __float2bfloat16_rn(__bfloat162float(d[i]) * gelu_grad(__bfloat162float(x[i])));
+}
+
+void cuda_gelu_backward_inplace(anv_act *d_, const anv_act *x_, size_t n) {
+    bf16 *d = (bf16 *)d_;                                        // (n) *= gelu'(x)
+    const bf16 *x = (const bf16 *)x_;                            // (n)
+    if (n == 0) return;
+    size_t nvec = aligned16(d) && aligned16(x) ? n / 8 : 0;
+    gelu_backward_inplace_kernel<<<cuda_blocks(nvec > 0 ? nvec : n, GELU_THREADS),
+                                   GELU_THREADS, 0, cuda_stream_compute>>>(d, x, nvec, n);
+    CUDA_LAUNCH_CHECK();
+}
+
 void cuda_gelu_forward(anv_act *out_, const anv_act *inp_, size_t n) {
     bf16 *out = (bf16 *)out_;                                    // (n)
     const bf16 *inp = (const bf16 *)inp_;                        // (n)

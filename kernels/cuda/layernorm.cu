@@ -33,45 +33,11 @@
 // value + gradient in fp32, rounded once).
 #include <math.h>
 
-#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/norm_common.cuh"
 
-#define NORM_MAX_THREADS 256          // threads per row block; registers allow VPT <= 8
-#define NORM_MAX_C (8 * 8 * NORM_MAX_THREADS)   // 8 channels x VPT 8 x 256 threads
 #define LN_PARTIAL_FLOATS (1 << 22)   // 16 MiB: (2, G, C) partials, G = 256 at C = 8192
-#define LN_MIN_ROWS_PER_BLOCK 8       // partials stay ~1/8 of the backward's traffic
-#define LN_REDUCE_Y 32                // partial-sum slices per reduce block (32 x 32 threads)
 
 static __device__ float layernorm_partials[LN_PARTIAL_FLOATS];
-
-// ---- chunk access ---------------------------------------------------------------------
-// Chunk c0..c0+7 of a row of C channels as fp32; with VEC one 16-byte load (C % 8 == 0,
-// row aligned), else element loads with channels >= C read as 0. Requires c0 < C.
-template <bool VEC>
-__device__ __forceinline__ void ln_load8(float *dst, const bf16 *row, int c0, int C) {
-    if (VEC) {
-        x128<bf16> v = load128(row + c0);
-        #pragma unroll
-        for (int i = 0; i < 8; i++) dst[i] = __bfloat162float(v[i]);
-    } else {
-        #pragma unroll
-        for (int i = 0; i < 8; i++) dst[i] = c0 + i < C ? __bfloat162float(row[c0 + i]) : 0.0f;
-    }
-}
-
-// Stores chunk c0..c0+7 (channels < C) rounded to bf16. Requires c0 < C.
-template <bool VEC>
-__device__ __forceinline__ void ln_store8(bf16 *row, int c0, int C, const float *src) {
-    if (VEC) {
-        x128<bf16> v;
-        #pragma unroll
-        for (int i = 0; i < 8; i++) v[i] = __float2bfloat16_rn(src[i]);
-        store128(row + c0, v);
-    } else {
-        #pragma unroll
-        for (int i = 0; i < 8; i++)
-            if (c0 + i < C) row[c0 + i] = __float2bfloat16_rn(src[i]);
-    }
-}
 
 // ---- forward -------------------------------------------------------------------------------
 // One block per row n = blockIdx.x. out (N,C); mean, rstd (N); weight, bias (C).
@@ -92,14 +58,14 @@ __global__ void __launch_bounds__(NORM_MAX_THREADS)
         #pragma unroll
         for (int i = 0; i < 8; i++) x[j][i] = 0.0f;
         if (c0 < C) {
-            ln_load8<VEC>(x[j], a + off, c0, C);
+            norm_load8<VEC>(x[j], a + off, c0, C);
             if (RES) {
                 float y[8];
-                ln_load8<VEC>(y, b + off, c0, C);
+                norm_load8<VEC>(y, b + off, c0, C);
                 #pragma unroll
                 for (int i = 0; i < 8; i++)
                     x[j][i] = __bfloat162float(__float2bfloat16_rn(x[j][i] + y[i]));
-                ln_store8<VEC>(res + off, c0, C, x[j]);
+                norm_store8<VEC>(res + off, c0, C, x[j]);
             }
         }
         #pragma unroll
@@ -124,11 +90,11 @@ __global__ void __launch_bounds__(NORM_MAX_THREADS)
         const int c0 = 8 * (threadIdx.x + j * blockDim.x);
         if (c0 < C) {
             float w[8], bb[8], o[8];
-            ln_load8<VEC>(w, weight, c0, C);
-            ln_load8<VEC>(bb, bias, c0, C);
+            norm_load8<VEC>(w, weight, c0, C);
+            norm_load8<VEC>(bb, bias, c0, C);
             #pragma unroll
             for (int i = 0; i < 8; i++) o[i] = (x[j][i] - m) * s * w[i] + bb[i];
-            ln_store8<VEC>(out + off, c0, C, o);
+            norm_store8<VEC>(out + off, c0, C, o);
         }
     }
     if (threadIdx.x == 0) {
@@ -165,9 +131,9 @@ __global__ void __launch_bounds__(NORM_MAX_THREADS)
             for (int i = 0; i < 8; i++) norm[j][i] = dnorm[j][i] = 0.0f;
             if (c0 < C) {
                 float x[8], dy[8], w[8];
-                ln_load8<VEC>(x, inp + off, c0, C);
-                ln_load8<VEC>(dy, dout + off, c0, C);
-                ln_load8<VEC>(w, weight, c0, C);
+                norm_load8<VEC>(x, inp + off, c0, C);
+                norm_load8<VEC>(dy, dout + off, c0, C);
+                norm_load8<VEC>(w, weight, c0, C);
                 #pragma unroll
                 for (int i = 0; i < 8; i++) {
                     if (!VEC && c0 + i >= C) continue;           // masked channel
@@ -188,11 +154,11 @@ __global__ void __launch_bounds__(NORM_MAX_THREADS)
             const int c0 = 8 * (threadIdx.x + j * blockDim.x);
             if (c0 < C) {
                 float dx[8];
-                ln_load8<VEC>(dx, dinp + off, c0, C);
+                norm_load8<VEC>(dx, dinp + off, c0, C);
                 #pragma unroll
                 for (int i = 0; i < 8; i++)
                     dx[i] += s * (dnorm[j][i] - mean_dnorm - norm[j][i] * mean_dnorm_norm);
-                ln_store8<VEC>(dinp + off, c0, C, dx);
+                norm_store8<VEC>(dinp + off, c0, C, dx);
             }
         }
     }
@@ -212,44 +178,7 @@ __global__ void __launch_bounds__(NORM_MAX_THREADS)
     }
 }
 
-// dst (C) += sum over g = 0..G-1, in that order per slice, of part (2,G,C)[j][g], with
-// j = blockIdx.y, dst = dst0 (j = 0) or dst1 (j = 1), either may be NULL. Block
-// (32, LN_REDUCE_Y): 32 channels, slice y sums g = y, y + LN_REDUCE_Y, ...; the slices
-// are then added in order y = 0.. by one thread per channel. Deterministic.
-__global__ void __launch_bounds__(32 * LN_REDUCE_Y)
-    layernorm_partials_reduce_kernel(float *dst0, float *dst1, const float *part, int G,
-                                     int C) {
-    __shared__ float sh[LN_REDUCE_Y][33];                        // +1: no bank conflicts
-    float *dst = blockIdx.y == 0 ? dst0 : dst1;
-    if (dst == NULL) return;                                     // uniform over the block
-    const int c = blockIdx.x * 32 + threadIdx.x;
-    const float *p = part + (size_t)blockIdx.y * G * C;          // (G,C)
-    float acc = 0.0f;
-    if (c < C)
-        for (int g = threadIdx.y; g < G; g += LN_REDUCE_Y) acc += p[(size_t)g * C + c];
-    sh[threadIdx.y][threadIdx.x] = acc;
-    __syncthreads();
-    if (threadIdx.y == 0 && c < C) {
-        float total = 0.0f;
-        for (int y = 0; y < LN_REDUCE_Y; y++) total += sh[y][threadIdx.x];
-        dst[c] += total;
-    }
-}
-
 // ---- host ----------------------------------------------------------------------------------
-// Chunks of 8 channels per thread (VPT, the smallest of 1,2,4,8 that fits) and threads
-// per row block (a multiple of 32, at most NORM_MAX_THREADS) for rows of C channels.
-static void layernorm_shape(int C, int *vpt, int *threads) {
-    if (C > NORM_MAX_C)
-        anv_fatal(__FILE__, __LINE__, "layernorm", "C > 16384 channels is not supported");
-    int nchunks = (C + 7) / 8;
-    int v = 1;
-    while (v * NORM_MAX_THREADS < nchunks) v *= 2;
-    int t = (nchunks + v - 1) / v;
-    *vpt = v;
-    *threads = (t + 31) / 32 * 32;
-}
-
 // The arguments of a forward launch (res and b NULL for the plain forward).
 typedef struct layernorm_fwd_args {
     bf16 *res, *out;                  // (N,C)
@@ -279,7 +208,7 @@ template <bool RES>
 static void layernorm_forward_any(const layernorm_fwd_args &p) {
     if (p.N <= 0 || p.C <= 0) return;
     int vpt, threads;
-    layernorm_shape(p.C, &vpt, &threads);
+    norm_shape(p.C, "layernorm", &vpt, &threads);
     // aligned16(NULL) holds: the unused res, b of the plain forward do not matter
     bool vec = p.C % 8 == 0 && aligned16(p.res) && aligned16(p.out) && aligned16(p.a) &&
                aligned16(p.b) && aligned16(p.weight) && aligned16(p.bias);
@@ -336,27 +265,13 @@ static void layernorm_backward_launch(int threads, const layernorm_bwd_args &p) 
             &per_sm, layernorm_backward_kernel<VPT, VEC>, threads, 0));
         cached_threads = threads;
     }
-    // G: enough blocks to fill the device, at most what the scratch holds, at least
-    // LN_MIN_ROWS_PER_BLOCK rows per block, at most N
-    long G = (long)(per_sm > 0 ? per_sm : 1) * (cuda_sm_count > 0 ? cuda_sm_count : 1);
-    float *part = NULL;                                          // (2,G,C)
-    if (p.dweight != NULL || p.dbias != NULL) {
-        part = layernorm_partials_ptr();
-        long cap = LN_PARTIAL_FLOATS / (2L * p.C);               // >= 128 as C <= 16384
-        long by_rows = (p.N + LN_MIN_ROWS_PER_BLOCK - 1) / LN_MIN_ROWS_PER_BLOCK;
-        G = G < cap ? G : cap;
-        G = G < by_rows ? G : by_rows;
-    }
-    G = G < p.N ? G : p.N;
+    const int partials = p.dweight != NULL || p.dbias != NULL;
+    float *part = partials ? layernorm_partials_ptr() : NULL;    // (2,G,C)
+    long G = norm_backward_blocks(per_sm, p.N, p.C, 2, LN_PARTIAL_FLOATS, partials);
     layernorm_backward_kernel<VPT, VEC><<<(unsigned)G, threads, 0, cuda_stream_compute>>>(
         p.dinp, part, p.dout, p.inp, p.weight, p.mean, p.rstd, p.N, p.C);
     CUDA_LAUNCH_CHECK();
-    if (part != NULL) {
-        dim3 grid((p.C + 31) / 32, 2), block(32, LN_REDUCE_Y);
-        layernorm_partials_reduce_kernel<<<grid, block, 0, cuda_stream_compute>>>(
-            p.dweight, p.dbias, part, (int)G, p.C);
-        CUDA_LAUNCH_CHECK();
-    }
+    if (part != NULL) norm_partials_reduce(p.dweight, p.dbias, part, 2, G, p.C);
 }
 
 template <int VPT>
@@ -376,7 +291,7 @@ void cuda_layernorm_backward(anv_act *dinp, float *dweight, float *dbias,
                             (const bf16 *)inp, (const bf16 *)weight, mean, rstd, N, C};
     if (N <= 0 || C <= 0 || (dinp == NULL && dweight == NULL && dbias == NULL)) return;
     int vpt, threads;
-    layernorm_shape(C, &vpt, &threads);
+    norm_shape(C, "layernorm", &vpt, &threads);
     bool vec = C % 8 == 0 && aligned16(p.dinp) && aligned16(p.dout) && aligned16(p.inp) &&
                aligned16(p.weight);
     switch (vpt) {

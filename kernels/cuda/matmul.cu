@@ -22,8 +22,8 @@
 // aux matrix (ld a multiple of 8, pointer 16-byte aligned); on Ampere they are slower
 // than separate passes (llm.c measured the same). Elsewhere the forward is a plain
 // matmul (+ bias epilogue) into pre_gelu followed by cuda_gelu_forward, and the
-// backward a plain matmul (beta = 0) into dinp followed by dgelu_inplace_kernel below,
-// the derivative of kernels/cpu/gelu.c term for term.
+// backward a plain matmul (beta = 0) into dinp followed by cuda_gelu_backward_inplace
+// (gelu.cu), the derivative of kernels/cpu/gelu.c term for term.
 //
 // dbias (OC) += column sums of dout (N,OC): our own deterministic two-pass reduction
 // (cuBLASLt's BGRADB epilogue overwrites instead of accumulating). Pass 1: a grid of
@@ -230,44 +230,6 @@ static int mm_gelu_epilogue_ok(const void *aux, int ld) {
 // ----------------------------------------------------------------------------
 // kernels
 
-#define MM_GELU_SCALING_FACTOR 0.7978845608028654f   // sqrt(2/pi)
-#define MM_GELU_CUBIC 0.044715f                      // the tanh approximation's x^3 term
-
-// d gelu(x) / dx of the tanh approximation, as kernels/cpu/gelu.c computes it.
-__device__ __forceinline__ float gelu_grad(float x) {
-    float u = MM_GELU_SCALING_FACTOR * (x + MM_GELU_CUBIC * x * x * x);
-    float s = 1.0f / (1.0f + expf(-2.0f * u));
-    float du_dx = MM_GELU_SCALING_FACTOR * (1.0f + 3.0f * MM_GELU_CUBIC * x * x);
-    return s + 2.0f * x * s * (1.0f - s) * du_dx;
-}
-
-#define MM_PW_THREADS 256
-// grid cap of the grid-stride pointwise kernel: 16 blocks of 256 threads per SM
-#define MM_PW_BLOCKS_PER_SM 16
-
-// dinp (n) = dinp * gelu'(pre (n)), in place. VEC: both 16-byte aligned, 8 per step.
-template <bool VEC>
-__global__ void dgelu_inplace_kernel(bf16 *dinp, const bf16 *pre, size_t n) {
-    size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    size_t stride = (size_t)gridDim.x * blockDim.x;
-    size_t done = 0;
-    if (VEC) {
-        size_t nv = n / 8;
-        for (size_t i = tid; i < nv; i += stride) {
-            x128<bf16> g = load128(dinp + 8 * i);
-            x128<bf16> x = load128(pre + 8 * i);
-            for (int j = 0; j < 8; j++)
-                g[j] = __float2bfloat16_rn(__bfloat162float(g[j]) *
-                                           gelu_grad(__bfloat162float(x[j])));
-            store128(dinp + 8 * i, g);
-        }
-        done = nv * 8;
-    }
-    for (size_t i = done + tid; i < n; i += stride)
-        dinp[i] = __float2bfloat16_rn(__bfloat162float(dinp[i]) *
-                                      gelu_grad(__bfloat162float(pre[i])));
-}
-
 // dbias pass 1. Block (32, 8): threadIdx.x picks VEC adjacent columns, threadIdx.y one
 // of 8 row lanes; the block covers columns [blockIdx.x * 32 VEC, +32 VEC) and rows
 // blockIdx.y * 8 + threadIdx.y, stepping by gridDim.y * 8. partial (gridDim.y, OC)
@@ -357,23 +319,6 @@ static void dbias_accumulate(float *dbias, const bf16 *dout, int N, int OC) {
     CUDA_LAUNCH_CHECK();
 }
 
-static void dgelu_inplace(bf16 *dinp, const bf16 *pre, size_t n) {
-    // dinp (n) *= gelu'(pre (n))
-    if (n == 0) return;
-    int vec = aligned16(dinp) && aligned16(pre);
-    size_t work = vec && n >= 8 ? n / 8 : n;
-    unsigned blocks = cuda_blocks(work, MM_PW_THREADS);
-    unsigned cap = (unsigned)(cuda_sm_count * MM_PW_BLOCKS_PER_SM);
-    if (blocks > cap) blocks = cap;
-    if (vec)
-        dgelu_inplace_kernel<true><<<blocks, MM_PW_THREADS, 0, cuda_stream_compute>>>(dinp,
-                                                                                     pre, n);
-    else
-        dgelu_inplace_kernel<false><<<blocks, MM_PW_THREADS, 0, cuda_stream_compute>>>(dinp,
-                                                                                      pre, n);
-    CUDA_LAUNCH_CHECK();
-}
-
 // ----------------------------------------------------------------------------
 // the ops
 
@@ -420,7 +365,7 @@ extern "C" void cuda_matmul_backward(anv_act *dinp, float *dweight, float *dbias
         } else {
             mm_run(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, CUDA_R_16BF, CUBLASLT_EPILOGUE_DEFAULT,
                    dinp, weight, dout, NULL, NULL, 0, 0.0f);
-            dgelu_inplace((bf16 *)dinp, (const bf16 *)pre_gelu, (size_t)N * C);
+            cuda_gelu_backward_inplace(dinp, pre_gelu, (size_t)N * C);
         }
     }
 }

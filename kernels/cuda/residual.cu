@@ -2,8 +2,8 @@
 //
 // Forward: out = a + b in fp32, rounded once; out may alias a (the residual stream
 // updated in place): each element is read by the thread that then writes it, so no
-// pointer is __restrict__. Backward: da += dout and db += dout, each rounded once from
-// the fp32 sum of the old bf16 value and dout; either may be NULL.
+// pointer is __restrict__. Backward: da += dout and db += dout (either may be NULL) are
+// the forward in place, each rounded once from the fp32 sum of the old value and dout.
 //
 // Pointwise and bandwidth-bound: 16-byte vectors (8 bf16) per array when every pointer
 // used is 16-byte aligned, a scalar loop for the last n % 8 elements (or everything
@@ -28,25 +28,6 @@ __global__ void residual_forward_kernel(bf16 *out, const bf16 *a, const bf16 *b,
         out[i] = __float2bfloat16_rn(__bfloat162float(a[i]) + __bfloat162float(b[i]));
 }
 
-// d (n) += dout (n), one gradient per blockIdx.y: d0 for y = 0, d1 for y = 1 (either
-// may be NULL, then that row of blocks does nothing).
-__global__ void residual_backward_kernel(bf16 *d0, bf16 *d1, const bf16 *dout, size_t nvec,
-                                         size_t n) {
-    bf16 *d = blockIdx.y == 0 ? d0 : d1;                         // (n) +=
-    if (d == NULL) return;
-    size_t gid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    size_t stride = (size_t)gridDim.x * blockDim.x;
-    for (size_t i = gid; i < nvec; i += stride) {
-        x128<bf16> x = load128(d + 8 * i), y = load128(dout + 8 * i);
-        #pragma unroll
-        for (int k = 0; k < 8; k++)
-            x[k] = __float2bfloat16_rn(__bfloat162float(x[k]) + __bfloat162float(y[k]));
-        store128(d + 8 * i, x);
-    }
-    for (size_t i = 8 * nvec + gid; i < n; i += stride)
-        d[i] = __float2bfloat16_rn(__bfloat162float(d[i]) + __bfloat162float(dout[i]));
-}
-
 void cuda_residual_forward(anv_act *out_, const anv_act *a_, const anv_act *b_, size_t n) {
     bf16 *out = (bf16 *)out_;                                    // (n), may alias a
     const bf16 *a = (const bf16 *)a_;                            // (n)
@@ -58,15 +39,8 @@ void cuda_residual_forward(anv_act *out_, const anv_act *a_, const anv_act *b_, 
     CUDA_LAUNCH_CHECK();
 }
 
-void cuda_residual_backward(anv_act *da_, anv_act *db_, const anv_act *dout_, size_t n) {
-    bf16 *da = (bf16 *)da_;                                      // (n) += or NULL
-    bf16 *db = (bf16 *)db_;                                      // (n) += or NULL
-    const bf16 *dout = (const bf16 *)dout_;                      // (n)
-    if (n == 0 || (da == NULL && db == NULL)) return;
-    // aligned16(NULL) holds, so a NULL gradient does not force the scalar path
-    size_t nvec = aligned16(da) && aligned16(db) && aligned16(dout) ? n / 8 : 0;
-    dim3 grid(cuda_blocks(nvec > 0 ? nvec : n, RESIDUAL_THREADS), 2);
-    residual_backward_kernel<<<grid, RESIDUAL_THREADS, 0, cuda_stream_compute>>>(da, db, dout,
-                                                                                nvec, n);
-    CUDA_LAUNCH_CHECK();
+void cuda_residual_backward(anv_act *da, anv_act *db, const anv_act *dout, size_t n) {
+    // da (n) += dout, db (n) += dout, either NULL: each is the forward with out = a = d
+    if (da != NULL) cuda_residual_forward(da, da, dout, n);
+    if (db != NULL) cuda_residual_forward(db, db, dout, n);
 }

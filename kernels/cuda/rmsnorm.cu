@@ -18,45 +18,11 @@
 // math fp32, one rounding to bf16 per stored element.
 #include <math.h>
 
-#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/norm_common.cuh"
 
-#define NORM_MAX_THREADS 256          // threads per row block; registers allow VPT <= 8
-#define NORM_MAX_C (8 * 8 * NORM_MAX_THREADS)   // 8 channels x VPT 8 x 256 threads
 #define RMS_PARTIAL_FLOATS (1 << 21)  // 8 MiB: (G, C) partials, G = 256 at C = 8192
-#define RMS_MIN_ROWS_PER_BLOCK 8      // partials stay ~1/8 of the backward's traffic
-#define RMS_REDUCE_Y 32               // partial-sum slices per reduce block (32 x 32 threads)
 
 static __device__ float rmsnorm_partials[RMS_PARTIAL_FLOATS];
-
-// ---- chunk access ---------------------------------------------------------------------
-// Chunk c0..c0+7 of a row of C channels as fp32; with VEC one 16-byte load (C % 8 == 0,
-// row aligned), else element loads with channels >= C read as 0. Requires c0 < C.
-template <bool VEC>
-__device__ __forceinline__ void rms_load8(float *dst, const bf16 *row, int c0, int C) {
-    if (VEC) {
-        x128<bf16> v = load128(row + c0);
-        #pragma unroll
-        for (int i = 0; i < 8; i++) dst[i] = __bfloat162float(v[i]);
-    } else {
-        #pragma unroll
-        for (int i = 0; i < 8; i++) dst[i] = c0 + i < C ? __bfloat162float(row[c0 + i]) : 0.0f;
-    }
-}
-
-// Stores chunk c0..c0+7 (channels < C) rounded to bf16. Requires c0 < C.
-template <bool VEC>
-__device__ __forceinline__ void rms_store8(bf16 *row, int c0, int C, const float *src) {
-    if (VEC) {
-        x128<bf16> v;
-        #pragma unroll
-        for (int i = 0; i < 8; i++) v[i] = __float2bfloat16_rn(src[i]);
-        store128(row + c0, v);
-    } else {
-        #pragma unroll
-        for (int i = 0; i < 8; i++)
-            if (c0 + i < C) row[c0 + i] = __float2bfloat16_rn(src[i]);
-    }
-}
 
 // ---- forward -------------------------------------------------------------------------------
 // One block per row n = blockIdx.x. out (N,C); rstd (N); weight (C).
@@ -76,14 +42,14 @@ __global__ void __launch_bounds__(NORM_MAX_THREADS)
         #pragma unroll
         for (int i = 0; i < 8; i++) x[j][i] = 0.0f;
         if (c0 < C) {
-            rms_load8<VEC>(x[j], a + off, c0, C);
+            norm_load8<VEC>(x[j], a + off, c0, C);
             if (RES) {
                 float y[8];
-                rms_load8<VEC>(y, b + off, c0, C);
+                norm_load8<VEC>(y, b + off, c0, C);
                 #pragma unroll
                 for (int i = 0; i < 8; i++)
                     x[j][i] = __bfloat162float(__float2bfloat16_rn(x[j][i] + y[i]));
-                rms_store8<VEC>(res + off, c0, C, x[j]);
+                norm_store8<VEC>(res + off, c0, C, x[j]);
             }
         }
         #pragma unroll
@@ -95,10 +61,10 @@ __global__ void __launch_bounds__(NORM_MAX_THREADS)
         const int c0 = 8 * (threadIdx.x + j * blockDim.x);
         if (c0 < C) {
             float w[8], o[8];
-            rms_load8<VEC>(w, weight, c0, C);
+            norm_load8<VEC>(w, weight, c0, C);
             #pragma unroll
             for (int i = 0; i < 8; i++) o[i] = x[j][i] * s * w[i];
-            rms_store8<VEC>(out + off, c0, C, o);
+            norm_store8<VEC>(out + off, c0, C, o);
         }
     }
     if (threadIdx.x == 0) rstd[blockIdx.x] = s;
@@ -131,9 +97,9 @@ __global__ void __launch_bounds__(NORM_MAX_THREADS)
             for (int i = 0; i < 8; i++) x[j][i] = wdy[j][i] = 0.0f;
             if (c0 < C) {
                 float dy[8], w[8];
-                rms_load8<VEC>(x[j], inp + off, c0, C);
-                rms_load8<VEC>(dy, dout + off, c0, C);
-                rms_load8<VEC>(w, weight, c0, C);
+                norm_load8<VEC>(x[j], inp + off, c0, C);
+                norm_load8<VEC>(dy, dout + off, c0, C);
+                norm_load8<VEC>(w, weight, c0, C);
                 #pragma unroll
                 for (int i = 0; i < 8; i++) {                    // masked channels are 0
                     wdy[j][i] = w[i] * dy[i];
@@ -149,10 +115,10 @@ __global__ void __launch_bounds__(NORM_MAX_THREADS)
             const int c0 = 8 * (threadIdx.x + j * blockDim.x);
             if (c0 < C) {
                 float dx[8];
-                rms_load8<VEC>(dx, dinp + off, c0, C);
+                norm_load8<VEC>(dx, dinp + off, c0, C);
                 #pragma unroll
                 for (int i = 0; i < 8; i++) dx[i] += s * wdy[j][i] - k * x[j][i];
-                rms_store8<VEC>(dinp + off, c0, C, dx);
+                norm_store8<VEC>(dinp + off, c0, C, dx);
             }
         }
     }
@@ -167,39 +133,7 @@ __global__ void __launch_bounds__(NORM_MAX_THREADS)
     }
 }
 
-// dst (C) += sum over g = 0..G-1 of part (G,C)[g]. Block (32, RMS_REDUCE_Y): 32
-// channels, slice y sums g = y, y + RMS_REDUCE_Y, ... in order, then one thread per
-// channel adds the slices in order y = 0... Deterministic.
-__global__ void __launch_bounds__(32 * RMS_REDUCE_Y)
-    rmsnorm_partials_reduce_kernel(float *dst, const float *part, int G, int C) {
-    __shared__ float sh[RMS_REDUCE_Y][33];                       // +1: no bank conflicts
-    const int c = blockIdx.x * 32 + threadIdx.x;
-    float acc = 0.0f;
-    if (c < C)
-        for (int g = threadIdx.y; g < G; g += RMS_REDUCE_Y) acc += part[(size_t)g * C + c];
-    sh[threadIdx.y][threadIdx.x] = acc;
-    __syncthreads();
-    if (threadIdx.y == 0 && c < C) {
-        float total = 0.0f;
-        for (int y = 0; y < RMS_REDUCE_Y; y++) total += sh[y][threadIdx.x];
-        dst[c] += total;
-    }
-}
-
 // ---- host ----------------------------------------------------------------------------------
-// Chunks of 8 channels per thread (VPT, the smallest of 1,2,4,8 that fits) and threads
-// per row block (a multiple of 32, at most NORM_MAX_THREADS) for rows of C channels.
-static void rmsnorm_shape(int C, int *vpt, int *threads) {
-    if (C > NORM_MAX_C)
-        anv_fatal(__FILE__, __LINE__, "rmsnorm", "C > 16384 channels is not supported");
-    int nchunks = (C + 7) / 8;
-    int v = 1;
-    while (v * NORM_MAX_THREADS < nchunks) v *= 2;
-    int t = (nchunks + v - 1) / v;
-    *vpt = v;
-    *threads = (t + 31) / 32 * 32;
-}
-
 // The arguments of a forward launch (res and b NULL for the plain forward).
 typedef struct rmsnorm_fwd_args {
     bf16 *res, *out;                  // (N,C)
@@ -229,7 +163,7 @@ template <bool RES>
 static void rmsnorm_forward_any(const rmsnorm_fwd_args &p) {
     if (p.N <= 0 || p.C <= 0) return;
     int vpt, threads;
-    rmsnorm_shape(p.C, &vpt, &threads);
+    norm_shape(p.C, "rmsnorm", &vpt, &threads);
     // aligned16(NULL) holds: the unused res, b of the plain forward do not matter
     bool vec = p.C % 8 == 0 && aligned16(p.res) && aligned16(p.out) && aligned16(p.a) &&
                aligned16(p.b) && aligned16(p.weight);
@@ -283,27 +217,13 @@ static void rmsnorm_backward_launch(int threads, const rmsnorm_bwd_args &p) {
             &per_sm, rmsnorm_backward_kernel<VPT, VEC>, threads, 0));
         cached_threads = threads;
     }
-    // G: enough blocks to fill the device, at most what the scratch holds, at least
-    // RMS_MIN_ROWS_PER_BLOCK rows per block, at most N
-    long G = (long)(per_sm > 0 ? per_sm : 1) * (cuda_sm_count > 0 ? cuda_sm_count : 1);
-    float *part = NULL;                                          // (G,C)
-    if (p.dweight != NULL) {
-        part = rmsnorm_partials_ptr();
-        long cap = RMS_PARTIAL_FLOATS / (long)p.C;               // >= 128 as C <= 16384
-        long by_rows = (p.N + RMS_MIN_ROWS_PER_BLOCK - 1) / RMS_MIN_ROWS_PER_BLOCK;
-        G = G < cap ? G : cap;
-        G = G < by_rows ? G : by_rows;
-    }
-    G = G < p.N ? G : p.N;
+    const int partials = p.dweight != NULL;
+    float *part = partials ? rmsnorm_partials_ptr() : NULL;      // (1,G,C)
+    long G = norm_backward_blocks(per_sm, p.N, p.C, 1, RMS_PARTIAL_FLOATS, partials);
     rmsnorm_backward_kernel<VPT, VEC><<<(unsigned)G, threads, 0, cuda_stream_compute>>>(
         p.dinp, part, p.dout, p.inp, p.weight, p.rstd, p.N, p.C);
     CUDA_LAUNCH_CHECK();
-    if (part != NULL) {
-        dim3 grid((p.C + 31) / 32), block(32, RMS_REDUCE_Y);
-        rmsnorm_partials_reduce_kernel<<<grid, block, 0, cuda_stream_compute>>>(
-            p.dweight, part, (int)G, p.C);
-        CUDA_LAUNCH_CHECK();
-    }
+    if (part != NULL) norm_partials_reduce(p.dweight, NULL, part, 1, G, p.C);
 }
 
 template <int VPT>
@@ -322,7 +242,7 @@ void cuda_rmsnorm_backward(anv_act *dinp, float *dweight, const anv_act *dout,
                           (const bf16 *)weight, rstd, N, C};
     if (N <= 0 || C <= 0 || (dinp == NULL && dweight == NULL)) return;
     int vpt, threads;
-    rmsnorm_shape(C, &vpt, &threads);
+    norm_shape(C, "rmsnorm", &vpt, &threads);
     bool vec = C % 8 == 0 && aligned16(p.dinp) && aligned16(p.dout) && aligned16(p.inp) &&
                aligned16(p.weight);
     switch (vpt) {
