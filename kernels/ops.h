@@ -18,8 +18,8 @@
 // Conventions every op follows:
 // - Backward ops ACCUMULATE (+=) into every gradient buffer they write, inputs and
 //   parameters alike; the caller zeroes gradient buffers when it needs to. Exceptions
-//   are named in the member's comment (rope_backward works in place,
-//   crossentropy_stats / _combine / _backward overwrite).
+//   are named in the member's comment (crossentropy_stats / _combine / _backward
+//   overwrite).
 // - A NULL gradient pointer means "not needed" (a frozen weight, the first layer's
 //   input) wherever the comment says "or NULL".
 // - Weights and activations (anv_act) are fp32 on the cpu backend and bf16 on the cuda
@@ -164,33 +164,29 @@ typedef struct anv_backend {
                             const anv_act *dout, const anv_act *inp, const anv_act *weight,
                             const anv_act *pre_gelu, int N, int C, int OC);
 
-    // ---- RoPE, in place ----------------------------------------------------------
-    // x (B,T,H,HS) rotated in place, position t = 0..T-1; cos/sin tables (maxT, HS/2)
-    // from rope_tables_fill, copied to the backend.
-    void (*rope_forward)(anv_act *x, const float *cos_tab, const float *sin_tab,
-                         int B, int T, int H, int HS);
-    // dx (B,T,H,HS): IN PLACE, the gradient w.r.t. the rotated tensor becomes the
-    // gradient w.r.t. the unrotated one (rotation by -angle).
-    void (*rope_backward)(anv_act *dx, const float *cos_tab, const float *sin_tab,
-                          int B, int T, int H, int HS);
-
-    // ---- causal self-attention with grouped-query heads ------------------------------
+    // ---- causal self-attention with grouped-query heads and RoPE ----------------------
     // q (B,T,NH,HS), k and v (B,T,KVH,HS); query head h reads kv head h / (NH/KVH).
+    // RoPE is applied inside the op, on q and k's way into the scores: rope_cos and
+    // rope_sin (maxT, HS/2) are the tables of rope_tables_fill copied to the backend, or
+    // both NULL (no rotation, GPT-2). q and k are the UNROTATED projections, and
+    // backward's dq and dk are gradients w.r.t. them; positions are t = 0..T-1.
     // out (B,T,NH,HS) overwritten. `state` (fp32) holds what backward needs; its size in
-    // floats is attention_state_floats(B,T,NH) (cpu: the softmax probabilities
-    // (B,NH,T,T); cuda: the log-sum-exp of each query row (B,NH,T)).
-    size_t (*attention_state_floats)(int B, int T, int NH);
+    // floats is attention_state_floats(B,T,NH,KVH,HS,rope) with rope = tables given
+    // (cpu: the softmax probabilities (B,NH,T,T), then the rotated q and k; cuda: the
+    // log-sum-exp of each query row (B,NH,T)).
+    size_t (*attention_state_floats)(int B, int T, int NH, int KVH, int HS, int rope);
     void (*attention_forward)(anv_act *out, float *state, const anv_act *q,
-                              const anv_act *k, const anv_act *v, int B, int T, int NH,
-                              int KVH, int HS);
+                              const anv_act *k, const anv_act *v, const float *rope_cos,
+                              const float *rope_sin, int B, int T, int NH, int KVH, int HS);
     // dq (B,T,NH,HS), dk and dv (B,T,KVH,HS) accumulated. `scratch` (fp32) has
-    // attention_scratch_floats(B,T,NH,HS) floats and is overwritten. out is the
-    // forward's output.
-    size_t (*attention_scratch_floats)(int B, int T, int NH, int HS);
+    // attention_scratch_floats(B,T,NH,KVH,HS,rope) floats and is overwritten. out,
+    // state and the tables are the forward's.
+    size_t (*attention_scratch_floats)(int B, int T, int NH, int KVH, int HS, int rope);
     void (*attention_backward)(anv_act *dq, anv_act *dk, anv_act *dv, float *scratch,
                                const anv_act *dout, const anv_act *out, const float *state,
-                               const anv_act *q, const anv_act *k, const anv_act *v, int B,
-                               int T, int NH, int KVH, int HS);
+                               const anv_act *q, const anv_act *k, const anv_act *v,
+                               const float *rope_cos, const float *rope_sin, int B, int T,
+                               int NH, int KVH, int HS);
 
     // ---- pointwise -------------------------------------------------------------------
     // GELU, tanh approximation (GPT-2): out (n) overwritten, dinp (n) accumulated.

@@ -279,7 +279,8 @@ static void carve_layer(model *m, layer_acts *a, carver *c, int shared_sel) {
     a->q = carve_a(c, N * QD);
     a->k = carve_a(c, N * KD);
     a->v = carve_a(c, N * KD);
-    a->att_state = carve(c, m->be->attention_state_floats(m->B, m->T, m->NH));
+    a->att_state = carve(c, m->be->attention_state_floats(m->B, m->T, m->NH, m->KVH, m->HS,
+                                                          !gpt2));
     a->att_out = carve_a(c, N * QD);
     a->res_mid = carve_a(c, N * C);
     a->n2_mean = gpt2 ? carve(c, N) : NULL;
@@ -343,7 +344,8 @@ static void carve_acts(model *m, carver *c) {
     m->d_k = carve_a(c, N * KD);
     m->d_v = carve_a(c, N * KD);
     m->d_att = carve_a(c, N * QD);
-    m->att_scratch = carve(c, m->be->attention_scratch_floats(m->B, m->T, m->NH, m->HS));
+    m->att_scratch = carve(c, m->be->attention_scratch_floats(m->B, m->T, m->NH, m->KVH,
+                                                              m->HS, !gpt2));
     m->d_fc = carve_a(c, N * F);
     m->d_up = gpt2 ? NULL : carve_a(c, N * F);
     m->d_act = carve_a(c, N * F);
@@ -583,12 +585,9 @@ static void layer_forward_to_act(const model *m, const layer_params *w, layer_ac
     be->matmul_forward(a->q, NULL, a->norm1, w->wq, w->bq, N, C, QD);   // (B,T,NH,HS)
     be->matmul_forward(a->k, NULL, a->norm1, w->wk, w->bk, N, C, KD);   // (B,T,KVH,HS)
     be->matmul_forward(a->v, NULL, a->norm1, w->wv, w->bv, N, C, KD);   // (B,T,KVH,HS)
-    if (!gpt2) {
-        be->rope_forward(a->q, m->rope_cos, m->rope_sin, B, T, m->NH, m->HS);
-        be->rope_forward(a->k, m->rope_cos, m->rope_sin, B, T, m->KVH, m->HS);
-    }
-    be->attention_forward(a->att_out, a->att_state, a->q, a->k, a->v, B, T, m->NH, m->KVH,
-                          m->HS);
+    // llama: RoPE inside the attention (rope_cos is NULL for gpt2)
+    be->attention_forward(a->att_out, a->att_state, a->q, a->k, a->v, m->rope_cos,
+                          m->rope_sin, B, T, m->NH, m->KVH, m->HS);
     row_parallel_forward(m, a->res_mid, a->att_out, w->wo, w->bo, N, QD, C);
     norm_residual_forward(m, a->res_mid, a->norm2, a->n2_mean, a->n2_rstd, a->res_mid,
                           a->res_in, w->norm2_w, w->norm2_b, N);
@@ -762,11 +761,8 @@ void model_backward_slot(model *m, int slot, float dloss) {
         be->zero(m->d_k, (size_t)N * KD * ab);
         be->zero(m->d_v, (size_t)N * KD * ab);
         be->attention_backward(m->d_q, m->d_k, m->d_v, m->att_scratch, m->d_att, a->att_out,
-                               a->att_state, a->q, a->k, a->v, B, T, m->NH, m->KVH, m->HS);
-        if (!gpt2) {
-            be->rope_backward(m->d_q, m->rope_cos, m->rope_sin, B, T, m->NH, m->HS);
-            be->rope_backward(m->d_k, m->rope_cos, m->rope_sin, B, T, m->KVH, m->HS);
-        }
+                               a->att_state, a->q, a->k, a->v, m->rope_cos, m->rope_sin,
+                               B, T, m->NH, m->KVH, m->HS);
         be->zero(m->d_norm, NC * ab);
         be->matmul_backward(m->d_norm, g->wq, g->bq, m->d_q, a->norm1, w->wq, NULL, N, C, QD);
         be->matmul_backward(m->d_norm, g->wk, g->bk, m->d_k, a->norm1, w->wk, NULL, N, C, KD);

@@ -97,7 +97,7 @@ typedef struct layer_acts {
     anv_act *norm1;             // (B,T,C)
     float *n1_mean, *n1_rstd;   // (B,T), (B,T)
     anv_act *q, *k, *v;         // (B,T,NH,HS), (B,T,KVH,HS) x2 (after RoPE for llama)
-    float *att_state;           // attention_state_floats(B,T,NH)
+    float *att_state;           // attention_state_floats(B,T,NH,KVH,HS,rope)
     anv_act *att_out;           // (B,T,NH*HS)
     anv_act *res_mid;           // (B,T,C) residual after attention
     anv_act *norm2;             // (B,T,C)

@@ -16,30 +16,52 @@
 // race on dk/dv. The backward therefore splits (b, kv head) pairs: one thread does every
 // query head of a group and is the only writer of that group's dk/dv rows (and of the
 // heads' dq rows). `scratch` holds one dp row (T) per (b, h): B*NH*T floats.
+//
+// RoPE (tables given): the forward rotates q and k into copies kept in `state` after
+// the probabilities, and attends with those; the backward reads the copies, gathers
+// the gradients w.r.t. the rotated q and k in `scratch` (after the dp rows, same
+// layouts as dq and dk), and adds them rotated back (the transpose) into dq and dk.
+// The thread that owns a (b, kv head) does that for its own rows only.
 #include <math.h>
+#include <string.h>
 
 #include "kernels/cpu/cpu_ops.h"
 
-size_t cpu_attention_state_floats(int B, int T, int NH) {
-    return (size_t)B * NH * T * T;        // softmax probabilities (B,NH,T,T)
+// Rotated q (B,T,NH,HS) and k (B,T,KVH,HS) follow the probabilities in the state.
+size_t cpu_attention_state_floats(int B, int T, int NH, int KVH, int HS, int rope) {
+    size_t n = (size_t)B * NH * T * T;    // softmax probabilities (B,NH,T,T)
+    if (rope) n += (size_t)B * T * (NH + KVH) * HS;
+    return n;
 }
 
-size_t cpu_attention_scratch_floats(int B, int T, int NH, int HS) {
-    (void)HS;
-    return (size_t)B * NH * T;            // one dp row (T) per (b, h)
+// dp rows (B,NH,T), then with RoPE the gradients w.r.t. the rotated q and k.
+size_t cpu_attention_scratch_floats(int B, int T, int NH, int KVH, int HS, int rope) {
+    size_t n = (size_t)B * NH * T;        // one dp row (T) per (b, h)
+    if (rope) n += (size_t)B * T * (NH + KVH) * HS;
+    return n;
 }
 
 void cpu_attention_forward(anv_act *out_, float *state, const anv_act *q_, const anv_act *k_,
-                           const anv_act *v_, int B, int T, int NH, int KVH, int HS) {
+                           const anv_act *v_, const float *rope_cos, const float *rope_sin,
+                           int B, int T, int NH, int KVH, int HS) {
     float *out = out_;
     const float *q = q_;
     const float *k = k_;
     const float *v = v_;
-    // out (B,T,NH,HS), state (B,NH,T,T), q (B,T,NH,HS), k and v (B,T,KVH,HS)
+    // out (B,T,NH,HS), state (B,NH,T,T) [+ rotated q (B,T,NH,HS), k (B,T,KVH,HS)],
+    // q (B,T,NH,HS), k and v (B,T,KVH,HS)
     int group = NH / KVH;                 // query heads per kv head
     float scale = 1.0f / sqrtf((float)HS);
     size_t qs = (size_t)NH * HS;          // stride between positions in q and out
     size_t kvs = (size_t)KVH * HS;        // stride between positions in k and v
+    if (rope_cos) {
+        float *qr = state + (size_t)B * NH * T * T;              // (B,T,NH,HS)
+        float *kr = qr + (size_t)B * T * qs;                     // (B,T,KVH,HS)
+        cpu_rope_rotate(qr, q, rope_cos, rope_sin, B, T, NH, HS, 1.0f);
+        cpu_rope_rotate(kr, k, rope_cos, rope_sin, B, T, KVH, HS, 1.0f);
+        q = qr;
+        k = kr;
+    }
 
     #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++) {
@@ -88,10 +110,40 @@ void cpu_attention_forward(anv_act *out_, float *state, const anv_act *q_, const
     }
 }
 
+// Zero the rows of dq_rot (B,T,NH,HS) and dk_rot (B,T,KVH,HS) that belong to batch
+// row b and kv head kvh (its query heads' rows in dq_rot).
+static void rope_rows_zero(float *dq_rot, float *dk_rot, int b, int kvh, int T, int NH,
+                           int KVH, int HS) {
+    int group = NH / KVH;
+    for (int t = 0; t < T; t++) {
+        size_t bt = (size_t)b * T + t;
+        memset(dk_rot + (bt * KVH + kvh) * HS, 0, (size_t)HS * sizeof(float));
+        memset(dq_rot + (bt * NH + (size_t)kvh * group) * HS, 0,
+               (size_t)group * HS * sizeof(float));
+    }
+}
+
+// The same rows: dq += rotate back (dq_rot), dk += rotate back (dk_rot).
+static void rope_rows_add(float *dq, float *dk, const float *dq_rot, const float *dk_rot,
+                          const float *cos_tab, const float *sin_tab, int b, int kvh, int T,
+                          int NH, int KVH, int HS) {
+    int group = NH / KVH;
+    for (int t = 0; t < T; t++) {
+        size_t bt = (size_t)b * T + t;
+        size_t ko = (bt * KVH + kvh) * HS;
+        cpu_rope_row(dk + ko, dk_rot + ko, cos_tab, sin_tab, t, HS, -1.0f, 1);
+        for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+            size_t qo = (bt * NH + h) * HS;
+            cpu_rope_row(dq + qo, dq_rot + qo, cos_tab, sin_tab, t, HS, -1.0f, 1);
+        }
+    }
+}
+
 void cpu_attention_backward(anv_act *dq_, anv_act *dk_, anv_act *dv_, float *scratch,
                             const anv_act *dout_, const anv_act *out, const float *state,
-                            const anv_act *q_, const anv_act *k_, const anv_act *v_, int B,
-                            int T, int NH, int KVH, int HS) {
+                            const anv_act *q_, const anv_act *k_, const anv_act *v_,
+                            const float *rope_cos, const float *rope_sin, int B, int T,
+                            int NH, int KVH, int HS) {
     (void)out;   // the saved probabilities (state) make the forward's output unneeded
     float *dq = dq_;
     float *dk = dk_;
@@ -100,25 +152,35 @@ void cpu_attention_backward(anv_act *dq_, anv_act *dk_, anv_act *dv_, float *scr
     const float *q = q_;
     const float *k = k_;
     const float *v = v_;
-    // dq (B,T,NH,HS) +=, dk and dv (B,T,KVH,HS) +=, scratch (B,NH,T) overwritten,
-    // dout (B,T,NH,HS), state (B,NH,T,T), q (B,T,NH,HS), k and v (B,T,KVH,HS)
+    // dq (B,T,NH,HS) +=, dk and dv (B,T,KVH,HS) +=, scratch (B,NH,T) [+ dq_rot
+    // (B,T,NH,HS), dk_rot (B,T,KVH,HS)] overwritten, dout (B,T,NH,HS), state as the
+    // forward's, q (B,T,NH,HS), k and v (B,T,KVH,HS)
     int group = NH / KVH;
     float scale = 1.0f / sqrtf((float)HS);
     size_t qs = (size_t)NH * HS;
     size_t kvs = (size_t)KVH * HS;
+    // with RoPE: attend with the rotated copies, gather into dq_rot / dk_rot
+    float *dq_acc = dq, *dk_acc = dk;
+    if (rope_cos) {
+        q = state + (size_t)B * NH * T * T;
+        k = q + (size_t)B * T * qs;
+        dq_acc = scratch + (size_t)B * NH * T;
+        dk_acc = dq_acc + (size_t)B * T * qs;
+    }
 
     #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++) {
         for (int kvh = 0; kvh < KVH; kvh++) {
             const float *k_bh = k + (size_t)b * T * kvs + (size_t)kvh * HS;   // (T, HS) strided
             const float *v_bh = v + (size_t)b * T * kvs + (size_t)kvh * HS;   // (T, HS) strided
-            float *dk_bh = dk + (size_t)b * T * kvs + (size_t)kvh * HS;       // (T, HS) strided
+            float *dk_bh = dk_acc + (size_t)b * T * kvs + (size_t)kvh * HS;   // (T, HS) strided
             float *dv_bh = dv + (size_t)b * T * kvs + (size_t)kvh * HS;       // (T, HS) strided
+            if (rope_cos) rope_rows_zero(dq_acc, dk_acc, b, kvh, T, NH, KVH, HS);
 
             for (int h = kvh * group; h < (kvh + 1) * group; h++) {
                 const float *q_bh = q + (size_t)b * T * qs + (size_t)h * HS;        // (T, HS)
                 const float *dout_bh = dout + (size_t)b * T * qs + (size_t)h * HS;  // (T, HS)
-                float *dq_bh = dq + (size_t)b * T * qs + (size_t)h * HS;            // (T, HS)
+                float *dq_bh = dq_acc + (size_t)b * T * qs + (size_t)h * HS;        // (T, HS)
                 const float *att_bh = state + ((size_t)b * NH + h) * T * T;         // (T, T)
                 float *dp = scratch + ((size_t)b * NH + h) * T;                     // (T)
 
@@ -155,6 +217,9 @@ void cpu_attention_backward(anv_act *dq_, anv_act *dk_, anv_act *dv_, float *scr
                     }
                 }
             }
+            if (rope_cos)
+                rope_rows_add(dq, dk, dq_acc, dk_acc, rope_cos, rope_sin, b, kvh, T, NH, KVH,
+                              HS);
         }
     }
 }

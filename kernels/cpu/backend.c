@@ -127,9 +127,6 @@ static const anv_backend cpu_backend = {
     .matmul_forward = cpu_matmul_forward,
     .matmul_backward = cpu_matmul_backward,
 
-    .rope_forward = cpu_rope_forward,
-    .rope_backward = cpu_rope_backward,
-
     .attention_state_floats = cpu_attention_state_floats,
     .attention_forward = cpu_attention_forward,
     .attention_scratch_floats = cpu_attention_scratch_floats,

@@ -98,22 +98,26 @@ void cpu_matmul_backward(anv_act *dinp, float *dweight, float *dbias, const anv_
                          const anv_act *inp, const anv_act *weight, const anv_act *pre_gelu,
                          int N, int C, int OC);
 
-// ---- rope.c -------------------------------------------------------------------------
-void cpu_rope_forward(anv_act *x, const float *cos_tab, const float *sin_tab,
-                      int B, int T, int H, int HS);
-void cpu_rope_backward(anv_act *dx, const float *cos_tab, const float *sin_tab,
-                       int B, int T, int H, int HS);
+// ---- rope.c (helpers of attention.c) -----------------------------------------------
+// dst (B,T,H,HS) = src rotated by sign * angle; dst may be src.
+void cpu_rope_rotate(float *dst, const float *src, const float *cos_tab, const float *sin_tab,
+                     int B, int T, int H, int HS, float sign);
+// One head row (HS) at position t: dst = (or += when accumulate) src rotated by
+// sign * angle; dst may be src when not accumulating.
+void cpu_rope_row(float *dst, const float *src, const float *cos_tab, const float *sin_tab,
+                  int t, int HS, float sign, int accumulate);
 
 // ---- attention.c --------------------------------------------------------------------
-size_t cpu_attention_state_floats(int B, int T, int NH);
+size_t cpu_attention_state_floats(int B, int T, int NH, int KVH, int HS, int rope);
 void cpu_attention_forward(anv_act *out, float *state, const anv_act *q, const anv_act *k,
-                           const anv_act *v, int B, int T, int NH, int KVH, int HS);
-size_t cpu_attention_scratch_floats(int B, int T, int NH, int HS);
+                           const anv_act *v, const float *rope_cos, const float *rope_sin,
+                           int B, int T, int NH, int KVH, int HS);
+size_t cpu_attention_scratch_floats(int B, int T, int NH, int KVH, int HS, int rope);
 void cpu_attention_backward(anv_act *dq, anv_act *dk, anv_act *dv, float *scratch,
                             const anv_act *dout, const anv_act *out, const float *state,
-                            const anv_act *q,
-                            const anv_act *k, const anv_act *v, int B, int T, int NH,
-                            int KVH, int HS);
+                            const anv_act *q, const anv_act *k, const anv_act *v,
+                            const float *rope_cos, const float *rope_sin, int B, int T,
+                            int NH, int KVH, int HS);
 
 // ---- gelu.c, swiglu.c, residual.c ---------------------------------------------------
 void cpu_gelu_forward(anv_act *out, const anv_act *inp, size_t n);

@@ -40,6 +40,17 @@
 //
 // scratch (attention_scratch_floats): the dQ accumulator (B,T,NH,HS) then Dv (B,NH,T).
 //
+// RoPE (ops.h: q and k arrive unrotated, with the cos/sin tables, for Llama) is applied
+// where q and k are read, so no rotated copy goes through global memory. Tensor-core
+// path: a tile of Q or K is rotated in place in shared memory after it lands (one pass
+// and one __syncthreads; forward: the Q tile once and every K tile; backward: the K
+// tile once and every Q tile), so the MMAs see rotated bf16 operands. The gradients
+// come out w.r.t. the rotated q and k and are rotated back (the transpose) on their
+// way out: dK in registers before its store (a thread holds both halves of each pair,
+// columns c and c + D/2 being fragments i and i + D/16), dQ in the pass that adds the
+// fp32 accumulator into dq. Generic path: each element is rotated as it is read (fp32,
+// no rounding), and dq, dk rotated back as they are written.
+//
 // Numerics: inputs are bf16, products and every sum fp32. P is rounded to bf16 before
 // the P V (and P^T dO, dS^T Q, dS K) products, as in FlashAttention; expect a
 // normalized error of a few 1e-3 against the fp32 cpu reference, dominated by that
@@ -128,6 +139,45 @@ __device__ __forceinline__ void load_tile(bf16 *s, const bf16 *g, size_t stride,
     }
 }
 
+// RoPE on a tile: rows [row0, row0+64) of a shared (64, D + ATT_PAD) tile, those before
+// T, rotated in place to their positions (pairs i, i + D/2; tables (maxT, D/2)). The
+// caller synchronizes before and after.
+template <int D>
+__device__ __forceinline__ void rope_tile(bf16 *s, int row0, int T, const float *rc,
+                                          const float *rs) {
+    constexpr int H2 = D / 2, LD = D + ATT_PAD;
+    for (int e = threadIdx.x; e < ATT_TILE * H2; e += ATT_THREADS) {
+        int r = e / H2, i = e % H2, t = row0 + r;
+        if (t >= T) continue;
+        bf16 *x = s + r * LD;                                      // (D)
+        float c = rc[(size_t)t * H2 + i], sn = rs[(size_t)t * H2 + i];
+        float a = __bfloat162float(x[i]), d = __bfloat162float(x[i + H2]);
+        x[i] = __float2bfloat16(a * c - d * sn);
+        x[i + H2] = __float2bfloat16(d * c + a * sn);
+    }
+}
+
+// Element d of a head row x (HS) at position t, rotated when rc is given (generic path).
+__device__ __forceinline__ float rope_elem(const bf16 *x, int d, int HS, int t, const float *rc,
+                                           const float *rs) {
+    float v = __bfloat162float(x[d]);
+    if (rc == nullptr) return v;
+    const int H2 = HS / 2, i = d < H2 ? d : d - H2;
+    const float c = rc[(size_t)t * H2 + i], sn = rs[(size_t)t * H2 + i];
+    return d < H2 ? v * c - __bfloat162float(x[d + H2]) * sn
+                  : v * c + __bfloat162float(x[d - H2]) * sn;
+}
+
+// Element d of a gradient row g (HS, shared) w.r.t. a rotated row, rotated back to the
+// unrotated row's (the transpose: d1 = g1 cos + g2 sin, d2 = g2 cos - g1 sin).
+__device__ __forceinline__ float rope_back_elem(const float *g, int d, int HS, int t,
+                                                const float *rc, const float *rs) {
+    if (rc == nullptr) return g[d];
+    const int H2 = HS / 2, i = d < H2 ? d : d - H2;
+    const float c = rc[(size_t)t * H2 + i], sn = rs[(size_t)t * H2 + i];
+    return d < H2 ? g[d] * c + g[d + H2] * sn : g[d] * c - g[d - H2] * sn;
+}
+
 // A operand (16x16) at rows r0.., cols c0.. of a row-major shared matrix with ld
 // elements per row; the same addressing serves the B operands of two n-tiles read
 // transposed (ldsm_x4_t on a (k, n) row-major matrix).
@@ -143,11 +193,12 @@ __device__ __forceinline__ const bf16 *ldsm_b_addr(const bf16 *s, int ld, int n0
 }
 
 // ---- forward, tensor cores ----------------------------------------------------------
-template <int D>
+template <int D, bool ROPE>
 __global__ void __launch_bounds__(ATT_THREADS)
-attn_fwd_mma(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B,
-             int T, int NH, int KVH, float scale) {
-    // out (B,T,NH,D), lse (B,NH,T), q (B,T,NH,D), k and v (B,T,KVH,D)
+attn_fwd_mma(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
+             const float *rc, const float *rs, int B, int T, int NH, int KVH, float scale) {
+    // out (B,T,NH,D), lse (B,NH,T), q (B,T,NH,D), k and v (B,T,KVH,D); rc, rs (maxT, D/2)
+    // when ROPE
     constexpr int LD = D + ATT_PAD;
     constexpr int KT = D / 16;                  // k-chunks of Q K^T
     constexpr int NT = ATT_TILE / 8;            // n-tiles of S
@@ -186,6 +237,11 @@ attn_fwd_mma(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
     for (int j = 0; j < nkv; j++) {
         cp_async_wait_all();
         __syncthreads();                        // tile j landed; tile j-1's buffer free
+        if (ROPE) {
+            if (j == 0) rope_tile<D>(sQ, q0, T, rc, rs);
+            rope_tile<D>(sK + (j & 1) * ATT_TILE * LD, j * ATT_TILE, T, rc, rs);
+            __syncthreads();                    // rotated tiles seen by every warp
+        }
         if (j == 0) {
             for (int kk = 0; kk < KT; kk++)
                 ldsm_x4(qf[kk], ldsm_a_addr(sQ, LD, warp * 16, kk * 16, lane));
@@ -309,12 +365,13 @@ __global__ void attn_bwd_dot(float *Dv, const bf16 *dout, const bf16 *out, int B
 }
 
 // dk, dv (B,T,KVH,D) += for one key tile; dq_acc (B,T,NH,D) += through atomics.
-template <int D>
+template <int D, bool ROPE>
 __global__ void __launch_bounds__(ATT_THREADS)
 attn_bwd_mma(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *dout, const float *lse,
-             const float *Dv, const bf16 *q, const bf16 *k, const bf16 *v, int B, int T,
-             int NH, int KVH, float scale) {
-    // dout, q (B,T,NH,D); lse, Dv (B,NH,T); k, v (B,T,KVH,D)
+             const float *Dv, const bf16 *q, const bf16 *k, const bf16 *v, const float *rc,
+             const float *rs, int B, int T, int NH, int KVH, float scale) {
+    // dout, q (B,T,NH,D); lse, Dv (B,NH,T); k, v (B,T,KVH,D); rc, rs (maxT, D/2) when
+    // ROPE (dq_acc then gathers the gradient w.r.t. the rotated q)
     constexpr int LD = D + ATT_PAD;
     constexpr int LDS = ATT_TILE + ATT_PAD;     // dS^T rows: 64 query columns + pad
     constexpr int KT = D / 16;
@@ -372,6 +429,11 @@ attn_bwd_mma(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *dout, const float *l
         __syncthreads();                        // tile it landed; it-1's buffers, dS free
         if (it + 1 < total) load_q_tile(it + 1, buf ^ 1);
         cp_async_commit();
+        if (ROPE) {
+            if (it == 0) rope_tile<D>(sK, kv0, T, rc, rs);
+            rope_tile<D>(sQ + buf * ATT_TILE * LD, q0, T, rc, rs);
+            __syncthreads();                    // rotated tiles seen by every warp
+        }
         const bf16 *cQ = sQ + buf * ATT_TILE * LD;
         const bf16 *cO = sO + buf * ATT_TILE * LD;
         const float *cL = sL + buf * ATT_TILE;
@@ -475,10 +537,25 @@ attn_bwd_mma(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *dout, const float *l
         }
     }
 
+    #pragma unroll
     for (int r = 0; r < 2; r++) {
         int row = kv0 + warp * 16 + g + r * 8;
         if (row >= T) continue;
+        if (ROPE) {   // dK w.r.t. the rotated k -> w.r.t. k: column c pairs with c + D/2
+            const float *cr = rc + (size_t)row * (D / 2), *sr = rs + (size_t)row * (D / 2);
+            #pragma unroll
+            for (int i = 0; i < DT / 2; i++) {
+                #pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    int c = i * 8 + 2 * t4 + e;
+                    float x = dka[i][2 * r + e], y = dka[i + DT / 2][2 * r + e];
+                    dka[i][2 * r + e] = x * cr[c] + y * sr[c];
+                    dka[i + DT / 2][2 * r + e] = y * cr[c] - x * sr[c];
+                }
+            }
+        }
         size_t off = (((size_t)b * T + row) * KVH + kvh) * D + 2 * t4;
+        #pragma unroll
         for (int i = 0; i < DT; i++) {
             __nv_bfloat162 *pk = reinterpret_cast<__nv_bfloat162 *>(dk + off + i * 8);
             __nv_bfloat162 *pv = reinterpret_cast<__nv_bfloat162 *>(dv + off + i * 8);
@@ -510,13 +587,41 @@ __global__ void attn_dq_add(bf16 *dq, const float *acc, size_t n, int vec) {
     }
 }
 
+// dq (B,T,NH,HS) += acc (B,T,NH,HS) rotated back by RoPE's transpose at each row's
+// position. A work item is 8 pairs: 8 elements of a head's first half and their
+// partners HS/2 later (HS/2 a multiple of 8, dq and acc 16-byte aligned).
+__global__ void attn_dq_add_rope(bf16 *dq, const float *acc, const float *rc, const float *rs,
+                                 size_t rows, int T, int NH, int HS) {
+    const int H2 = HS / 2, per_row = H2 / 8;
+    const size_t n = rows * per_row, stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t w = (size_t)blockIdx.x * blockDim.x + threadIdx.x; w < n; w += stride) {
+        const size_t row = w / per_row;                         // (b, t, h)
+        const int i0 = (int)(w % per_row) * 8, t = (int)((row / NH) % T);
+        bf16 *d1 = dq + row * HS + i0, *d2 = d1 + H2;            // (8) each half
+        const float *a1 = acc + row * HS + i0, *a2 = a1 + H2;    // (8) each half
+        const float *cr = rc + (size_t)t * H2 + i0, *sr = rs + (size_t)t * H2 + i0;
+        x128<bf16> o1 = load128(d1), o2 = load128(d2);
+        x128<float> x0 = load128(a1), x1 = load128(a1 + 4);
+        x128<float> y0 = load128(a2), y1 = load128(a2 + 4);
+        #pragma unroll
+        for (int j = 0; j < 8; j++) {
+            float x = j < 4 ? x0[j] : x1[j - 4], y = j < 4 ? y0[j] : y1[j - 4];
+            float c = cr[j], sn = sr[j];
+            o1[j] = __float2bfloat16(__bfloat162float(o1[j]) + x * c + y * sn);
+            o2[j] = __float2bfloat16(__bfloat162float(o2[j]) + y * c - x * sn);
+        }
+        store128(d1, o1);
+        store128(d2, o2);
+    }
+}
+
 // ---- generic path (any HS): one warp per row, CUDA cores ----------------------------
 #define GEN_WARPS 4            // warps per block of the generic kernels
 
 // Forward for query row (b, t, h). Shared per warp: q*scale (HS), acc (HS), p (32).
 __global__ void attn_fwd_generic(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
-                                 const bf16 *v, int B, int T, int NH, int KVH, int HS,
-                                 float scale) {
+                                 const bf16 *v, const float *rc, const float *rs, int B, int T,
+                                 int NH, int KVH, int HS, float scale) {
     extern __shared__ float gen_smem[];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     float *sq = gen_smem + (size_t)warp * (2 * HS + 32);
@@ -529,7 +634,7 @@ __global__ void attn_fwd_generic(bf16 *out, float *lse, const bf16 *q, const bf1
     const bf16 *kb = k + ((size_t)b * T * KVH + kvh) * HS;    // (T, HS) rows kvs apart
     const bf16 *vb = v + ((size_t)b * T * KVH + kvh) * HS;    // (T, HS) rows kvs apart
     for (int d = lane; d < HS; d += 32) {
-        sq[d] = __bfloat162float(q[row * HS + d]) * scale;
+        sq[d] = rope_elem(q + row * HS, d, HS, t, rc, rs) * scale;
         sacc[d] = 0.0f;
     }
     __syncwarp();
@@ -540,7 +645,7 @@ __global__ void attn_fwd_generic(bf16 *out, float *lse, const bf16 *q, const bf1
         if (j <= t) {
             const bf16 *kr = kb + (size_t)j * kvs;
             float dot = 0.0f;
-            for (int d = 0; d < HS; d++) dot += sq[d] * __bfloat162float(kr[d]);
+            for (int d = 0; d < HS; d++) dot += sq[d] * rope_elem(kr, d, HS, j, rc, rs);
             s = dot;
         }
         float mn = fmaxf(m, warp_max(s));                 // finite: key j0 <= t is valid
@@ -567,8 +672,9 @@ __global__ void attn_fwd_generic(bf16 *out, float *lse, const bf16 *q, const bf1
 // k (HS), v (HS), dk (HS), dv (HS), p (32), ds (32).
 __global__ void attn_bwd_dkdv_generic(bf16 *dk, bf16 *dv, const bf16 *dout,
                                       const float *lse, const float *Dv, const bf16 *q,
-                                      const bf16 *k, const bf16 *v, int B, int T, int NH,
-                                      int KVH, int HS, float scale) {
+                                      const bf16 *k, const bf16 *v, const float *rc,
+                                      const float *rs, int B, int T, int NH, int KVH, int HS,
+                                      float scale) {
     extern __shared__ float gen_smem[];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     float *sk = gen_smem + (size_t)warp * (4 * HS + 64);
@@ -579,7 +685,7 @@ __global__ void attn_bwd_dkdv_generic(bf16 *dk, bf16 *dv, const bf16 *dout,
     const int group = NH / KVH;
     const size_t qs = (size_t)NH * HS;
     for (int d = lane; d < HS; d += 32) {
-        sk[d] = __bfloat162float(k[row * HS + d]);
+        sk[d] = rope_elem(k + row * HS, d, HS, j, rc, rs);
         sv[d] = __bfloat162float(v[row * HS + d]);
         sdk[d] = sdv[d] = 0.0f;
     }
@@ -595,7 +701,7 @@ __global__ void attn_bwd_dkdv_generic(bf16 *dk, bf16 *dv, const bf16 *dout,
             if (t < T) {
                 float sdot = 0.0f, pdot = 0.0f;
                 for (int d = 0; d < HS; d++) {
-                    sdot += __bfloat162float(qb[(size_t)t * qs + d]) * sk[d];
+                    sdot += rope_elem(qb + (size_t)t * qs, d, HS, t, rc, rs) * sk[d];
                     pdot += __bfloat162float(ob[(size_t)t * qs + d]) * sv[d];
                 }
                 p = expf(sdot * scale - lr[t]);
@@ -609,7 +715,7 @@ __global__ void attn_bwd_dkdv_generic(bf16 *dk, bf16 *dv, const bf16 *dout,
                 float a = sdv[d], c = sdk[d];
                 for (int tt = 0; tt < cnt; tt++) {
                     a += sp[tt] * __bfloat162float(ob[(size_t)(t0 + tt) * qs + d]);
-                    c += sds[tt] * __bfloat162float(qb[(size_t)(t0 + tt) * qs + d]);
+                    c += sds[tt] * rope_elem(qb + (size_t)(t0 + tt) * qs, d, HS, t0 + tt, rc, rs);
                 }
                 sdv[d] = a;
                 sdk[d] = c;
@@ -617,9 +723,11 @@ __global__ void attn_bwd_dkdv_generic(bf16 *dk, bf16 *dv, const bf16 *dout,
             __syncwarp();
         }
     }
+    __syncwarp();                               // every lane's sdk, for its RoPE partner
     for (int d = lane; d < HS; d += 32) {
         size_t i = row * HS + d;
-        dk[i] = __float2bfloat16(__bfloat162float(dk[i]) + sdk[d] * scale);
+        dk[i] = __float2bfloat16(__bfloat162float(dk[i]) +
+                                 rope_back_elem(sdk, d, HS, j, rc, rs) * scale);
         dv[i] = __float2bfloat16(__bfloat162float(dv[i]) + sdv[d]);
     }
 }
@@ -627,8 +735,8 @@ __global__ void attn_bwd_dkdv_generic(bf16 *dk, bf16 *dv, const bf16 *dout,
 // dq for query row (b, t, h). Shared per warp: q (HS), dout (HS), acc (HS), ds (32).
 __global__ void attn_bwd_dq_generic(bf16 *dq, const bf16 *dout, const float *lse,
                                     const float *Dv, const bf16 *q, const bf16 *k,
-                                    const bf16 *v, int B, int T, int NH, int KVH, int HS,
-                                    float scale) {
+                                    const bf16 *v, const float *rc, const float *rs, int B,
+                                    int T, int NH, int KVH, int HS, float scale) {
     extern __shared__ float gen_smem[];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     float *sq = gen_smem + (size_t)warp * (3 * HS + 32);
@@ -643,7 +751,7 @@ __global__ void attn_bwd_dq_generic(bf16 *dq, const bf16 *dout, const float *lse
     const float lse_t = lse[((size_t)b * NH + h) * T + t];
     const float d_t = Dv[((size_t)b * NH + h) * T + t];
     for (int d = lane; d < HS; d += 32) {
-        sq[d] = __bfloat162float(q[row * HS + d]);
+        sq[d] = rope_elem(q + row * HS, d, HS, t, rc, rs);
         so[d] = __bfloat162float(dout[row * HS + d]);
         sacc[d] = 0.0f;
     }
@@ -654,7 +762,7 @@ __global__ void attn_bwd_dq_generic(bf16 *dq, const bf16 *dout, const float *lse
         if (j <= t) {
             float sdot = 0.0f, pdot = 0.0f;
             for (int d = 0; d < HS; d++) {
-                sdot += sq[d] * __bfloat162float(kb[(size_t)j * kvs + d]);
+                sdot += sq[d] * rope_elem(kb + (size_t)j * kvs, d, HS, j, rc, rs);
                 pdot += so[d] * __bfloat162float(vb[(size_t)j * kvs + d]);
             }
             float p = expf(sdot * scale - lse_t);
@@ -666,14 +774,16 @@ __global__ void attn_bwd_dq_generic(bf16 *dq, const bf16 *dout, const float *lse
         for (int d = lane; d < HS; d += 32) {
             float a = sacc[d];
             for (int jj = 0; jj < cnt; jj++)
-                a += sds[jj] * __bfloat162float(kb[(size_t)(j0 + jj) * kvs + d]);
+                a += sds[jj] * rope_elem(kb + (size_t)(j0 + jj) * kvs, d, HS, j0 + jj, rc, rs);
             sacc[d] = a;
         }
         __syncwarp();
     }
+    __syncwarp();                               // every lane's sacc, for its RoPE partner
     for (int d = lane; d < HS; d += 32) {
         size_t i = row * HS + d;
-        dq[i] = __float2bfloat16(__bfloat162float(dq[i]) + sacc[d] * scale);
+        dq[i] = __float2bfloat16(__bfloat162float(dq[i]) +
+                                 rope_back_elem(sacc, d, HS, t, rc, rs) * scale);
     }
 }
 
@@ -688,64 +798,86 @@ static void att_set_smem(K kernel, size_t bytes) {
 
 static int att_mma_ok(int HS) { return HS == 32 || HS == 64 || HS == 96 || HS == 128; }
 
-template <int D>
+template <int D, bool ROPE>
 static void fwd_mma_launch(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
-                           const bf16 *v, int B, int T, int NH, int KVH, float scale) {
+                           const bf16 *v, const float *rc, const float *rs, int B, int T,
+                           int NH, int KVH, float scale) {
     const size_t smem = (size_t)5 * ATT_TILE * (D + ATT_PAD) * sizeof(bf16);   // Q, 2K, 2V
     const unsigned nq = (unsigned)((T + ATT_TILE - 1) / ATT_TILE);
-    att_set_smem(attn_fwd_mma<D>, smem);
-    attn_fwd_mma<D><<<nq * (unsigned)(B * NH), ATT_THREADS, smem, cuda_stream_compute>>>(
-        out, lse, q, k, v, B, T, NH, KVH, scale);
+    att_set_smem(attn_fwd_mma<D, ROPE>, smem);
+    attn_fwd_mma<D, ROPE><<<nq * (unsigned)(B * NH), ATT_THREADS, smem,
+                            cuda_stream_compute>>>(out, lse, q, k, v, rc, rs, B, T, NH, KVH,
+                                                   scale);
     CUDA_LAUNCH_CHECK();
 }
 
-template <int D>
+template <int D, bool ROPE>
 static void bwd_mma_launch(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *dout,
                            const float *lse, const float *Dv, const bf16 *q, const bf16 *k,
-                           const bf16 *v, int B, int T, int NH, int KVH, float scale) {
+                           const bf16 *v, const float *rc, const float *rs, int B, int T,
+                           int NH, int KVH, float scale) {
     const size_t smem = (size_t)6 * ATT_TILE * (D + ATT_PAD) * sizeof(bf16)  // K V 2Q 2dO
                         + (size_t)ATT_TILE * (ATT_TILE + ATT_PAD) * sizeof(bf16)  // dS^T
                         + (size_t)4 * ATT_TILE * sizeof(float);         // 2 lse, 2 Dv
     const unsigned nk = (unsigned)((T + ATT_TILE - 1) / ATT_TILE);
-    att_set_smem(attn_bwd_mma<D>, smem);
-    attn_bwd_mma<D><<<nk * (unsigned)(B * KVH), ATT_THREADS, smem, cuda_stream_compute>>>(
-        dk, dv, dq_acc, dout, lse, Dv, q, k, v, B, T, NH, KVH, scale);
+    att_set_smem(attn_bwd_mma<D, ROPE>, smem);
+    attn_bwd_mma<D, ROPE><<<nk * (unsigned)(B * KVH), ATT_THREADS, smem,
+                            cuda_stream_compute>>>(dk, dv, dq_acc, dout, lse, Dv, q, k, v, rc,
+                                                   rs, B, T, NH, KVH, scale);
     CUDA_LAUNCH_CHECK();
 }
 
-typedef void (*fwd_fn)(bf16 *, float *, const bf16 *, const bf16 *, const bf16 *, int, int,
-                       int, int, float);
+typedef void (*fwd_fn)(bf16 *, float *, const bf16 *, const bf16 *, const bf16 *,
+                       const float *, const float *, int, int, int, int, float);
 typedef void (*bwd_fn)(bf16 *, bf16 *, float *, const bf16 *, const float *, const float *,
-                       const bf16 *, const bf16 *, const bf16 *, int, int, int, int, float);
+                       const bf16 *, const bf16 *, const bf16 *, const float *, const float *,
+                       int, int, int, int, float);
 
-extern "C" size_t cuda_attention_state_floats(int B, int T, int NH) {
+// The tensor-core kernels for head size HS (att_mma_ok), with or without RoPE.
+template <bool ROPE>
+static fwd_fn fwd_pick(int HS) {
+    return HS == 32 ? fwd_mma_launch<32, ROPE> : HS == 64 ? fwd_mma_launch<64, ROPE>
+         : HS == 96 ? fwd_mma_launch<96, ROPE> : fwd_mma_launch<128, ROPE>;
+}
+template <bool ROPE>
+static bwd_fn bwd_pick(int HS) {
+    return HS == 32 ? bwd_mma_launch<32, ROPE> : HS == 64 ? bwd_mma_launch<64, ROPE>
+         : HS == 96 ? bwd_mma_launch<96, ROPE> : bwd_mma_launch<128, ROPE>;
+}
+
+extern "C" size_t cuda_attention_state_floats(int B, int T, int NH, int KVH, int HS, int rope) {
+    (void)KVH, (void)HS, (void)rope;
     return (size_t)B * NH * T;                 // log-sum-exp per query row (B,NH,T)
 }
 
 // dQ accumulator (B,T,NH,HS) first (16-byte aligned when scratch is), then Dv (B,NH,T).
-// One size whichever path runs, since the path also depends on pointer alignment.
-extern "C" size_t cuda_attention_scratch_floats(int B, int T, int NH, int HS) {
+// One size whichever path runs, since the path also depends on pointer alignment; RoPE
+// needs nothing more (dq and dk are rotated back on their way out).
+extern "C" size_t cuda_attention_scratch_floats(int B, int T, int NH, int KVH, int HS,
+                                                int rope) {
+    (void)KVH, (void)rope;
     return (size_t)B * T * NH * HS + (size_t)B * NH * T;
 }
 
 extern "C" void cuda_attention_forward(anv_act *out_, float *state, const anv_act *q_,
-                                       const anv_act *k_, const anv_act *v_, int B, int T,
-                                       int NH, int KVH, int HS) {
-    // out (B,T,NH,HS), state (B,NH,T), q (B,T,NH,HS), k and v (B,T,KVH,HS)
+                                       const anv_act *k_, const anv_act *v_, const float *rc,
+                                       const float *rs, int B, int T, int NH, int KVH,
+                                       int HS) {
+    // out (B,T,NH,HS), state (B,NH,T), q (B,T,NH,HS), k and v (B,T,KVH,HS); rc, rs
+    // (maxT, HS/2) or NULL
     bf16 *out = (bf16 *)out_;
     const bf16 *q = (const bf16 *)q_, *k = (const bf16 *)k_, *v = (const bf16 *)v_;
     const float scale = 1.0f / sqrtf((float)HS);
     if (B <= 0 || T <= 0 || NH <= 0) return;
     if (att_mma_ok(HS) && aligned16(out) && aligned16(q) && aligned16(k) && aligned16(v)) {
-        fwd_fn fn = HS == 32 ? fwd_mma_launch<32> : HS == 64 ? fwd_mma_launch<64>
-                  : HS == 96 ? fwd_mma_launch<96> : fwd_mma_launch<128>;
-        fn(out, state, q, k, v, B, T, NH, KVH, scale);
+        fwd_fn fn = rc ? fwd_pick<true>(HS) : fwd_pick<false>(HS);
+        fn(out, state, q, k, v, rc, rs, B, T, NH, KVH, scale);
         return;
     }
     const size_t smem = (size_t)GEN_WARPS * (2 * HS + 32) * sizeof(float);
     att_set_smem(attn_fwd_generic, smem);
     attn_fwd_generic<<<cuda_blocks((size_t)B * T * NH, GEN_WARPS), GEN_WARPS * 32, smem,
-                       cuda_stream_compute>>>(out, state, q, k, v, B, T, NH, KVH, HS,
+                       cuda_stream_compute>>>(out, state, q, k, v, rc, rs, B, T, NH, KVH, HS,
                                               scale);
     CUDA_LAUNCH_CHECK();
 }
@@ -754,10 +886,11 @@ extern "C" void cuda_attention_backward(anv_act *dq_, anv_act *dk_, anv_act *dv_
                                         float *scratch, const anv_act *dout_,
                                         const anv_act *out_, const float *state,
                                         const anv_act *q_, const anv_act *k_,
-                                        const anv_act *v_, int B, int T, int NH, int KVH,
-                                        int HS) {
+                                        const anv_act *v_, const float *rc, const float *rs,
+                                        int B, int T, int NH, int KVH, int HS) {
     // dq (B,T,NH,HS) +=, dk and dv (B,T,KVH,HS) +=, scratch: dq_acc (B,T,NH,HS) and
-    // Dv (B,NH,T) overwritten; dout, out, q (B,T,NH,HS); state (B,NH,T); k, v (B,T,KVH,HS)
+    // Dv (B,NH,T) overwritten; dout, out, q (B,T,NH,HS); state (B,NH,T); k, v (B,T,KVH,HS);
+    // rc, rs (maxT, HS/2) or NULL
     bf16 *dq = (bf16 *)dq_, *dk = (bf16 *)dk_, *dv = (bf16 *)dv_;
     const bf16 *dout = (const bf16 *)dout_, *out = (const bf16 *)out_;
     const bf16 *q = (const bf16 *)q_, *k = (const bf16 *)k_, *v = (const bf16 *)v_;
@@ -778,11 +911,15 @@ extern "C" void cuda_attention_backward(anv_act *dq_, anv_act *dk_, anv_act *dv_
         aligned16(scratch)) {
         CUDA_CHECK(cudaMemsetAsync(dq_acc, 0, nq_elems * sizeof(float),
                                    cuda_stream_compute));
-        bwd_fn fn = HS == 32 ? bwd_mma_launch<32> : HS == 64 ? bwd_mma_launch<64>
-                  : HS == 96 ? bwd_mma_launch<96> : bwd_mma_launch<128>;
-        fn(dk, dv, dq_acc, dout, state, Dv, q, k, v, B, T, NH, KVH, scale);
-        attn_dq_add<<<cuda_blocks(nq_elems / 8, 256), 256, 0, cuda_stream_compute>>>(
-            dq, dq_acc, nq_elems, 1);
+        bwd_fn fn = rc ? bwd_pick<true>(HS) : bwd_pick<false>(HS);
+        fn(dk, dv, dq_acc, dout, state, Dv, q, k, v, rc, rs, B, T, NH, KVH, scale);
+        if (rc) {
+            attn_dq_add_rope<<<cuda_blocks(nq_elems / 16, 256), 256, 0,
+                               cuda_stream_compute>>>(dq, dq_acc, rc, rs, rows, T, NH, HS);
+        } else {
+            attn_dq_add<<<cuda_blocks(nq_elems / 8, 256), 256, 0, cuda_stream_compute>>>(
+                dq, dq_acc, nq_elems, 1);
+        }
         CUDA_LAUNCH_CHECK();
         return;
     }
@@ -791,12 +928,12 @@ extern "C" void cuda_attention_backward(anv_act *dq_, anv_act *dk_, anv_act *dv_
     att_set_smem(attn_bwd_dkdv_generic, smem_kv);
     attn_bwd_dkdv_generic<<<cuda_blocks((size_t)B * T * KVH, GEN_WARPS), GEN_WARPS * 32,
                             smem_kv, cuda_stream_compute>>>(
-        dk, dv, dout, state, Dv, q, k, v, B, T, NH, KVH, HS, scale);
+        dk, dv, dout, state, Dv, q, k, v, rc, rs, B, T, NH, KVH, HS, scale);
     CUDA_LAUNCH_CHECK();
     const size_t smem_q = (size_t)GEN_WARPS * (3 * HS + 32) * sizeof(float);
     att_set_smem(attn_bwd_dq_generic, smem_q);
     attn_bwd_dq_generic<<<cuda_blocks(rows, GEN_WARPS), GEN_WARPS * 32, smem_q,
-                          cuda_stream_compute>>>(dq, dout, state, Dv, q, k, v, B, T, NH,
-                                                 KVH, HS, scale);
+                          cuda_stream_compute>>>(dq, dout, state, Dv, q, k, v, rc, rs, B, T,
+                                                 NH, KVH, HS, scale);
     CUDA_LAUNCH_CHECK();
 }

@@ -360,9 +360,6 @@ static const anv_backend cuda_backend = {
     .matmul_forward = cuda_matmul_forward,
     .matmul_backward = cuda_matmul_backward,
 
-    .rope_forward = cuda_rope_forward,
-    .rope_backward = cuda_rope_backward,
-
     .attention_state_floats = cuda_attention_state_floats,
     .attention_forward = cuda_attention_forward,
     .attention_scratch_floats = cuda_attention_scratch_floats,

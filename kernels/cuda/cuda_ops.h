@@ -67,20 +67,17 @@ void cuda_matmul_forward(anv_act *out, anv_act *pre_gelu, const anv_act *inp,
 void cuda_matmul_backward(anv_act *dinp, float *dweight, float *dbias, const anv_act *dout,
                           const anv_act *inp, const anv_act *weight, const anv_act *pre_gelu,
                           int N, int C, int OC);
-// rope.cu
-void cuda_rope_forward(anv_act *x, const float *cos_tab, const float *sin_tab, int B, int T,
-                       int H, int HS);
-void cuda_rope_backward(anv_act *dx, const float *cos_tab, const float *sin_tab, int B,
-                        int T, int H, int HS);
-// attention.cu
-size_t cuda_attention_state_floats(int B, int T, int NH);
+// attention.cu (RoPE inside, see ops.h)
+size_t cuda_attention_state_floats(int B, int T, int NH, int KVH, int HS, int rope);
 void cuda_attention_forward(anv_act *out, float *state, const anv_act *q, const anv_act *k,
-                            const anv_act *v, int B, int T, int NH, int KVH, int HS);
-size_t cuda_attention_scratch_floats(int B, int T, int NH, int HS);
+                            const anv_act *v, const float *rope_cos, const float *rope_sin,
+                            int B, int T, int NH, int KVH, int HS);
+size_t cuda_attention_scratch_floats(int B, int T, int NH, int KVH, int HS, int rope);
 void cuda_attention_backward(anv_act *dq, anv_act *dk, anv_act *dv, float *scratch,
                              const anv_act *dout, const anv_act *out, const float *state,
-                             const anv_act *q, const anv_act *k, const anv_act *v, int B,
-                             int T, int NH, int KVH, int HS);
+                             const anv_act *q, const anv_act *k, const anv_act *v,
+                             const float *rope_cos, const float *rope_sin, int B, int T,
+                             int NH, int KVH, int HS);
 // gelu.cu, swiglu.cu, residual.cu
 void cuda_gelu_forward(anv_act *out, const anv_act *inp, size_t n);
 void cuda_gelu_backward(anv_act *dinp, const anv_act *inp, const anv_act *dout, size_t n);

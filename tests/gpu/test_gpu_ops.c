@@ -587,31 +587,37 @@ static void test_matmul(int N, int C, int OC, int bias, int gelu, int nulls) {
     case_end(nm("matmul %s", cs));
 }
 
-// ---- rope --------------------------------------------------------------------------------
-
-static void test_rope(int B, int T, int H, int HS, int llama3) {
-    char cs[80];
-    snprintf(cs, sizeof cs, "B=%d T=%d H=%d HS=%d%s", B, T, H, HS, llama3 ? " llama3" : "");
-    int maxT = T + 5;                             // tables longer than the sequence
-    size_t nt = (size_t)maxT * (HS / 2), n = (size_t)B * T * H * HS;
-    float *ct = hfloats(nt), *st = hfloats(nt);
-    rope_params rp = {llama3 ? 500000.0f : 10000.0f, llama3, 32.0f, 1.0f, 4.0f, 8192};
-    rope_tables_fill(ct, st, maxT, HS, &rp);
-    pair cos_tab = p_in(F32, ct, nt), sin_tab = p_in(F32, st, nt);
-    pair x = p_in(ACT, hrand(n, -1, 1), n), dx = p_in(ACT, hrand(n, -1, 1), n);
-    for (int s = 0; s < 2; s++) {
-        const anv_backend *be = both[s];
-        be->rope_forward(on(x, be), on(cos_tab, be), on(sin_tab, be), B, T, H, HS);
-        be->rope_backward(on(dx, be), on(cos_tab, be), on(sin_tab, be), B, T, H, HS);
-    }
-    compare(nm("rope_forward (in place) %s", cs), x, TOL_ROUND1);
-    compare(nm("rope_backward (in place) %s", cs), dx, TOL_ROUND1);
-    case_end(nm("rope %s", cs));
-}
-
 // ---- attention -----------------------------------------------------------------------
 
-// lse (B,NH,T) of the scaled causal scores, in double from the same bf16 q, k
+// RoPE tables (maxT, HS/2): plain (rope 1) or with Llama-3 scaling (rope 2)
+static void rope_tables(float **ct, float **st, int maxT, int HS, int rope) {
+    size_t nt = (size_t)maxT * (HS / 2);
+    *ct = hfloats(nt);
+    *st = hfloats(nt);
+    rope_params rp = {rope == 2 ? 500000.0f : 10000.0f, rope == 2, 32.0f, 1.0f, 4.0f, 8192};
+    rope_tables_fill(*ct, *st, maxT, HS, &rp);
+}
+
+// x (B,T,H,HS) rotated in double by the tables (the formula of ops.h), as a new array
+static float *rope_host(const float *x, const float *ct, const float *st, int B, int T, int H,
+                        int HS) {
+    size_t n = (size_t)B * T * H * HS;
+    int half = HS / 2;
+    float *y = hfloats(n);
+    for (size_t r = 0; r < n / HS; r++) {
+        int t = (int)((r / H) % T);
+        const float *xr = x + r * HS;
+        for (int i = 0; i < half; i++) {
+            double c = ct[(size_t)t * half + i], sn = st[(size_t)t * half + i];
+            y[r * HS + i] = (float)(xr[i] * c - xr[i + half] * sn);
+            y[r * HS + i + half] = (float)(xr[i + half] * c + xr[i] * sn);
+        }
+    }
+    return y;
+}
+
+// lse (B,NH,T) of the scaled causal scores, in double from the same bf16 q, k (rotated
+// by the caller when RoPE is on)
 static float *attention_lse(const float *q, const float *k, int B, int T, int NH, int KVH,
                             int HS) {
     float *lse = hfloats((size_t)B * NH * T);
@@ -639,34 +645,49 @@ static float *attention_lse(const float *q, const float *k, int B, int T, int NH
 }
 
 static void attention_backward(const anv_backend *be, pair dq, pair dk, pair dv, pair scratch,
-                               pair dout, pair out, pair state, pair q, pair k, pair v, int B,
-                               int T, int NH, int KVH, int HS) {
+                               pair dout, pair out, pair state, pair q, pair k, pair v,
+                               pair ct, pair st, int B, int T, int NH, int KVH, int HS) {
     be->attention_backward(on(dq, be), on(dk, be), on(dv, be), on(scratch, be), on(dout, be),
-                           on(out, be), on(state, be), on(q, be), on(k, be), on(v, be), B, T,
-                           NH, KVH, HS);
+                           on(out, be), on(state, be), on(q, be), on(k, be), on(v, be),
+                           on(ct, be), on(st, be), B, T, NH, KVH, HS);
 }
 
-static void test_attention(int B, int T, int NH, int KVH, int HS) {
-    char cs[80];
-    snprintf(cs, sizeof cs, "(B,T,NH,KVH,HS)=(%d,%d,%d,%d,%d)", B, T, NH, KVH, HS);
+// rope: 0 none, 1 plain RoPE, 2 with Llama-3 scaling (tables longer than T)
+static void test_attention(int B, int T, int NH, int KVH, int HS, int rope) {
+    char cs[96];
+    snprintf(cs, sizeof cs, "(B,T,NH,KVH,HS)=(%d,%d,%d,%d,%d)%s", B, T, NH, KVH, HS,
+             rope == 2 ? " rope llama3" : rope ? " rope" : "");
     size_t nq = (size_t)B * T * NH * HS, nkv = (size_t)B * T * KVH * HS;
     float *hq = hrand(nq, -2, 2), *hk = hrand(nkv, -2, 2);   // scores ~1.3 RMS: peaked
     pair q = p_in(ACT, hq, nq), k = p_in(ACT, hk, nkv), v = p_in(ACT, hrand(nkv, -1, 1), nkv);
-    size_t sg = gpu->attention_state_floats(B, T, NH), sc = cpu->attention_state_floats(B, T, NH);
+    pair ct = NONE, st = NONE;
+    float *hct = NULL, *hst = NULL;
+    if (rope) {
+        int maxT = T + 5;
+        size_t nt = (size_t)maxT * (HS / 2);
+        rope_tables(&hct, &hst, maxT, HS, rope);
+        ct = p_in(F32, hct, nt);
+        st = p_in(F32, hst, nt);
+    }
+    size_t sg = gpu->attention_state_floats(B, T, NH, KVH, HS, rope != 0);
+    size_t sc = cpu->attention_state_floats(B, T, NH, KVH, HS, rope != 0);
     pair state = {t_new(gpu, F32, sg), t_new(cpu, F32, sc)};
     t_set(state.g, hconst(sg, NAN));
     pair out = p_out(ACT, nq);
     for (int s = 0; s < 2; s++) {
         const anv_backend *be = both[s];
-        be->attention_forward(on(out, be), on(state, be), on(q, be), on(k, be), on(v, be), B, T,
-                              NH, KVH, HS);
+        be->attention_forward(on(out, be), on(state, be), on(q, be), on(k, be), on(v, be),
+                              on(ct, be), on(st, be), B, T, NH, KVH, HS);
     }
     compare(nm("attention_forward out %s", cs), out, TOL_ATTN);
     size_t nl = (size_t)B * NH * T;
     if (sg >= nl) {
+        // the bf16 tensor-core path rounds the rotated q and k to bf16 (TOL_ATTN_LSE_ROPE)
+        const float *rq = rope ? rope_host(hq, hct, hst, B, T, NH, HS) : hq;
+        const float *rk = rope ? rope_host(hk, hct, hst, B, T, KVH, HS) : hk;
         compare_arrays(nm("attention_forward state = lse (B,NH,T) as ops.h says %s", cs),
-                       t_get(state.g), attention_lse(hq, hk, B, T, NH, KVH, HS), NULL, nl,
-                       TOL_ATTN_LSE);
+                       t_get(state.g), attention_lse(rq, rk, B, T, NH, KVH, HS), NULL, nl,
+                       rope ? TOL_ATTN_LSE_ROPE : TOL_ATTN_LSE);
     } else {
         report(0, "attention_state_floats %s = %zu, below B*NH*T = %zu", cs, sg, nl);
     }
@@ -674,15 +695,18 @@ static void test_attention(int B, int T, int NH, int KVH, int HS) {
     // backward, each backend on its own forward's out and state; the scratch the op
     // overwrites holds NaN on the gpu, so an op that assumes it zeroed fails
     pair dout = p_in(ACT, hrand(nq, -1, 1), nq);
-    size_t xg = gpu->attention_scratch_floats(B, T, NH, HS);
-    size_t xc = cpu->attention_scratch_floats(B, T, NH, HS);
+    size_t xg = gpu->attention_scratch_floats(B, T, NH, KVH, HS, rope != 0);
+    size_t xc = cpu->attention_scratch_floats(B, T, NH, KVH, HS, rope != 0);
     pair scratch = {t_new(gpu, F32, xg), t_new(cpu, F32, xc)};
     t_set(scratch.g, hconst(xg, NAN));
     pair dq = p_zero(ACT, nq), dk = p_zero(ACT, nkv), dv = p_zero(ACT, nkv);
-    attention_backward(cpu, dq, dk, dv, scratch, dout, out, state, q, k, v, B, T, NH, KVH, HS);
+    attention_backward(cpu, dq, dk, dv, scratch, dout, out, state, q, k, v, ct, st, B, T, NH,
+                       KVH, HS);
     float *pq = prefill(dq), *pk = prefill(dk), *pv = prefill(dv);
-    attention_backward(cpu, dq, dk, dv, scratch, dout, out, state, q, k, v, B, T, NH, KVH, HS);
-    attention_backward(gpu, dq, dk, dv, scratch, dout, out, state, q, k, v, B, T, NH, KVH, HS);
+    attention_backward(cpu, dq, dk, dv, scratch, dout, out, state, q, k, v, ct, st, B, T, NH,
+                       KVH, HS);
+    attention_backward(gpu, dq, dk, dv, scratch, dout, out, state, q, k, v, ct, st, B, T, NH,
+                       KVH, HS);
     compare_acc(nm("attention_backward dq %s", cs), dq, pq, TOL_ATTN_GRAD);
     compare_acc(nm("attention_backward dk %s", cs), dk, pk, TOL_ATTN_GRAD);
     compare_acc(nm("attention_backward dv %s", cs), dv, pv, TOL_ATTN_GRAD);
@@ -910,18 +934,16 @@ int main(void) {
         }
     }
 
-    test_rope(1, 1, 1, 8, 0);
-    test_rope(2, 7, 3, 16, 0);
-    test_rope(1, 33, 4, 64, 1);
-    test_rope(2, 100, 6, 128, 0);
-    test_rope(1, 257, 8, 128, 1);
-
-    test_attention(1, 1, 1, 1, 8);
-    test_attention(2, 7, 4, 2, 16);
-    test_attention(1, 33, 4, 1, 64);
-    test_attention(2, 100, 6, 3, 64);
-    test_attention(1, 257, 8, 2, 128);
-    test_attention(1, 200, 4, 4, 32);
+    // HS 8 and 16: the generic path; 32..128: tensor cores. Each with and without RoPE.
+    static const int at[][5] = {{1, 1, 1, 1, 8},   {2, 7, 4, 2, 16},   {1, 33, 4, 1, 64},
+                                {2, 100, 6, 3, 64}, {1, 257, 8, 2, 128}, {1, 200, 4, 4, 32},
+                                {1, 130, 2, 1, 96}};
+    for (int i = 0; i < 7; i++) {
+        for (int rope = 0; rope < 2; rope++) {
+            test_attention(at[i][0], at[i][1], at[i][2], at[i][3], at[i][4],
+                           rope ? 1 + i % 2 : 0);
+        }
+    }
 
     static const size_t pn[] = {7, 1001, 65537, 1048583};      // none a multiple of 8
     for (int i = 0; i < 4; i++) test_gelu_swiglu(pn[i]);

@@ -249,42 +249,24 @@ static void emu_matmul_backward(anv_act *dinp, float *dweight, float *dbias,
 }
 
 // ----------------------------------------------------------------------------
-// RoPE (in place)
-
-static void emu_rope_forward(anv_act *x, const float *cos_tab, const float *sin_tab, int B,
-                             int T, int H, int HS) {
-    const size_t n = (size_t)B * T * H * HS;
-    float *fx = widen(x, n);                         // (B,T,H,HS)
-    ref()->rope_forward(fx, cos_tab, sin_tab, B, T, H, HS);
-    narrow(x, fx, n);
-}
-
-static void emu_rope_backward(anv_act *dx, const float *cos_tab, const float *sin_tab, int B,
-                              int T, int H, int HS) {
-    const size_t n = (size_t)B * T * H * HS;
-    float *fdx = widen(dx, n);                       // (B,T,H,HS)
-    ref()->rope_backward(fdx, cos_tab, sin_tab, B, T, H, HS);
-    narrow(dx, fdx, n);
-}
-
-// ----------------------------------------------------------------------------
 // attention
 
-static size_t emu_attention_state_floats(int B, int T, int NH) {
-    return ref()->attention_state_floats(B, T, NH);
+static size_t emu_attention_state_floats(int B, int T, int NH, int KVH, int HS, int rope) {
+    return ref()->attention_state_floats(B, T, NH, KVH, HS, rope);
 }
 
-static size_t emu_attention_scratch_floats(int B, int T, int NH, int HS) {
-    return ref()->attention_scratch_floats(B, T, NH, HS);
+static size_t emu_attention_scratch_floats(int B, int T, int NH, int KVH, int HS, int rope) {
+    return ref()->attention_scratch_floats(B, T, NH, KVH, HS, rope);
 }
 
 static void emu_attention_forward(anv_act *out, float *state, const anv_act *q,
-                                  const anv_act *k, const anv_act *v, int B, int T, int NH,
-                                  int KVH, int HS) {
+                                  const anv_act *k, const anv_act *v, const float *rope_cos,
+                                  const float *rope_sin, int B, int T, int NH, int KVH,
+                                  int HS) {
     const size_t nq = (size_t)B * T * NH * HS, nkv = (size_t)B * T * KVH * HS;
     float *fq = widen(q, nq), *fk = widen(k, nkv), *fv = widen(v, nkv);
     float *fout = widen(out, nq);                    // (B,T,NH,HS)
-    ref()->attention_forward(fout, state, fq, fk, fv, B, T, NH, KVH, HS);
+    ref()->attention_forward(fout, state, fq, fk, fv, rope_cos, rope_sin, B, T, NH, KVH, HS);
     narrow(out, fout, nq);
     free(fq);
     free(fk);
@@ -293,14 +275,15 @@ static void emu_attention_forward(anv_act *out, float *state, const anv_act *q,
 
 static void emu_attention_backward(anv_act *dq, anv_act *dk, anv_act *dv, float *scratch,
                                    const anv_act *dout, const anv_act *out, const float *state,
-                                   const anv_act *q, const anv_act *k, const anv_act *v, int B,
-                                   int T, int NH, int KVH, int HS) {
+                                   const anv_act *q, const anv_act *k, const anv_act *v,
+                                   const float *rope_cos, const float *rope_sin, int B, int T,
+                                   int NH, int KVH, int HS) {
     const size_t nq = (size_t)B * T * NH * HS, nkv = (size_t)B * T * KVH * HS;
     float *fdq = widen(dq, nq), *fdk = widen(dk, nkv), *fdv = widen(dv, nkv);  // accumulated
     float *fdout = widen(dout, nq), *fout = widen(out, nq);
     float *fq = widen(q, nq), *fk = widen(k, nkv), *fv = widen(v, nkv);
-    ref()->attention_backward(fdq, fdk, fdv, scratch, fdout, fout, state, fq, fk, fv, B, T,
-                              NH, KVH, HS);
+    ref()->attention_backward(fdq, fdk, fdv, scratch, fdout, fout, state, fq, fk, fv,
+                              rope_cos, rope_sin, B, T, NH, KVH, HS);
     narrow(dq, fdq, nq);
     narrow(dk, fdk, nkv);
     narrow(dv, fdv, nkv);
@@ -455,9 +438,6 @@ static const anv_backend bf16_backend = {
 
     .matmul_forward = emu_matmul_forward,
     .matmul_backward = emu_matmul_backward,
-
-    .rope_forward = emu_rope_forward,
-    .rope_backward = emu_rope_backward,
 
     .attention_state_floats = emu_attention_state_floats,
     .attention_forward = emu_attention_forward,

@@ -13,7 +13,7 @@
 // - conventions of ops.h: gradient buffers are pre-filled with random values and the
 //   analytic gradient is read back as (after - before), so an op that overwrote instead
 //   of accumulating fails; crossentropy_backward overwrites, zeroes ignored rows and
-//   padded columns, and may alias its logits; rope_backward is the transpose of forward;
+//   padded columns, and may alias its logits;
 // - tensor-parallel vocabulary shards: the encoder and cross-entropy run on P shards
 //   (uneven, with padding, with an empty one) and reassembled must match the unsharded op
 //   (those two ops' tests are in test_ops_vocab.c; shared helpers in test_ops.h).
@@ -396,64 +396,7 @@ static void test_matmul_gelu(uint64_t *s) {
 }
 
 // ----------------------------------------------------------------------------
-// rope
-
-struct rope_case {
-    int B, T, H, HS;
-    float *cos_tab, *sin_tab;          // (maxT, HS/2)
-    float *x, *work, *R;               // (B,T,H,HS)
-};
-
-static double rope_loss(void *p) {
-    struct rope_case *c = p;
-    size_t n = (size_t)c->B * c->T * c->H * c->HS;
-    memcpy(c->work, c->x, n * sizeof(float));
-    be->rope_forward(c->work, c->cos_tab, c->sin_tab, c->B, c->T, c->H, c->HS);
-    return dot_d(c->work, c->R, n);
-}
-
-static void test_rope(uint64_t *s) {
-    struct rope_case c = {.B = 2, .T = 7, .H = 3, .HS = 8};
-    int maxT = 9, half = c.HS / 2;
-    size_t n = (size_t)c.B * c.T * c.H * c.HS;
-    rope_params rp = {.theta = 10000.0f};
-    c.cos_tab = falloc((size_t)maxT * half);
-    c.sin_tab = falloc((size_t)maxT * half);
-    rope_tables_fill(c.cos_tab, c.sin_tab, maxT, c.HS, &rp);
-    c.x = frand(n, -1, 1, s);
-    c.work = falloc(n);
-    c.R = frand(n, -1, 1, s);
-    rope_loss(&c);
-
-    // reference: rotate_half with angle t * theta^(-2i/HS)
-    double *ref = malloc(n * sizeof(double));
-    for (int b = 0; b < c.B; b++) {
-        for (int t = 0; t < c.T; t++) {
-            for (int h = 0; h < c.H; h++) {
-                size_t base = (((size_t)b * c.T + t) * c.H + h) * c.HS;
-                for (int i = 0; i < half; i++) {
-                    double ang = t * pow(10000.0, -2.0 * i / c.HS);
-                    double x1 = c.x[base + i], x2 = c.x[base + i + half];
-                    ref[base + i] = x1 * cos(ang) - x2 * sin(ang);
-                    ref[base + i + half] = x2 * cos(ang) + x1 * sin(ang);
-                }
-            }
-        }
-    }
-    check("rope_forward vs reference", rel_err(c.work, ref, n), REF_TOL);
-
-    // backward, in place on a copy of R
-    float *g = fdup(c.R, n);
-    be->rope_backward(g, c.cos_tab, c.sin_tab, c.B, c.T, c.H, c.HS);
-    check("rope_backward (in place) vs finite diff of forward",
-          fd_error(c.x, n, g, rope_loss, &c, s), FD_TOL);
-    // transpose: <rope(x), R> == <x, rope_backward(R)>
-    double lhs = rope_loss(&c), rhs = dot_d(c.x, g, n);
-    check("rope_backward is the transpose of rope_forward", fabs(lhs - rhs) / fabs(lhs), REF_TOL);
-    free(ref);
-    be->free(g); be->free(c.cos_tab); be->free(c.sin_tab);
-    be->free(c.x); be->free(c.work); be->free(c.R);
-}
+// rope tables (the rotation itself is tested inside attention below)
 
 // Tables: plain RoPE, and Llama-3 scaling in the torch.where form of Hugging Face's
 // _compute_llama3_parameters, written out independently of kernels/rope_tables.c.
@@ -512,40 +455,62 @@ struct attention_case {
     int B, T, NH, KVH, HS;
     float *q, *k, *v;                  // (B,T,NH,HS), (B,T,KVH,HS), (B,T,KVH,HS)
     float *out, *state, *R;            // (B,T,NH,HS), state floats, (B,T,NH,HS)
+    float *cos_tab, *sin_tab;          // (maxT, HS/2), or NULL: no RoPE
 };
 
 static double attention_loss(void *p) {
     struct attention_case *c = p;
-    be->attention_forward(c->out, c->state, c->q, c->k, c->v, c->B, c->T, c->NH, c->KVH,
-                          c->HS);
+    be->attention_forward(c->out, c->state, c->q, c->k, c->v, c->cos_tab, c->sin_tab, c->B,
+                          c->T, c->NH, c->KVH, c->HS);
     return dot_d(c->out, c->R, (size_t)c->B * c->T * c->NH * c->HS);
 }
 
-static void test_attention(int NH, int KVH, uint64_t *s) {
+// Head row x (HS) at position t, rotated in double from the formula when rope (angle
+// t * 10000^(-2i/HS), element i paired with i + HS/2), else copied.
+static void ref_rope_row(double *y, const float *x, int t, int HS, int rope) {
+    int half = HS / 2;
+    for (int i = 0; i < HS; i++) y[i] = x[i];
+    if (!rope) return;
+    for (int i = 0; i < half; i++) {
+        double ang = t * pow(10000.0, -2.0 * i / HS);
+        y[i] = x[i] * cos(ang) - x[i + half] * sin(ang);
+        y[i + half] = x[i + half] * cos(ang) + x[i] * sin(ang);
+    }
+}
+
+static void test_attention(int NH, int KVH, int rope, uint64_t *s) {
     struct attention_case c = {.B = 2, .T = 7, .NH = NH, .KVH = KVH, .HS = 8};
-    int B = c.B, T = c.T, HS = c.HS;
+    int B = c.B, T = c.T, HS = c.HS, maxT = T + 2;
     size_t nq = (size_t)B * T * NH * HS, nkv = (size_t)B * T * KVH * HS;
+    if (rope) {
+        rope_params rp = {.theta = 10000.0f};
+        c.cos_tab = falloc((size_t)maxT * (HS / 2));
+        c.sin_tab = falloc((size_t)maxT * (HS / 2));
+        rope_tables_fill(c.cos_tab, c.sin_tab, maxT, HS, &rp);
+    }
     c.q = frand(nq, -1, 1, s);
     c.k = frand(nkv, -1, 1, s);
     c.v = frand(nkv, -1, 1, s);
     c.out = frand(nq, -1, 1, s);                  // garbage: forward must overwrite
-    c.state = falloc(be->attention_state_floats(B, T, NH));
+    c.state = falloc(be->attention_state_floats(B, T, NH, KVH, HS, rope));
     c.R = frand(nq, -1, 1, s);
     attention_loss(&c);
 
-    // naive O(T^2) reference in double
+    // naive O(T^2) reference in double, rotating q and k itself
     double *ref = malloc(nq * sizeof(double));
     double *p = malloc((size_t)T * sizeof(double));
+    double *qt = malloc((size_t)HS * sizeof(double)), *ku = malloc((size_t)HS * sizeof(double));
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < NH; h++) {
             int kvh = h / (NH / KVH);
             for (int t = 0; t < T; t++) {
-                const float *qt = c.q + (((size_t)b * T + t) * NH + h) * HS;
+                ref_rope_row(qt, c.q + (((size_t)b * T + t) * NH + h) * HS, t, HS, rope);
                 double mx = -INFINITY, sum = 0.0;
                 for (int u = 0; u <= t; u++) {
-                    const float *ku = c.k + (((size_t)b * T + u) * KVH + kvh) * HS;
+                    ref_rope_row(ku, c.k + (((size_t)b * T + u) * KVH + kvh) * HS, u, HS,
+                                 rope);
                     double d = 0.0;
-                    for (int i = 0; i < HS; i++) d += (double)qt[i] * ku[i];
+                    for (int i = 0; i < HS; i++) d += qt[i] * ku[i];
                     p[u] = d / sqrt((double)HS);
                     mx = fmax(mx, p[u]);
                 }
@@ -561,22 +526,29 @@ static void test_attention(int NH, int KVH, uint64_t *s) {
         }
     }
     char name[96];
-    snprintf(name, sizeof name, "attention_forward NH=%d KVH=%d T=%d vs reference", NH, KVH, T);
+    const char *rs = rope ? " rope" : "";
+    snprintf(name, sizeof name, "attention_forward NH=%d KVH=%d T=%d%s vs reference", NH, KVH,
+             T, rs);
     check(name, rel_err(c.out, ref, nq), REF_TOL);
 
     float *dq = frand(nq, -1, 1, s), *dq0 = fdup(dq, nq);
     float *dk = frand(nkv, -1, 1, s), *dk0 = fdup(dk, nkv);
     float *dv = frand(nkv, -1, 1, s), *dv0 = fdup(dv, nkv);
-    float *scratch = frand(be->attention_scratch_floats(B, T, NH, HS), -1, 1, s);
-    be->attention_backward(dq, dk, dv, scratch, c.R, c.out, c.state, c.q, c.k, c.v, B, T, NH, KVH, HS);
+    float *scratch = frand(be->attention_scratch_floats(B, T, NH, KVH, HS, rope), -1, 1, s);
+    be->attention_backward(dq, dk, dv, scratch, c.R, c.out, c.state, c.q, c.k, c.v, c.cos_tab,
+                           c.sin_tab, B, T, NH, KVH, HS);
     float *gq = fdiff(dq, dq0, nq), *gk = fdiff(dk, dk0, nkv), *gv = fdiff(dv, dv0, nkv);
-    snprintf(name, sizeof name, "attention_backward dq NH=%d KVH=%d vs finite diff", NH, KVH);
+    snprintf(name, sizeof name, "attention_backward dq NH=%d KVH=%d%s vs finite diff", NH,
+             KVH, rs);
     check(name, fd_error(c.q, nq, gq, attention_loss, &c, s), FD_TOL);
-    snprintf(name, sizeof name, "attention_backward dk NH=%d KVH=%d vs finite diff", NH, KVH);
+    snprintf(name, sizeof name, "attention_backward dk NH=%d KVH=%d%s vs finite diff", NH,
+             KVH, rs);
     check(name, fd_error(c.k, nkv, gk, attention_loss, &c, s), FD_TOL);
-    snprintf(name, sizeof name, "attention_backward dv NH=%d KVH=%d vs finite diff", NH, KVH);
+    snprintf(name, sizeof name, "attention_backward dv NH=%d KVH=%d%s vs finite diff", NH,
+             KVH, rs);
     check(name, fd_error(c.v, nkv, gv, attention_loss, &c, s), FD_TOL);
-    free(ref); free(p);
+    free(ref); free(p); free(qt); free(ku);
+    be->free(c.cos_tab); be->free(c.sin_tab);
     be->free(dq); be->free(dq0); be->free(dk); be->free(dk0); be->free(dv); be->free(dv0);
     be->free(scratch); be->free(gq); be->free(gk); be->free(gv);
     be->free(c.q); be->free(c.k); be->free(c.v); be->free(c.out); be->free(c.state);
@@ -823,10 +795,11 @@ int main(int argc, char **argv) {
     test_matmul(1, 5, 7, 9, 1, &seed);
     test_matmul(0, 5, 7, 9, 1, &seed);
     test_matmul(1, 67, 130, 97, 0, &seed);         // larger, odd: blocked sgemm paths
-    test_rope(&seed);
     test_rope_tables();
-    test_attention(4, 2, &seed);
-    test_attention(3, 3, &seed);
+    test_attention(4, 2, 0, &seed);
+    test_attention(3, 3, 0, &seed);
+    test_attention(4, 2, 1, &seed);
+    test_attention(3, 3, 1, &seed);
     test_pointwise(&seed);
     test_crossentropy(11, 16, 1, &seed);
     test_crossentropy(9000, 9216, 0, &seed);
