@@ -16,10 +16,12 @@
 //   OC output channels of a matmul
 //
 // Conventions every op follows:
-// - Backward ops ACCUMULATE (+=) into every gradient buffer they write, inputs and
-//   parameters alike; the caller zeroes gradient buffers when it needs to. Exceptions
-//   are named in the member's comment (crossentropy_stats / _combine / _backward
-//   overwrite).
+// - Backward ops ACCUMULATE (+=) into parameter gradients (fp32, zeroed by the caller
+//   once per step) and into the input gradients of the norms and the residual (the
+//   residual stream's gradient). Input gradients that start a buffer are OVERWRITTEN,
+//   so the model never zeroes them first: attention_backward's dq, dk, dv,
+//   swiglu_backward's dgate, dup, crossentropy_stats / _combine / _backward, and
+//   matmul_backward's dinp when asked (anv_grad_mode). Each member's comment says which.
 // - A NULL gradient pointer means "not needed" (a frozen weight, the first layer's
 //   input) wherever the comment says "or NULL".
 // - Weights and activations (anv_act) are fp32 on the cpu backend and bf16 on the cuda
@@ -64,6 +66,10 @@ typedef enum anv_dtype { ANV_DTYPE_F32 = 0, ANV_DTYPE_BF16 = 1 } anv_dtype;
 // the normalizations' saved statistics, cross-entropy statistics and losses, RoPE
 // tables, the optimizer state and the fp32 master weights.
 typedef void anv_act;
+
+// How matmul_backward writes dinp: SET overwrites it (the first contribution to the
+// buffer, which then needs no zeroing), ADD accumulates into it.
+typedef enum anv_grad_mode { ANV_GRAD_MODE_ADD = 0, ANV_GRAD_MODE_SET = 1 } anv_grad_mode;
 
 // A contiguous run of a flat fp32 buffer for the multi-tensor ops: elements
 // [off, off + n), and the weight decay AdamW applies to them.
@@ -156,13 +162,15 @@ typedef struct anv_backend {
     // + bias and out = gelu(pre_gelu) (tanh approximation; the GELU epilogue).
     void (*matmul_forward)(anv_act *out, anv_act *pre_gelu, const anv_act *inp,
                            const anv_act *weight, const anv_act *bias, int N, int C, int OC);
-    // dinp (N,C) or NULL, dweight (OC,C) or NULL, dbias (OC) or NULL; accumulated.
-    // pre_gelu (N,C) or NULL: when given, inp = gelu(pre_gelu) came from the layer
-    // before, and dinp is OVERWRITTEN with the gradient w.r.t. pre_gelu:
-    // (dout @ weight) * gelu'(pre_gelu) (the dGELU epilogue).
-    void (*matmul_backward)(anv_act *dinp, float *dweight, float *dbias,
-                            const anv_act *dout, const anv_act *inp, const anv_act *weight,
-                            const anv_act *pre_gelu, int N, int C, int OC);
+    // dinp (N,C) or NULL, written as dinp_mode says; dweight (OC,C) or NULL and dbias
+    // (OC) or NULL accumulated. pre_gelu (N,C) or NULL: when given, inp =
+    // gelu(pre_gelu) came from the layer before, and dinp is the gradient w.r.t.
+    // pre_gelu: (dout @ weight) * gelu'(pre_gelu) (the dGELU epilogue), always
+    // OVERWRITTEN (dinp_mode must be SET).
+    void (*matmul_backward)(anv_act *dinp, anv_grad_mode dinp_mode, float *dweight,
+                            float *dbias, const anv_act *dout, const anv_act *inp,
+                            const anv_act *weight, const anv_act *pre_gelu, int N, int C,
+                            int OC);
 
     // ---- causal self-attention with grouped-query heads and RoPE ----------------------
     // q (B,T,NH,HS), k and v (B,T,KVH,HS); query head h reads kv head h / (NH/KVH).
@@ -178,7 +186,7 @@ typedef struct anv_backend {
     void (*attention_forward)(anv_act *out, float *state, const anv_act *q,
                               const anv_act *k, const anv_act *v, const float *rope_cos,
                               const float *rope_sin, int B, int T, int NH, int KVH, int HS);
-    // dq (B,T,NH,HS), dk and dv (B,T,KVH,HS) accumulated. `scratch` (fp32) has
+    // dq (B,T,NH,HS), dk and dv (B,T,KVH,HS) OVERWRITTEN. `scratch` (fp32) has
     // attention_scratch_floats(B,T,NH,KVH,HS,rope) floats and is overwritten. out,
     // state and the tables are the forward's.
     size_t (*attention_scratch_floats)(int B, int T, int NH, int KVH, int HS, int rope);
@@ -192,7 +200,7 @@ typedef struct anv_backend {
     // GELU, tanh approximation (GPT-2): out (n) overwritten, dinp (n) accumulated.
     void (*gelu_forward)(anv_act *out, const anv_act *inp, size_t n);
     void (*gelu_backward)(anv_act *dinp, const anv_act *inp, const anv_act *dout, size_t n);
-    // SwiGLU: out = silu(gate) * up; dgate, dup accumulated.
+    // SwiGLU: out = silu(gate) * up; dgate, dup OVERWRITTEN.
     void (*swiglu_forward)(anv_act *out, const anv_act *gate, const anv_act *up, size_t n);
     void (*swiglu_backward)(anv_act *dgate, anv_act *dup, const anv_act *dout,
                             const anv_act *gate, const anv_act *up, size_t n);

@@ -702,9 +702,8 @@ void model_backward_slot(model *m, int slot, float dloss) {
         // logits -> dlogits in place, then into the final norm's output
         be->crossentropy_backward(sl->logits, sl->logits, sl->lse, sl->targets, N, m->v0,
                                   m->Vv, m->Vp, dloss);
-        be->zero(m->d_norm, NC * ab);
-        be->matmul_backward(m->d_norm, m->g.lm_head, NULL, sl->logits, sl->normf,
-                            m->p.lm_head, NULL, N, C, m->Vp);
+        be->matmul_backward(m->d_norm, ANV_GRAD_MODE_SET, m->g.lm_head, NULL, sl->logits,
+                            sl->normf, m->p.lm_head, NULL, N, C, m->Vp);
         tp_sum(m, m->d_norm, NC);
         be->zero(m->d_res, NC * ab);
         norm_backward(m, m->d_res, m->g.normf_w, m->g.normf_b, m->d_norm, sl->res_out,
@@ -731,42 +730,37 @@ void model_backward_slot(model *m, int slot, float dloss) {
         }
 
         // MLP block (proj/down is row-parallel: its input gradient is local, its bias
-        // gradient is the full one on every rank)
-        be->zero(m->d_norm, NC * ab);
+        // gradient is the full one on every rank). The first write to each activation
+        // gradient overwrites it (SET), so none is zeroed first.
         if (gpt2) {
             // the dGELU epilogue: d_fc is overwritten with the pre-GELU gradient
-            be->matmul_backward(m->d_fc, g->w_proj, g->b_proj, m->d_res, a->act, w->w_proj,
-                                a->fc, N, F, C);
+            be->matmul_backward(m->d_fc, ANV_GRAD_MODE_SET, g->w_proj, g->b_proj, m->d_res,
+                                a->act, w->w_proj, a->fc, N, F, C);
         } else {
-            be->zero(m->d_act, (size_t)N * F * ab);
-            be->matmul_backward(m->d_act, g->w_proj, g->b_proj, m->d_res, a->act, w->w_proj,
-                                NULL, N, F, C);
-            be->zero(m->d_fc, (size_t)N * F * ab);
-            be->zero(m->d_up, (size_t)N * F * ab);
+            be->matmul_backward(m->d_act, ANV_GRAD_MODE_SET, g->w_proj, g->b_proj, m->d_res,
+                                a->act, w->w_proj, NULL, N, F, C);
             be->swiglu_backward(m->d_fc, m->d_up, m->d_act, a->fc, a->up, (size_t)N * F);
-            be->matmul_backward(m->d_norm, g->w_up, NULL, m->d_up, a->norm2, w->w_up, NULL, N,
-                                C, F);
+            be->matmul_backward(m->d_norm, ANV_GRAD_MODE_SET, g->w_up, NULL, m->d_up, a->norm2,
+                                w->w_up, NULL, N, C, F);
         }
-        be->matmul_backward(m->d_norm, g->w_fc, g->b_fc, m->d_fc, a->norm2, w->w_fc, NULL, N,
-                            C, F);
+        be->matmul_backward(m->d_norm, gpt2 ? ANV_GRAD_MODE_SET : ANV_GRAD_MODE_ADD, g->w_fc,
+                            g->b_fc, m->d_fc, a->norm2, w->w_fc, NULL, N, C, F);
         tp_sum(m, m->d_norm, NC);   // fc (gate, up) are column-parallel
         norm_backward(m, m->d_res, g->norm2_w, g->norm2_b, m->d_norm, a->res_mid, w->norm2_w,
                       a->n2_mean, a->n2_rstd, N);
 
         // attention block
-        be->zero(m->d_att, (size_t)N * QD * ab);
-        be->matmul_backward(m->d_att, g->wo, g->bo, m->d_res, a->att_out, w->wo, NULL, N, QD,
-                            C);
-        be->zero(m->d_q, (size_t)N * QD * ab);
-        be->zero(m->d_k, (size_t)N * KD * ab);
-        be->zero(m->d_v, (size_t)N * KD * ab);
+        be->matmul_backward(m->d_att, ANV_GRAD_MODE_SET, g->wo, g->bo, m->d_res, a->att_out,
+                            w->wo, NULL, N, QD, C);
         be->attention_backward(m->d_q, m->d_k, m->d_v, m->att_scratch, m->d_att, a->att_out,
                                a->att_state, a->q, a->k, a->v, m->rope_cos, m->rope_sin,
                                B, T, m->NH, m->KVH, m->HS);
-        be->zero(m->d_norm, NC * ab);
-        be->matmul_backward(m->d_norm, g->wq, g->bq, m->d_q, a->norm1, w->wq, NULL, N, C, QD);
-        be->matmul_backward(m->d_norm, g->wk, g->bk, m->d_k, a->norm1, w->wk, NULL, N, C, KD);
-        be->matmul_backward(m->d_norm, g->wv, g->bv, m->d_v, a->norm1, w->wv, NULL, N, C, KD);
+        be->matmul_backward(m->d_norm, ANV_GRAD_MODE_SET, g->wq, g->bq, m->d_q, a->norm1,
+                            w->wq, NULL, N, C, QD);
+        be->matmul_backward(m->d_norm, ANV_GRAD_MODE_ADD, g->wk, g->bk, m->d_k, a->norm1,
+                            w->wk, NULL, N, C, KD);
+        be->matmul_backward(m->d_norm, ANV_GRAD_MODE_ADD, g->wv, g->bv, m->d_v, a->norm1,
+                            w->wv, NULL, N, C, KD);
         tp_sum(m, m->d_norm, NC);   // q, k, v are column-parallel
         norm_backward(m, m->d_res, g->norm1_w, g->norm1_b, m->d_norm, a->res_in, w->norm1_w,
                       a->n1_mean, a->n1_rstd, N);

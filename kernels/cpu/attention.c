@@ -8,7 +8,8 @@
 // The probabilities p are kept in `state` (B,NH,T,T), zero above the diagonal, for
 // the backward pass. Forward splits the (b, h) pairs over threads.
 //
-// Backward, per (b, h, t), with dp[t2] = dout_t . v_t2:
+// Backward (dq, dk, dv overwritten: each thread first zeroes the rows it owns, then
+// accumulates into them), per (b, h, t), with dp[t2] = dout_t . v_t2:
 //   dv_t2 += p[t2] dout_t
 //   ds[t2] = p[t2] (dp[t2] - sum_j p[j] dp[j])       (softmax backward)
 //   dq_t  += ds[t2] k_t2 / sqrt(HS),   dk_t2 += ds[t2] q_t / sqrt(HS)
@@ -20,7 +21,7 @@
 // RoPE (tables given): the forward rotates q and k into copies kept in `state` after
 // the probabilities, and attends with those; the backward reads the copies, gathers
 // the gradients w.r.t. the rotated q and k in `scratch` (after the dp rows, same
-// layouts as dq and dk), and adds them rotated back (the transpose) into dq and dk.
+// layouts as dq and dk), and writes them rotated back (the transpose) into dq and dk.
 // The thread that owns a (b, kv head) does that for its own rows only.
 #include <math.h>
 #include <string.h>
@@ -110,31 +111,31 @@ void cpu_attention_forward(anv_act *out_, float *state, const anv_act *q_, const
     }
 }
 
-// Zero the rows of dq_rot (B,T,NH,HS) and dk_rot (B,T,KVH,HS) that belong to batch
-// row b and kv head kvh (its query heads' rows in dq_rot).
-static void rope_rows_zero(float *dq_rot, float *dk_rot, int b, int kvh, int T, int NH,
-                           int KVH, int HS) {
+// Zero the rows of dq (B,T,NH,HS), dk and dv (B,T,KVH,HS) that belong to batch row b
+// and kv head kvh (its query heads' rows in dq).
+static void rows_zero(float *dq, float *dk, float *dv, int b, int kvh, int T, int NH, int KVH,
+                      int HS) {
     int group = NH / KVH;
     for (int t = 0; t < T; t++) {
         size_t bt = (size_t)b * T + t;
-        memset(dk_rot + (bt * KVH + kvh) * HS, 0, (size_t)HS * sizeof(float));
-        memset(dq_rot + (bt * NH + (size_t)kvh * group) * HS, 0,
-               (size_t)group * HS * sizeof(float));
+        memset(dk + (bt * KVH + kvh) * HS, 0, (size_t)HS * sizeof(float));
+        memset(dv + (bt * KVH + kvh) * HS, 0, (size_t)HS * sizeof(float));
+        memset(dq + (bt * NH + (size_t)kvh * group) * HS, 0, (size_t)group * HS * sizeof(float));
     }
 }
 
-// The same rows: dq += rotate back (dq_rot), dk += rotate back (dk_rot).
-static void rope_rows_add(float *dq, float *dk, const float *dq_rot, const float *dk_rot,
-                          const float *cos_tab, const float *sin_tab, int b, int kvh, int T,
-                          int NH, int KVH, int HS) {
+// The same rows of dq and dk: dq = rotate back (dq_rot), dk = rotate back (dk_rot).
+static void rope_rows_back(float *dq, float *dk, const float *dq_rot, const float *dk_rot,
+                           const float *cos_tab, const float *sin_tab, int b, int kvh, int T,
+                           int NH, int KVH, int HS) {
     int group = NH / KVH;
     for (int t = 0; t < T; t++) {
         size_t bt = (size_t)b * T + t;
         size_t ko = (bt * KVH + kvh) * HS;
-        cpu_rope_row(dk + ko, dk_rot + ko, cos_tab, sin_tab, t, HS, -1.0f, 1);
+        cpu_rope_row(dk + ko, dk_rot + ko, cos_tab, sin_tab, t, HS, -1.0f);
         for (int h = kvh * group; h < (kvh + 1) * group; h++) {
             size_t qo = (bt * NH + h) * HS;
-            cpu_rope_row(dq + qo, dq_rot + qo, cos_tab, sin_tab, t, HS, -1.0f, 1);
+            cpu_rope_row(dq + qo, dq_rot + qo, cos_tab, sin_tab, t, HS, -1.0f);
         }
     }
 }
@@ -152,7 +153,7 @@ void cpu_attention_backward(anv_act *dq_, anv_act *dk_, anv_act *dv_, float *scr
     const float *q = q_;
     const float *k = k_;
     const float *v = v_;
-    // dq (B,T,NH,HS) +=, dk and dv (B,T,KVH,HS) +=, scratch (B,NH,T) [+ dq_rot
+    // dq (B,T,NH,HS) =, dk and dv (B,T,KVH,HS) =, scratch (B,NH,T) [+ dq_rot
     // (B,T,NH,HS), dk_rot (B,T,KVH,HS)] overwritten, dout (B,T,NH,HS), state as the
     // forward's, q (B,T,NH,HS), k and v (B,T,KVH,HS)
     int group = NH / KVH;
@@ -175,7 +176,7 @@ void cpu_attention_backward(anv_act *dq_, anv_act *dk_, anv_act *dv_, float *scr
             const float *v_bh = v + (size_t)b * T * kvs + (size_t)kvh * HS;   // (T, HS) strided
             float *dk_bh = dk_acc + (size_t)b * T * kvs + (size_t)kvh * HS;   // (T, HS) strided
             float *dv_bh = dv + (size_t)b * T * kvs + (size_t)kvh * HS;       // (T, HS) strided
-            if (rope_cos) rope_rows_zero(dq_acc, dk_acc, b, kvh, T, NH, KVH, HS);
+            rows_zero(dq_acc, dk_acc, dv, b, kvh, T, NH, KVH, HS);
 
             for (int h = kvh * group; h < (kvh + 1) * group; h++) {
                 const float *q_bh = q + (size_t)b * T * qs + (size_t)h * HS;        // (T, HS)
@@ -218,8 +219,8 @@ void cpu_attention_backward(anv_act *dq_, anv_act *dk_, anv_act *dv_, float *scr
                 }
             }
             if (rope_cos)
-                rope_rows_add(dq, dk, dq_acc, dk_acc, rope_cos, rope_sin, b, kvh, T, NH, KVH,
-                              HS);
+                rope_rows_back(dq, dk, dq_acc, dk_acc, rope_cos, rope_sin, b, kvh, T, NH, KVH,
+                               HS);
         }
     }
 }

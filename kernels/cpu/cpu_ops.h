@@ -94,18 +94,17 @@ void cpu_rmsnorm_backward(anv_act *dinp, float *dweight, const anv_act *dout,
 // ---- matmul.c -----------------------------------------------------------------------
 void cpu_matmul_forward(anv_act *out, anv_act *pre_gelu, const anv_act *inp,
                         const anv_act *weight, const anv_act *bias, int N, int C, int OC);
-void cpu_matmul_backward(anv_act *dinp, float *dweight, float *dbias, const anv_act *dout,
-                         const anv_act *inp, const anv_act *weight, const anv_act *pre_gelu,
-                         int N, int C, int OC);
+void cpu_matmul_backward(anv_act *dinp, anv_grad_mode dinp_mode, float *dweight, float *dbias,
+                         const anv_act *dout, const anv_act *inp, const anv_act *weight,
+                         const anv_act *pre_gelu, int N, int C, int OC);
 
 // ---- rope.c (helpers of attention.c) -----------------------------------------------
 // dst (B,T,H,HS) = src rotated by sign * angle; dst may be src.
 void cpu_rope_rotate(float *dst, const float *src, const float *cos_tab, const float *sin_tab,
                      int B, int T, int H, int HS, float sign);
-// One head row (HS) at position t: dst = (or += when accumulate) src rotated by
-// sign * angle; dst may be src when not accumulating.
+// One head row (HS) at position t: dst = src rotated by sign * angle; dst may be src.
 void cpu_rope_row(float *dst, const float *src, const float *cos_tab, const float *sin_tab,
-                  int t, int HS, float sign, int accumulate);
+                  int t, int HS, float sign);
 
 // ---- attention.c --------------------------------------------------------------------
 size_t cpu_attention_state_floats(int B, int T, int NH, int KVH, int HS, int rope);

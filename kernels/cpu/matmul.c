@@ -40,19 +40,20 @@ void cpu_matmul_forward(anv_act *out_, anv_act *pre_gelu_, const anv_act *inp_,
 // columns per work unit of the dbias reduction (4 cache lines per row)
 #define MATMUL_OCBLOCK 64
 
-void cpu_matmul_backward(anv_act *dinp_, float *dweight, float *dbias, const anv_act *dout_,
-                         const anv_act *inp_, const anv_act *weight_, const anv_act *pre_gelu_,
-                         int N, int C, int OC) {
+void cpu_matmul_backward(anv_act *dinp_, anv_grad_mode dinp_mode, float *dweight, float *dbias,
+                         const anv_act *dout_, const anv_act *inp_, const anv_act *weight_,
+                         const anv_act *pre_gelu_, int N, int C, int OC) {
     const float *pre_gelu = pre_gelu_;
     float *dinp = dinp_;
     const float *dout = dout_;
     const float *inp = inp_;
     const float *weight = weight_;
-    // dinp (N,C) += or NULL, dweight (OC,C) += or NULL, dbias (OC) += or NULL;
-    // dout (N,OC), inp (N,C), weight (OC,C), pre_gelu (N,C) or NULL
+    // dinp (N,C) = or += (dinp_mode) or NULL, dweight (OC,C) += or NULL, dbias (OC) +=
+    // or NULL; dout (N,OC), inp (N,C), weight (OC,C), pre_gelu (N,C) or NULL
     if (dinp != NULL && pre_gelu == NULL) {
+        const float beta = dinp_mode == ANV_GRAD_MODE_SET ? 0.0f : 1.0f;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC,
-                    1.0f, dout, OC, weight, C, 1.0f, dinp, C);
+                    1.0f, dout, OC, weight, C, beta, dinp, C);
     } else if (dinp != NULL) {
         // dGELU: dinp = (dout @ weight) * gelu'(pre_gelu), OVERWRITTEN (ops.h)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC,

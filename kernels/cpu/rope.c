@@ -21,14 +21,14 @@ void cpu_rope_rotate(float *dst, const float *src, const float *cos_tab, const f
         for (int t = 0; t < T; t++) {
             for (int h = 0; h < H; h++) {
                 size_t off = (((size_t)b * T + t) * H + h) * HS;
-                cpu_rope_row(dst + off, src + off, cos_tab, sin_tab, t, HS, sign, 0);
+                cpu_rope_row(dst + off, src + off, cos_tab, sin_tab, t, HS, sign);
             }
         }
     }
 }
 
 void cpu_rope_row(float *dst, const float *src, const float *cos_tab, const float *sin_tab,
-                  int t, int HS, float sign, int accumulate) {
+                  int t, int HS, float sign) {
     // dst, src (HS), may alias; the row sits at position t
     int half = HS / 2;
     const float *cos_t = cos_tab + (size_t)t * half;      // (HS/2)
@@ -36,13 +36,7 @@ void cpu_rope_row(float *dst, const float *src, const float *cos_tab, const floa
     for (int i = 0; i < half; i++) {
         float c = cos_t[i], s = sign * sin_t[i];
         float a = src[i], d = src[i + half];
-        float y1 = a * c - d * s, y2 = d * c + a * s;
-        if (accumulate) {
-            dst[i] += y1;
-            dst[i + half] += y2;
-        } else {
-            dst[i] = y1;
-            dst[i + half] = y2;
-        }
+        dst[i] = a * c - d * s;
+        dst[i + half] = d * c + a * s;
     }
 }

@@ -32,7 +32,8 @@
 //               dS^T = P^T (dP^T - Dv), dK += dS^T Q, and dQ += dS K through fp32
 //               atomics into an accumulator (B,T,NH,HS) in scratch. dK and dV stay in
 //               registers for the whole loop: one block owns them, so no atomics.
-//            3. dq (bf16) += the dQ accumulator.
+//            3. dq (bf16) = the dQ accumulator.
+// dq, dk and dv are OVERWRITTEN (ops.h): nothing zeroes them first or reads them.
 // Generic path (any other HS, or unaligned pointers; the tiny test shapes): one warp
 // per query row (forward, dq) or key row (dk, dv), keys or queries visited in tiles of
 // 32 with the same online softmax and the same lse; CUDA cores, fp32. Its backward
@@ -47,9 +48,9 @@
 // tile once and every Q tile), so the MMAs see rotated bf16 operands. The gradients
 // come out w.r.t. the rotated q and k and are rotated back (the transpose) on their
 // way out: dK in registers before its store (a thread holds both halves of each pair,
-// columns c and c + D/2 being fragments i and i + D/16), dQ in the pass that adds the
-// fp32 accumulator into dq. Generic path: each element is rotated as it is read (fp32,
-// no rounding), and dq, dk rotated back as they are written.
+// columns c and c + D/2 being fragments i and i + D/16), dQ in the pass that converts
+// the fp32 accumulator into dq. Generic path: each element is rotated as it is read
+// (fp32, no rounding), and dq, dk rotated back as they are written.
 //
 // Numerics: inputs are bf16, products and every sum fp32. P is rounded to bf16 before
 // the P V (and P^T dO, dS^T Q, dS K) products, as in FlashAttention; expect a
@@ -364,7 +365,7 @@ __global__ void attn_bwd_dot(float *Dv, const bf16 *dout, const bf16 *out, int B
     }
 }
 
-// dk, dv (B,T,KVH,D) += for one key tile; dq_acc (B,T,NH,D) += through atomics.
+// dk, dv (B,T,KVH,D) = for one key tile; dq_acc (B,T,NH,D) += through atomics.
 template <int D, bool ROPE>
 __global__ void __launch_bounds__(ATT_THREADS)
 attn_bwd_mma(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *dout, const float *lse,
@@ -557,40 +558,32 @@ attn_bwd_mma(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *dout, const float *l
         size_t off = (((size_t)b * T + row) * KVH + kvh) * D + 2 * t4;
         #pragma unroll
         for (int i = 0; i < DT; i++) {
-            __nv_bfloat162 *pk = reinterpret_cast<__nv_bfloat162 *>(dk + off + i * 8);
-            __nv_bfloat162 *pv = reinterpret_cast<__nv_bfloat162 *>(dv + off + i * 8);
-            float2 ok = __bfloat1622float2(*pk), ov = __bfloat1622float2(*pv);
-            *pk = __floats2bfloat162_rn(ok.x + dka[i][2 * r] * scale,
-                                        ok.y + dka[i][2 * r + 1] * scale);
-            *pv = __floats2bfloat162_rn(ov.x + dva[i][2 * r], ov.y + dva[i][2 * r + 1]);
+            *reinterpret_cast<__nv_bfloat162 *>(dk + off + i * 8) =
+                __floats2bfloat162_rn(dka[i][2 * r] * scale, dka[i][2 * r + 1] * scale);
+            *reinterpret_cast<__nv_bfloat162 *>(dv + off + i * 8) =
+                __floats2bfloat162_rn(dva[i][2 * r], dva[i][2 * r + 1]);
         }
     }
 }
 
-// dq (n) += acc (n), bf16 += fp32; vec: n % 8 == 0 and both 16-byte aligned.
-__global__ void attn_dq_add(bf16 *dq, const float *acc, size_t n, int vec) {
+// dq (n) = acc (n), bf16 from fp32; n % 8 == 0 and both 16-byte aligned.
+__global__ void attn_dq_set(bf16 *dq, const float *acc, size_t n) {
     const size_t stride = (size_t)gridDim.x * blockDim.x;
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (vec) {
-        for (; i < n / 8; i += stride) {
-            x128<bf16> d = load128(dq + i * 8);
-            x128<float> a0 = load128(acc + i * 8), a1 = load128(acc + i * 8 + 4);
-            for (int j = 0; j < 4; j++) {
-                d[j] = __float2bfloat16(__bfloat162float(d[j]) + a0[j]);
-                d[j + 4] = __float2bfloat16(__bfloat162float(d[j + 4]) + a1[j]);
-            }
-            store128(dq + i * 8, d);
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n / 8; i += stride) {
+        x128<bf16> d;
+        x128<float> a0 = load128(acc + i * 8), a1 = load128(acc + i * 8 + 4);
+        for (int j = 0; j < 4; j++) {
+            d[j] = __float2bfloat16(a0[j]);
+            d[j + 4] = __float2bfloat16(a1[j]);
         }
-    } else {
-        for (; i < n; i += stride)
-            dq[i] = __float2bfloat16(__bfloat162float(dq[i]) + acc[i]);
+        store128(dq + i * 8, d);
     }
 }
 
-// dq (B,T,NH,HS) += acc (B,T,NH,HS) rotated back by RoPE's transpose at each row's
+// dq (B,T,NH,HS) = acc (B,T,NH,HS) rotated back by RoPE's transpose at each row's
 // position. A work item is 8 pairs: 8 elements of a head's first half and their
 // partners HS/2 later (HS/2 a multiple of 8, dq and acc 16-byte aligned).
-__global__ void attn_dq_add_rope(bf16 *dq, const float *acc, const float *rc, const float *rs,
+__global__ void attn_dq_set_rope(bf16 *dq, const float *acc, const float *rc, const float *rs,
                                  size_t rows, int T, int NH, int HS) {
     const int H2 = HS / 2, per_row = H2 / 8;
     const size_t n = rows * per_row, stride = (size_t)gridDim.x * blockDim.x;
@@ -600,15 +593,15 @@ __global__ void attn_dq_add_rope(bf16 *dq, const float *acc, const float *rc, co
         bf16 *d1 = dq + row * HS + i0, *d2 = d1 + H2;            // (8) each half
         const float *a1 = acc + row * HS + i0, *a2 = a1 + H2;    // (8) each half
         const float *cr = rc + (size_t)t * H2 + i0, *sr = rs + (size_t)t * H2 + i0;
-        x128<bf16> o1 = load128(d1), o2 = load128(d2);
+        x128<bf16> o1, o2;
         x128<float> x0 = load128(a1), x1 = load128(a1 + 4);
         x128<float> y0 = load128(a2), y1 = load128(a2 + 4);
         #pragma unroll
         for (int j = 0; j < 8; j++) {
             float x = j < 4 ? x0[j] : x1[j - 4], y = j < 4 ? y0[j] : y1[j - 4];
             float c = cr[j], sn = sr[j];
-            o1[j] = __float2bfloat16(__bfloat162float(o1[j]) + x * c + y * sn);
-            o2[j] = __float2bfloat16(__bfloat162float(o2[j]) + y * c - x * sn);
+            o1[j] = __float2bfloat16(x * c + y * sn);
+            o2[j] = __float2bfloat16(y * c - x * sn);
         }
         store128(d1, o1);
         store128(d2, o2);
@@ -726,9 +719,8 @@ __global__ void attn_bwd_dkdv_generic(bf16 *dk, bf16 *dv, const bf16 *dout,
     __syncwarp();                               // every lane's sdk, for its RoPE partner
     for (int d = lane; d < HS; d += 32) {
         size_t i = row * HS + d;
-        dk[i] = __float2bfloat16(__bfloat162float(dk[i]) +
-                                 rope_back_elem(sdk, d, HS, j, rc, rs) * scale);
-        dv[i] = __float2bfloat16(__bfloat162float(dv[i]) + sdv[d]);
+        dk[i] = __float2bfloat16(rope_back_elem(sdk, d, HS, j, rc, rs) * scale);
+        dv[i] = __float2bfloat16(sdv[d]);
     }
 }
 
@@ -782,8 +774,7 @@ __global__ void attn_bwd_dq_generic(bf16 *dq, const bf16 *dout, const float *lse
     __syncwarp();                               // every lane's sacc, for its RoPE partner
     for (int d = lane; d < HS; d += 32) {
         size_t i = row * HS + d;
-        dq[i] = __float2bfloat16(__bfloat162float(dq[i]) +
-                                 rope_back_elem(sacc, d, HS, t, rc, rs) * scale);
+        dq[i] = __float2bfloat16(rope_back_elem(sacc, d, HS, t, rc, rs) * scale);
     }
 }
 
@@ -888,7 +879,7 @@ extern "C" void cuda_attention_backward(anv_act *dq_, anv_act *dk_, anv_act *dv_
                                         const anv_act *q_, const anv_act *k_,
                                         const anv_act *v_, const float *rc, const float *rs,
                                         int B, int T, int NH, int KVH, int HS) {
-    // dq (B,T,NH,HS) +=, dk and dv (B,T,KVH,HS) +=, scratch: dq_acc (B,T,NH,HS) and
+    // dq (B,T,NH,HS) =, dk and dv (B,T,KVH,HS) =, scratch: dq_acc (B,T,NH,HS) and
     // Dv (B,NH,T) overwritten; dout, out, q (B,T,NH,HS); state (B,NH,T); k, v (B,T,KVH,HS);
     // rc, rs (maxT, HS/2) or NULL
     bf16 *dq = (bf16 *)dq_, *dk = (bf16 *)dk_, *dv = (bf16 *)dv_;
@@ -914,11 +905,11 @@ extern "C" void cuda_attention_backward(anv_act *dq_, anv_act *dk_, anv_act *dv_
         bwd_fn fn = rc ? bwd_pick<true>(HS) : bwd_pick<false>(HS);
         fn(dk, dv, dq_acc, dout, state, Dv, q, k, v, rc, rs, B, T, NH, KVH, scale);
         if (rc) {
-            attn_dq_add_rope<<<cuda_blocks(nq_elems / 16, 256), 256, 0,
+            attn_dq_set_rope<<<cuda_blocks(nq_elems / 16, 256), 256, 0,
                                cuda_stream_compute>>>(dq, dq_acc, rc, rs, rows, T, NH, HS);
         } else {
-            attn_dq_add<<<cuda_blocks(nq_elems / 8, 256), 256, 0, cuda_stream_compute>>>(
-                dq, dq_acc, nq_elems, 1);
+            attn_dq_set<<<cuda_blocks(nq_elems / 8, 256), 256, 0, cuda_stream_compute>>>(
+                dq, dq_acc, nq_elems);
         }
         CUDA_LAUNCH_CHECK();
         return;

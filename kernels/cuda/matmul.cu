@@ -342,13 +342,13 @@ extern "C" void cuda_matmul_forward(anv_act *out, anv_act *pre_gelu, const anv_a
     if (pre_gelu != NULL) cuda_gelu_forward(out, pre_gelu, (size_t)N * OC);
 }
 
-extern "C" void cuda_matmul_backward(anv_act *dinp, float *dweight, float *dbias,
-                                     const anv_act *dout, const anv_act *inp,
+extern "C" void cuda_matmul_backward(anv_act *dinp, anv_grad_mode dinp_mode, float *dweight,
+                                     float *dbias, const anv_act *dout, const anv_act *inp,
                                      const anv_act *weight, const anv_act *pre_gelu, int N,
                                      int C, int OC) {
-    // dinp (N,C) += or NULL (OVERWRITTEN when pre_gelu is given), dweight (OC,C) += or
-    // NULL, dbias (OC) += or NULL; dout (N,OC), inp (N,C), weight (OC,C), pre_gelu (N,C)
-    // or NULL
+    // dinp (N,C) = or += (dinp_mode; always = when pre_gelu is given) or NULL,
+    // dweight (OC,C) += or NULL, dbias (OC) += or NULL; dout (N,OC), inp (N,C),
+    // weight (OC,C), pre_gelu (N,C) or NULL
     if (N <= 0 || OC <= 0 || C <= 0) return;
     if (dbias != NULL) dbias_accumulate(dbias, (const bf16 *)dout, N, OC);
     if (dweight != NULL) {
@@ -357,8 +357,10 @@ extern "C" void cuda_matmul_backward(anv_act *dinp, float *dweight, float *dbias
     }
     if (dinp != NULL) {
         if (pre_gelu == NULL) {
+            // beta 0 for SET: the buffer is neither zeroed before nor read
             mm_run(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, CUDA_R_16BF, CUBLASLT_EPILOGUE_DEFAULT,
-                   dinp, weight, dout, NULL, NULL, 0, 1.0f);
+                   dinp, weight, dout, NULL, NULL, 0,
+                   dinp_mode == ANV_GRAD_MODE_SET ? 0.0f : 1.0f);
         } else if (mm_gelu_epilogue_ok(pre_gelu, C)) {
             mm_run(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, CUDA_R_16BF, CUBLASLT_EPILOGUE_DGELU,
                    dinp, weight, dout, NULL, pre_gelu, C, 0.0f);

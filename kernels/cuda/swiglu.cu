@@ -2,14 +2,14 @@
 //
 // The formulas are those of kernels/cpu/swiglu.c:
 //   out = silu(g) * up,  silu(g) = g * sigmoid(g),  sigmoid(g) = 1 / (1 + exp(-g))
-//   dgate += dout * up * sigmoid(g) * (1 + g (1 - sigmoid(g)))
-//   dup   += dout * silu(g)
+//   dgate = dout * up * sigmoid(g) * (1 + g (1 - sigmoid(g)))   (overwritten, ops.h)
+//   dup   = dout * silu(g)
 // For very negative g, expf(-g) overflows to +inf and sigmoid is 0: the right limit.
 //
 // Pointwise and bandwidth-bound: 16-byte vectors (8 bf16) per array when every pointer
 // is 16-byte aligned, a scalar loop for the last n % 8 elements (or for everything when
 // a pointer is not aligned); both loops grid-stride. fp32 math, one rounding to bf16 per
-// stored value; the backward reads the old bf16 gradient, adds in fp32, rounds once.
+// stored value.
 // dgate and dup are required (ops.h has no NULL option for them). Every element of
 // every array is read before the same element is written, by the same thread, so the
 // gradients may alias the inputs.
@@ -39,14 +39,14 @@ __global__ void swiglu_forward_kernel(bf16 *out, const bf16 *gate, const bf16 *u
     }
 }
 
-// The two gradients of one element, added into the old values *dg, *du (fp32).
+// The two gradients of one element (fp32).
 __device__ __forceinline__ void swiglu_grad(float dy, float g, float u, float *dg, float *du) {
     float sig = swiglu_sigmoid(g);
-    *dg += dy * u * sig * (1.0f + g * (1.0f - sig));
-    *du += dy * g * sig;
+    *dg = dy * u * sig * (1.0f + g * (1.0f - sig));
+    *du = dy * g * sig;
 }
 
-// dgate, dup (n) +=; dout, gate, up (n).
+// dgate, dup (n) =; dout, gate, up (n).
 __global__ void swiglu_backward_kernel(bf16 *dgate, bf16 *dup, const bf16 *dout,
                                        const bf16 *gate, const bf16 *up, size_t nvec,
                                        size_t n) {
@@ -54,11 +54,10 @@ __global__ void swiglu_backward_kernel(bf16 *dgate, bf16 *dup, const bf16 *dout,
     size_t stride = (size_t)gridDim.x * blockDim.x;
     for (size_t i = gid; i < nvec; i += stride) {
         x128<bf16> dy = load128(dout + 8 * i), g = load128(gate + 8 * i);
-        x128<bf16> u = load128(up + 8 * i);
-        x128<bf16> dg = load128(dgate + 8 * i), du = load128(dup + 8 * i);
+        x128<bf16> u = load128(up + 8 * i), dg, du;
         #pragma unroll
         for (int k = 0; k < 8; k++) {
-            float a = __bfloat162float(dg[k]), b = __bfloat162float(du[k]);
+            float a, b;
             swiglu_grad(__bfloat162float(dy[k]), __bfloat162float(g[k]),
                         __bfloat162float(u[k]), &a, &b);
             dg[k] = __float2bfloat16_rn(a);
@@ -68,7 +67,7 @@ __global__ void swiglu_backward_kernel(bf16 *dgate, bf16 *dup, const bf16 *dout,
         store128(dup + 8 * i, du);
     }
     for (size_t i = 8 * nvec + gid; i < n; i += stride) {
-        float a = __bfloat162float(dgate[i]), b = __bfloat162float(dup[i]);
+        float a, b;
         swiglu_grad(__bfloat162float(dout[i]), __bfloat162float(gate[i]),
                     __bfloat162float(up[i]), &a, &b);
         dgate[i] = __float2bfloat16_rn(a);
@@ -89,8 +88,8 @@ void cuda_swiglu_forward(anv_act *out_, const anv_act *gate_, const anv_act *up_
 
 void cuda_swiglu_backward(anv_act *dgate_, anv_act *dup_, const anv_act *dout_,
                           const anv_act *gate_, const anv_act *up_, size_t n) {
-    bf16 *dgate = (bf16 *)dgate_;                                // (n) +=
-    bf16 *dup = (bf16 *)dup_;                                    // (n) +=
+    bf16 *dgate = (bf16 *)dgate_;                                // (n) =
+    bf16 *dup = (bf16 *)dup_;                                    // (n) =
     const bf16 *dout = (const bf16 *)dout_;                      // (n)
     const bf16 *gate = (const bf16 *)gate_;                      // (n)
     const bf16 *up = (const bf16 *)up_;                          // (n)

@@ -232,15 +232,16 @@ static void emu_matmul_forward(anv_act *out, anv_act *pre_gelu, const anv_act *i
     free(fb);
 }
 
-static void emu_matmul_backward(anv_act *dinp, float *dweight, float *dbias,
-                                const anv_act *dout, const anv_act *inp, const anv_act *weight,
-                                const anv_act *pre_gelu, int N, int C, int OC) {
+static void emu_matmul_backward(anv_act *dinp, anv_grad_mode dinp_mode, float *dweight,
+                                float *dbias, const anv_act *dout, const anv_act *inp,
+                                const anv_act *weight, const anv_act *pre_gelu, int N, int C,
+                                int OC) {
     const size_t NC = (size_t)N * C;
-    float *fdinp = widen(dinp, NC);                  // (N,C) accumulated (or overwritten)
+    float *fdinp = widen(dinp, NC);                  // (N,C) accumulated or overwritten
     float *fdout = widen(dout, (size_t)N * OC);      // (N,OC)
     float *finp = widen(inp, NC), *fpre = widen(pre_gelu, NC);   // (N,C)
     float *fw = widen(weight, (size_t)OC * C);       // (OC,C)
-    ref()->matmul_backward(fdinp, dweight, dbias, fdout, finp, fw, fpre, N, C, OC);
+    ref()->matmul_backward(fdinp, dinp_mode, dweight, dbias, fdout, finp, fw, fpre, N, C, OC);
     narrow(dinp, fdinp, NC);
     free(fdout);
     free(finp);
@@ -279,7 +280,7 @@ static void emu_attention_backward(anv_act *dq, anv_act *dk, anv_act *dv, float 
                                    const float *rope_cos, const float *rope_sin, int B, int T,
                                    int NH, int KVH, int HS) {
     const size_t nq = (size_t)B * T * NH * HS, nkv = (size_t)B * T * KVH * HS;
-    float *fdq = widen(dq, nq), *fdk = widen(dk, nkv), *fdv = widen(dv, nkv);  // accumulated
+    float *fdq = widen(dq, nq), *fdk = widen(dk, nkv), *fdv = widen(dv, nkv);  // overwritten
     float *fdout = widen(dout, nq), *fout = widen(out, nq);
     float *fq = widen(q, nq), *fk = widen(k, nkv), *fv = widen(v, nkv);
     ref()->attention_backward(fdq, fdk, fdv, scratch, fdout, fout, state, fq, fk, fv,
@@ -324,7 +325,7 @@ static void emu_swiglu_forward(anv_act *out, const anv_act *gate, const anv_act 
 
 static void emu_swiglu_backward(anv_act *dgate, anv_act *dup, const anv_act *dout,
                                 const anv_act *gate, const anv_act *up, size_t n) {
-    float *fdg = widen(dgate, n), *fdu = widen(dup, n);   // accumulated
+    float *fdg = widen(dgate, n), *fdu = widen(dup, n);   // overwritten
     float *fdout = widen(dout, n), *fg = widen(gate, n), *fu = widen(up, n);
     ref()->swiglu_backward(fdg, fdu, fdout, fg, fu, n);
     narrow(dgate, fdg, n);

@@ -296,7 +296,7 @@ static void test_matmul(int with_bias, int N, int C, int OC, int use_fd, uint64_
     float *dw = frand(nw, -1, 1, s), *dw0 = fdup(dw, nw);
     float *db = with_bias ? frand(OC, -1, 1, s) : NULL;
     float *db0 = with_bias ? fdup(db, OC) : NULL;
-    be->matmul_backward(dinp, dw, db, c.R, c.inp, c.weight, NULL, N, C, OC);
+    be->matmul_backward(dinp, ANV_GRAD_MODE_ADD, dw, db, c.R, c.inp, c.weight, NULL, N, C, OC);
     float *ginp = fdiff(dinp, dinp0, ni), *gw = fdiff(dw, dw0, nw);
     float *gb = with_bias ? fdiff(db, db0, OC) : NULL;
     if (use_fd) {
@@ -338,9 +338,19 @@ static void test_matmul(int with_bias, int N, int C, int OC, int use_fd, uint64_
             check(name, rel_err(gb, ref, OC), REF_TOL);
         }
     }
+    // dinp_mode SET: a NaN-filled dinp is overwritten with what ADD added
+    float *dset = falloc(ni);
+    for (size_t i = 0; i < ni; i++) {
+        dset[i] = NAN;
+        ref[i] = ginp[i];
+    }
+    be->matmul_backward(dset, ANV_GRAD_MODE_SET, NULL, NULL, c.R, c.inp, c.weight, NULL, N, C,
+                        OC);
+    snprintf(name, sizeof name, "matmul_backward dinp SET (%s) = the ADD increment", tag);
+    check(name, rel_err(dset, ref, ni), REF_TOL);
     free(ref);
     be->free(dinp); be->free(dinp0); be->free(dw); be->free(dw0); be->free(db); be->free(db0);
-    be->free(ginp); be->free(gw); be->free(gb);
+    be->free(ginp); be->free(gw); be->free(gb); be->free(dset);
     be->free(c.inp); be->free(c.weight); be->free(c.bias); be->free(c.out); be->free(c.R);
 }
 
@@ -388,7 +398,8 @@ static void test_matmul_gelu(uint64_t *s) {
                              falloc(no), frand(no, -1, 1, s)};
     gelu_mm_loss(&c);
     float *dpre = frand(ni, -1, 1, s);            // garbage: the dGELU form overwrites
-    be->matmul_backward(dpre, NULL, NULL, c.R, c.act, c.weight, c.pre, N, C, OC);
+    be->matmul_backward(dpre, ANV_GRAD_MODE_SET, NULL, NULL, c.R, c.act, c.weight, c.pre, N, C,
+                        OC);
     check("matmul_backward with dGELU epilogue: dinp vs finite diff",
           fd_error(c.pre, ni, dpre, gelu_mm_loss, &c, s), FD_TOL);
     be->free(dpre);
@@ -531,13 +542,13 @@ static void test_attention(int NH, int KVH, int rope, uint64_t *s) {
              T, rs);
     check(name, rel_err(c.out, ref, nq), REF_TOL);
 
-    float *dq = frand(nq, -1, 1, s), *dq0 = fdup(dq, nq);
-    float *dk = frand(nkv, -1, 1, s), *dk0 = fdup(dk, nkv);
-    float *dv = frand(nkv, -1, 1, s), *dv0 = fdup(dv, nkv);
+    // dq, dk, dv are overwritten (ops.h): they start as NaN
+    float *gq = falloc(nq), *gk = falloc(nkv), *gv = falloc(nkv);
+    for (size_t i = 0; i < nq; i++) gq[i] = NAN;
+    for (size_t i = 0; i < nkv; i++) gk[i] = gv[i] = NAN;
     float *scratch = frand(be->attention_scratch_floats(B, T, NH, KVH, HS, rope), -1, 1, s);
-    be->attention_backward(dq, dk, dv, scratch, c.R, c.out, c.state, c.q, c.k, c.v, c.cos_tab,
+    be->attention_backward(gq, gk, gv, scratch, c.R, c.out, c.state, c.q, c.k, c.v, c.cos_tab,
                            c.sin_tab, B, T, NH, KVH, HS);
-    float *gq = fdiff(dq, dq0, nq), *gk = fdiff(dk, dk0, nkv), *gv = fdiff(dv, dv0, nkv);
     snprintf(name, sizeof name, "attention_backward dq NH=%d KVH=%d%s vs finite diff", NH,
              KVH, rs);
     check(name, fd_error(c.q, nq, gq, attention_loss, &c, s), FD_TOL);
@@ -549,7 +560,6 @@ static void test_attention(int NH, int KVH, int rope, uint64_t *s) {
     check(name, fd_error(c.v, nkv, gv, attention_loss, &c, s), FD_TOL);
     free(ref); free(p); free(qt); free(ku);
     be->free(c.cos_tab); be->free(c.sin_tab);
-    be->free(dq); be->free(dq0); be->free(dk); be->free(dk0); be->free(dv); be->free(dv0);
     be->free(scratch); be->free(gq); be->free(gk); be->free(gv);
     be->free(c.q); be->free(c.k); be->free(c.v); be->free(c.out); be->free(c.state);
     be->free(c.R);
@@ -608,12 +618,14 @@ static void test_pointwise(uint64_t *s) {
     swiglu_loss(&c);
     for (size_t i = 0; i < n; i++) ref[i] = c.a[i] / (1.0 + exp(-(double)c.a[i])) * c.b[i];
     check("swiglu_forward vs reference", rel_err(c.out, ref, n), REF_TOL);
+    // swiglu_backward overwrites (ops.h): NaN-filled gradients are written over
     float *db = frand(n, -1, 1, s), *db0 = fdup(db, n);
-    memcpy(da0, da, n * sizeof(float));
-    be->swiglu_backward(da, db, c.R, c.a, c.b, n);
-    for (size_t i = 0; i < n; i++) { ga[i] = da[i] - da0[i]; gb[i] = db[i] - db0[i]; }
-    check("swiglu_backward dgate vs finite diff", fd_error(c.a, n, ga, swiglu_loss, &c, s), FD_TOL);
-    check("swiglu_backward dup vs finite diff", fd_error(c.b, n, gb, swiglu_loss, &c, s), FD_TOL);
+    for (size_t i = 0; i < n; i++) ga[i] = gb[i] = NAN;
+    be->swiglu_backward(ga, gb, c.R, c.a, c.b, n);
+    check("swiglu_backward dgate (overwritten) vs finite diff",
+          fd_error(c.a, n, ga, swiglu_loss, &c, s), FD_TOL);
+    check("swiglu_backward dup (overwritten) vs finite diff",
+          fd_error(c.b, n, gb, swiglu_loss, &c, s), FD_TOL);
 
     // residual, forward in place (out aliases a) as the model uses it
     float *a_copy = fdup(c.a, n);
@@ -757,7 +769,8 @@ static void bench_matmul(uint64_t *s) {
     double t0 = omp_get_wtime();
     for (int r = 0; r < reps; r++) be->matmul_forward(out, NULL, inp, w, bias, N, C, OC);
     double t1 = omp_get_wtime();
-    for (int r = 0; r < reps; r++) be->matmul_backward(dinp, dw, db, out, inp, w, NULL, N, C, OC);
+    for (int r = 0; r < reps; r++)
+        be->matmul_backward(dinp, ANV_GRAD_MODE_ADD, dw, db, out, inp, w, NULL, N, C, OC);
     double t2 = omp_get_wtime();
     printf("bench matmul_forward  N=%d C=%d OC=%d: %.2f ms, %.1f GFLOP/s (%d threads)\n",
            N, C, OC, (t1 - t0) / reps * 1e3, flops * reps / (t1 - t0) * 1e-9,
