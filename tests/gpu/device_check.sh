@@ -20,8 +20,9 @@
 #   summary.txt    one line per part with its exit code and seconds
 # The device tool ends a command after 10 minutes: every part has a timeout, and the
 # benchmark gets what is left of BUDGET_S (default 540 s) after the tests. The whole
-# benchmark (both models) takes ~5-6 minutes, so a first call is best
-# BENCH_ARGS="--only gpt2", a second NO_TESTS=1 BENCH_ARGS="--only llama".
+# benchmark (both models) takes ~5-6 minutes and a task has 15 minutes of device time
+# in all (start-up included), so a first call is best BENCH_ARGS="--only gpt2", and a
+# second, only if 6 minutes are left, NO_TESTS=1 BUDGET_S=300 BENCH_ARGS="--only llama".
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 mode=${1:-}
