@@ -105,6 +105,8 @@ __device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+// ---- end of PTX helpers (tests/emu/cu2emu.py swaps the block above for host versions)
+
 // p[0] += x, p[1] += y in global memory; p 8-byte aligned. One vector atomic on sm_90.
 __device__ __forceinline__ void atomic_add2(float *p, float x, float y) {
 #if __CUDA_ARCH__ >= 900

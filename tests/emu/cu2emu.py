@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""cu2emu.py IN.cu OUT.cc: a cuda backend source file as host C++ for tests/emu.
+
+Three rewrites, nothing else changes (the kernels' code is compiled as written):
+- a launch `kernel<targs><<<grid, block, smem, stream>>>(args);` becomes
+  `emu::launch(emu::launch_cfg(grid, block, smem, stream), [&] { kernel<targs>(args); });`
+- `extern __shared__ [__align__(n)] TYPE NAME[];` (dynamic shared memory) becomes
+  `TYPE *NAME = (TYPE *)emu::dyn_smem();`
+- the block between "// ---- PTX helpers" and "// ---- end of PTX helpers" (inline PTX
+  assembly, attention.cu) becomes `#include "tests/emu/emu_ptx.h"`.
+A `#line` directive keeps compiler messages pointing at the .cu file. Exit 1 with a
+message if a launch cannot be parsed.
+"""
+import re
+import sys
+
+
+def matching(src, i, open_ch, close_ch, step):
+    """Index of the bracket matching src[i], scanning in direction step (+1 / -1)."""
+    depth = 0
+    while 0 <= i < len(src):
+        if src[i] == open_ch:
+            depth += 1
+        elif src[i] == close_ch:
+            depth -= 1
+            if depth == 0:
+                return i
+        i += step
+    raise ValueError("unbalanced brackets")
+
+
+def rewrite_launches(src):
+    out, i = [], 0
+    while True:
+        j = src.find("<<<", i)
+        if j < 0:
+            out.append(src[i:])
+            return "".join(out)
+        k = j
+        if src[k - 1] == ">":             # template arguments: walk back to their '<'
+            k = matching(src, k - 1, ">", "<", -1)
+        while k > 0 and (src[k - 1].isalnum() or src[k - 1] == "_"):
+            k -= 1
+        callee = src[k:j]
+        e = src.index(">>>", j)
+        cfg = src[j + 3:e]
+        a = e + 3
+        while src[a].isspace():
+            a += 1
+        if src[a] != "(":
+            raise ValueError(f"launch of {callee!r}: no argument list")
+        b = matching(src, a, "(", ")", 1)
+        out.append(src[i:k])
+        out.append(f"emu::launch(emu::launch_cfg({cfg}), [&] {{ {callee}({src[a + 1:b]}); }})")
+        i = b + 1
+
+
+def main():
+    inp, outp = sys.argv[1], sys.argv[2]
+    src = open(inp).read()
+    start = src.find("// ---- PTX helpers")
+    if start >= 0:
+        end = src.index("// ---- end of PTX helpers", start)
+        blank = "\n" * (src.count("\n", start, end) - 1)      # keep the line numbers
+        src = src[:start] + '#include "tests/emu/emu_ptx.h"\n' + blank + src[end:]
+    src = re.sub(r"extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?([A-Za-z_][\w ]*?)\s+(\w+)\[\];",
+                 r"\1 *\2 = (\1 *)emu::dyn_smem();", src)
+    try:
+        src = rewrite_launches(src)
+    except ValueError as err:
+        sys.exit(f"cu2emu: {inp}: {err}")
+    with open(outp, "w") as f:
+        f.write(f'#line 1 "{inp}"\n' + src)
+
+
+if __name__ == "__main__":
+    main()

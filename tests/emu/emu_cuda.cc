@@ -1,0 +1,177 @@
+// tests/emu/emu_cuda.cc: the fiber scheduler behind tests/emu/emu_cuda.h.
+//
+// One launch: for each block (x fastest), one fiber per thread, all on the caller's
+// thread. The scheduler resumes the unfinished fibers in turn; a fiber gives control
+// back only at a barrier it has to wait for, or when it ends. Barriers are counters
+// with a generation number: the last live thread to arrive starts a new generation,
+// which lets the waiters go. A thread that ends counts as arrived at every barrier
+// still open (as on the GPU, where exited threads no longer hold a barrier). A full
+// pass of the scheduler in which nothing finished and no barrier opened is a deadlock:
+// reported with the kernel's block and the waiting threads, then abort().
+#include "tests/emu/emu_cuda.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <ucontext.h>
+
+#include <vector>
+
+namespace emu {
+namespace {
+
+constexpr size_t STACK_BYTES = 256 * 1024;   // kernels keep fragments in locals: room
+constexpr int MAX_WARPS = 32;                // 1024 threads
+constexpr size_t SLOT_BYTES = 64;            // the largest exchange: an mma's operands
+
+struct fiber {
+    ucontext_t ctx;
+    uint3 tid;
+    int warp, lane;
+    bool done;
+};
+
+struct state {
+    std::vector<fiber> f;
+    std::vector<char *> stacks;
+    int cur = -1;                      // running fiber, -1 outside a launch
+    ucontext_t main_ctx;
+    const std::function<void()> *body = nullptr;
+    dim3 grid, block;
+    uint3 bidx;
+    std::vector<unsigned char> smem;
+    long progress = 0;                 // barriers opened + fibers finished
+    // block barrier
+    int live = 0, bar_count = 0;
+    unsigned bar_gen = 0;
+    // warp barriers and exchange slots
+    int wlive[MAX_WARPS], wcount[MAX_WARPS];
+    unsigned wgen[MAX_WARPS];
+    alignas(16) unsigned char slots[MAX_WARPS][32][SLOT_BYTES];
+};
+state S;
+
+void yield() { swapcontext(&S.f[S.cur].ctx, &S.main_ctx); }
+
+// Opens the block barrier when every live thread has arrived.
+void bar_check() {
+    if (S.bar_count > 0 && S.bar_count >= S.live) {
+        S.bar_count = 0;
+        S.bar_gen++;
+        S.progress++;
+    }
+}
+void warp_check(int w) {
+    if (S.wcount[w] > 0 && S.wcount[w] >= S.wlive[w]) {
+        S.wcount[w] = 0;
+        S.wgen[w]++;
+        S.progress++;
+    }
+}
+
+void trampoline() {
+    (*S.body)();
+    fiber &me = S.f[S.cur];
+    me.done = true;
+    S.live--;
+    S.wlive[me.warp]--;
+    S.progress++;
+    bar_check();
+    warp_check(me.warp);
+    // returning resumes uc_link: the scheduler
+}
+
+void fail(const char *what) {
+    fprintf(stderr, "emu: %s in block (%u,%u,%u) of grid (%u,%u,%u), block (%u,%u,%u)\n",
+            what, S.bidx.x, S.bidx.y, S.bidx.z, S.grid.x, S.grid.y, S.grid.z, S.block.x,
+            S.block.y, S.block.z);
+    abort();
+}
+
+void run_block() {
+    const int n = (int)(S.block.x * S.block.y * S.block.z);
+    S.f.assign((size_t)n, fiber{});
+    while ((int)S.stacks.size() < n) S.stacks.push_back((char *)malloc(STACK_BYTES));
+    S.live = n;
+    S.bar_count = 0;
+    for (int w = 0; w < MAX_WARPS; w++) S.wlive[w] = S.wcount[w] = 0;
+    for (int i = 0; i < n; i++) {
+        fiber &f = S.f[i];
+        f.tid = uint3{(unsigned)i % S.block.x, (unsigned)(i / S.block.x) % S.block.y,
+                      (unsigned)(i / (S.block.x * S.block.y))};
+        f.warp = i / 32;
+        f.lane = i % 32;
+        f.done = false;
+        S.wlive[f.warp]++;
+        getcontext(&f.ctx);
+        f.ctx.uc_stack.ss_sp = S.stacks[i];
+        f.ctx.uc_stack.ss_size = STACK_BYTES;
+        f.ctx.uc_link = &S.main_ctx;
+        makecontext(&f.ctx, trampoline, 0);
+    }
+    // the contents of shared memory do not survive a block (NaN-like garbage)
+    memset(S.smem.data(), 0xff, S.smem.size());
+    while (S.live > 0) {
+        long before = S.progress;
+        for (int i = 0; i < n; i++) {
+            if (S.f[i].done) continue;
+            S.cur = i;
+            swapcontext(&S.main_ctx, &S.f[i].ctx);
+        }
+        if (S.progress == before) fail("deadlock: a barrier no thread can complete");
+    }
+    S.cur = -1;
+}
+
+}   // namespace
+
+const uint3 &thread_idx() { return S.f[S.cur].tid; }
+const uint3 &block_idx() { return S.bidx; }
+const dim3 &block_dim() { return S.block; }
+const dim3 &grid_dim() { return S.grid; }
+int lane() { return S.f[S.cur].lane; }
+unsigned char *dyn_smem() { return S.smem.data(); }
+
+void syncthreads() {
+    unsigned gen = S.bar_gen;
+    S.bar_count++;
+    bar_check();
+    while (S.bar_gen == gen) yield();
+}
+
+void warp_barrier() {
+    const int w = S.f[S.cur].warp;
+    if (S.wlive[w] != 32 && S.block.x * S.block.y * S.block.z >= 32u * (unsigned)(w + 1))
+        fail("warp collective with exited lanes (CUDA: undefined)");
+    unsigned gen = S.wgen[w];
+    S.wcount[w]++;
+    warp_check(w);
+    while (S.wgen[w] == gen) yield();
+}
+
+void publish(const void *src, size_t bytes) {
+    if (bytes > SLOT_BYTES) fail("warp exchange larger than a slot");
+    const fiber &me = S.f[S.cur];
+    memcpy(S.slots[me.warp][me.lane], src, bytes);
+    warp_barrier();
+}
+
+const void *slot(int l) { return S.slots[S.f[S.cur].warp][l & 31]; }
+
+void launch(const launch_cfg &cfg, const std::function<void()> &body) {
+    if (S.cur >= 0) fail("launch from inside a kernel");
+    if (cfg.block.x * cfg.block.y * cfg.block.z == 0 ||
+        cfg.block.x * cfg.block.y * cfg.block.z > 1024)
+        fail("block size outside 1..1024");
+    S.grid = cfg.grid;
+    S.block = cfg.block;
+    S.body = &body;
+    S.smem.assign(cfg.smem > 0 ? cfg.smem : 16, 0);
+    for (unsigned z = 0; z < cfg.grid.z; z++)
+        for (unsigned y = 0; y < cfg.grid.y; y++)
+            for (unsigned x = 0; x < cfg.grid.x; x++) {
+                S.bidx = uint3{x, y, z};
+                run_block();
+            }
+}
+
+}   // namespace emu

@@ -1,0 +1,109 @@
+// tests/emu/emu_cuda.h: the CUDA execution model, emulated on the host, so that the cuda
+// backend's kernels (kernels/cuda/*.cu) run and are tested on a machine without a GPU.
+//
+// Not a simulator of the hardware's timing: a kernel launch runs its blocks one after
+// the other, and the threads of a block as cooperative fibers (ucontext) on the calling
+// thread. A fiber runs until it reaches a barrier (__syncthreads, __syncwarp, or a warp
+// collective: __shfl_xor_sync, ldmatrix, mma), where it yields until every live thread
+// of its block (or warp) has arrived. That gives what the kernels rely on: shared memory
+// per block (static __shared__ variables are function statics, valid because blocks run
+// one at a time; dynamic shared memory is emu::dyn_smem()), private registers and
+// stacks per thread, barriers, and the warp-wide data exchange of shuffles and tensor-
+// core fragments (tests/emu/emu_ptx.h), with the register layouts the PTX manual gives.
+// A barrier that can never complete (some threads of a block at __syncthreads, others
+// finished or at another barrier) is reported and aborts, instead of hanging.
+//
+// What it cannot show: races between threads (a fiber runs alone until it yields, so
+// a missing barrier often goes unnoticed), asynchronous copies (cp.async completes at
+// once), the timing of anything, and whatever the compiler does differently for the
+// device (fast-math contractions). cuBLASLt is not emulated.
+//
+// tests/emu/include/ holds the CUDA headers' stand-ins (cuda_runtime.h, cuda_bf16.h,
+// cublasLt.h); tests/emu/cu2emu.py rewrites a .cu file into host C++ (launches become
+// emu::launch calls, `extern __shared__` arrays emu::dyn_smem(), the PTX helpers of
+// attention.cu the versions of emu_ptx.h).
+#ifndef ANVIL_TESTS_EMU_EMU_CUDA_H
+#define ANVIL_TESTS_EMU_EMU_CUDA_H
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__ static
+#define __align__(n) alignas(n)
+
+struct uint3 {
+    unsigned x, y, z;
+};
+struct dim3 {
+    unsigned x, y, z;
+    dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
+};
+struct float2 {
+    float x, y;
+};
+static inline float2 make_float2(float x, float y) { return float2{x, y}; }
+
+namespace emu {
+const uint3 &thread_idx();
+const uint3 &block_idx();
+const dim3 &block_dim();
+const dim3 &grid_dim();
+int lane();                              // lane of the calling thread in its warp
+void syncthreads();
+void warp_barrier();                     // every live lane of the warp arrives
+// Warp exchange: publish() stores `bytes` (<= 64) of the calling lane's data and waits
+// for the whole warp; slot(l) then reads lane l's; the caller ends with warp_barrier().
+void publish(const void *src, size_t bytes);
+const void *slot(int lane);
+unsigned char *dyn_smem();
+
+struct launch_cfg {
+    dim3 grid, block;
+    size_t smem;
+    launch_cfg(dim3 g, dim3 b, size_t s = 0, const void *stream = nullptr)
+        : grid(g), block(b), smem(s) {
+        (void)stream;
+    }
+};
+void launch(const launch_cfg &cfg, const std::function<void()> &body);
+}   // namespace emu
+
+#define threadIdx (emu::thread_idx())
+#define blockIdx (emu::block_idx())
+#define blockDim (emu::block_dim())
+#define gridDim (emu::grid_dim())
+
+static inline void __syncthreads() { emu::syncthreads(); }
+static inline void __syncwarp(unsigned mask = 0xffffffffu) {
+    (void)mask;
+    emu::warp_barrier();
+}
+template <typename T>
+static inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask) {
+    (void)mask;
+    emu::publish(&v, sizeof v);
+    T r;
+    memcpy(&r, emu::slot(emu::lane() ^ lane_mask), sizeof r);
+    emu::warp_barrier();
+    return r;
+}
+// CUDA's integer min/max (device functions without std::)
+static inline int min(int a, int b) { return a < b ? a : b; }
+static inline int max(int a, int b) { return a > b ? a : b; }
+
+// Fibers never run at the same time, so a plain read-modify-write is atomic.
+static inline float atomicAdd(float *p, float v) {
+    float old = *p;
+    *p = old + v;
+    return old;
+}
+
+#endif

@@ -1,0 +1,39 @@
+// tests/emu/include/cuda_bf16.h: bfloat16 for the host emulation: the raw 16 bits, and
+// the conversions of CUDA's cuda_bf16.h (round to nearest even; NaN stays NaN).
+#ifndef ANVIL_TESTS_EMU_CUDA_BF16_H
+#define ANVIL_TESTS_EMU_CUDA_BF16_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "tests/emu/emu_cuda.h"
+
+struct __nv_bfloat16 {
+    uint16_t bits;
+};
+struct __nv_bfloat162 {
+    __nv_bfloat16 x, y;
+};
+
+static inline float __bfloat162float(__nv_bfloat16 h) {
+    uint32_t u = (uint32_t)h.bits << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static inline __nv_bfloat16 __float2bfloat16_rn(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return __nv_bfloat16{(uint16_t)((u >> 16) | 0x40u)};
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return __nv_bfloat16{(uint16_t)(u >> 16)};
+}
+static inline __nv_bfloat16 __float2bfloat16(float f) { return __float2bfloat16_rn(f); }
+static inline __nv_bfloat162 __floats2bfloat162_rn(float lo, float hi) {
+    return __nv_bfloat162{__float2bfloat16_rn(lo), __float2bfloat16_rn(hi)};
+}
+static inline float2 __bfloat1622float2(__nv_bfloat162 v) {
+    return float2{__bfloat162float(v.x), __bfloat162float(v.y)};
+}
+
+#endif
