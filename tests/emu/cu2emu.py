@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """cu2emu.py IN.cu OUT.cc: a cuda backend source file as host C++ for tests/emu.
 
-Three rewrites, nothing else changes (the kernels' code is compiled as written):
+Four rewrites, nothing else changes (the kernels' code is compiled as written):
 - a launch `kernel<targs><<<grid, block, smem, stream>>>(args);` becomes
   `emu::launch(emu::launch_cfg(grid, block, smem, stream), [&] { kernel<targs>(args); });`
 - `extern __shared__ [__align__(n)] TYPE NAME[];` (dynamic shared memory) becomes
@@ -11,6 +11,7 @@ Three rewrites, nothing else changes (the kernels' code is compiled as written):
 A `#line` directive keeps compiler messages pointing at the .cu file. Exit 1 with a
 message if a launch cannot be parsed.
 """
+import os
 import re
 import sys
 
@@ -55,8 +56,7 @@ def rewrite_launches(src):
         i = b + 1
 
 
-def main():
-    inp, outp = sys.argv[1], sys.argv[2]
+def convert(inp):
     src = open(inp).read()
     start = src.find("// ---- PTX helpers")
     if start >= 0:
@@ -69,8 +69,19 @@ def main():
         src = rewrite_launches(src)
     except ValueError as err:
         sys.exit(f"cu2emu: {inp}: {err}")
-    with open(outp, "w") as f:
-        f.write(f'#line 1 "{inp}"\n' + src)
+
+    def inline(m):
+        path = os.path.join(os.path.dirname(inp), m.group(1))
+        line = src.count("\n", 0, m.start()) + 2
+        return convert(path) + f'\n#line {line} "{inp}"'
+    src = re.sub(r'^#include "kernels/cuda/((?!cuda_common)\w+\.cuh)"', inline, src, flags=re.M)
+    return f'#line 1 "{inp}"\n' + src
+
+
+def main():
+    src = convert(sys.argv[1])
+    with open(sys.argv[2], "w") as f:
+        f.write(src)
 
 
 if __name__ == "__main__":

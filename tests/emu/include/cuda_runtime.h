@@ -4,6 +4,7 @@
 #ifndef ANVIL_TESTS_EMU_CUDA_RUNTIME_H
 #define ANVIL_TESTS_EMU_CUDA_RUNTIME_H
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "tests/emu/emu_cuda.h"
@@ -25,6 +26,73 @@ static inline cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t
 template <typename K>
 static inline cudaError_t cudaFuncSetAttribute(K kernel, cudaFuncAttribute a, int v) {
     (void)kernel, (void)a, (void)v;
+    return cudaSuccess;
+}
+
+// memory: host memory, copies done at once
+enum cudaMemcpyKind {
+    cudaMemcpyHostToHost = 0,
+    cudaMemcpyHostToDevice = 1,
+    cudaMemcpyDeviceToHost = 2,
+    cudaMemcpyDeviceToDevice = 3,
+    cudaMemcpyDefault = 4
+};
+template <typename T>
+static inline cudaError_t cudaMalloc(T **p, size_t n) {
+    *p = (T *)malloc(n > 0 ? n : 1);
+    return *p != NULL ? cudaSuccess : 2;
+}
+template <typename T>
+static inline cudaError_t cudaMallocHost(T **p, size_t n) {
+    return cudaMalloc(p, n);
+}
+static inline cudaError_t cudaFree(void *p) {
+    free(p);
+    return cudaSuccess;
+}
+static inline cudaError_t cudaFreeHost(void *p) { return cudaFree(p); }
+static inline cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n,
+                                          cudaMemcpyKind k, cudaStream_t s) {
+    (void)k, (void)s;
+    memmove(dst, src, n);
+    return cudaSuccess;
+}
+// a __device__ variable is a host global here
+template <typename T>
+static inline cudaError_t cudaGetSymbolAddress(void **p, T &symbol) {
+    *p = (void *)&symbol;
+    return cudaSuccess;
+}
+
+// streams and events: everything has completed when a call returns
+typedef struct emu_event *cudaEvent_t;
+enum { cudaEventDisableTiming = 2 };
+static inline cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+    (void)s;
+    return cudaSuccess;
+}
+static inline cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags) {
+    (void)flags;
+    *e = (cudaEvent_t)1;
+    return cudaSuccess;
+}
+static inline cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+    (void)e, (void)s;
+    return cudaSuccess;
+}
+static inline cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    (void)e;
+    return cudaSuccess;
+}
+
+// occupancy: an H100-like multiprocessor (2048 threads, at most 32 blocks)
+template <typename K>
+static inline cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int *n, K kernel,
+                                                                        int threads,
+                                                                        size_t smem) {
+    (void)kernel, (void)smem;
+    int b = threads > 0 ? 2048 / threads : 1;
+    *n = b < 1 ? 1 : b > 32 ? 32 : b;
     return cudaSuccess;
 }
 
