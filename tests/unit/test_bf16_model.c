@@ -21,6 +21,12 @@
 //   rounding    every bf16 working weight equals its master weight rounded, bit for bit
 //   num_params  model_num_params equal on both
 // Prints one line per check and "N passed, N failed"; exits 1 on a failure.
+//
+// Built a second time with ANV_TEST_EMULATED_CUDA (tests/emu/meson.build): the
+// "emulated" side is then anv_backend_cuda(0) of tests/emu/emu_backend.cc, the cuda
+// backend's own kernels executed on the host (all but matmul and the memory ops), so
+// the same checks cover the whole training step through the CUDA kernels' code; with 2
+// query heads (1 kv head for llama) of size 32, so attention takes its tensor-core path.
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -131,8 +137,13 @@ static int test_family(const char *name, model_family family) {
     mc->family = family;
     mc->n_layer = 2;
     mc->d_model = 64;
+#ifdef ANV_TEST_EMULATED_CUDA
+    mc->n_head = 2;      // head size 32: attention's tensor-core kernels, not the generic ones
+    mc->n_kv_head = family == MODEL_FAMILY_LLAMA ? 1 : 2;
+#else
     mc->n_head = 4;
     mc->n_kv_head = family == MODEL_FAMILY_LLAMA ? 2 : 4;
+#endif
     mc->vocab_size = 101;
     mc->max_seq_len = 32;        // > T: the encoder reads only wpe's first T rows
     mc->tie_embeddings = family == MODEL_FAMILY_GPT2;
@@ -148,7 +159,11 @@ static int test_family(const char *name, model_family family) {
     memset(&cpu, 0, sizeof cpu);     // run_free is safe on both whatever fails first
     memset(&emu, 0, sizeof emu);
     if (run_setup(&cpu, &cfg, anv_backend_cpu()) != 0) goto done;
+#ifdef ANV_TEST_EMULATED_CUDA
+    if (run_setup(&emu, &cfg, anv_backend_cuda(0)) != 0) goto done;
+#else
     if (run_setup(&emu, &cfg, anv_backend_bf16_emulated()) != 0) goto done;
+#endif
     model *mcpu = &cpu.m, *memu = &emu.m;
 
     // ---- Vp ---------------------------------------------------------------------------
