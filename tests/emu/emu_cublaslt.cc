@@ -1,0 +1,210 @@
+// tests/emu/emu_cublaslt.cc: the cuBLASLt calls of kernels/cuda/matmul.cu, on the host,
+// with the meaning the cuBLASLt documentation gives them (tests/emu/include/cublasLt.h):
+//   - matrices are column-major: element (i, j) of a (rows, cols) layout with leading
+//     dimension ld is at i + j * ld; op(X) is X or its transpose (TRANSA / TRANSB);
+//   - D (m, n) = alpha op(A) (m, k) op(B) (k, n) + beta C, in fp32 (COMPUTE_32F), then
+//     the epilogue, then one rounding to D's type;
+//   - BIAS adds bias[i] to every element of row i (a vector of D's rows, packed);
+//   - GELU_AUX(_BIAS) writes the value before GELU (bias added) to the aux matrix (m, n,
+//     leading dimension AUX_LD, bf16) and gelu of it to D;
+//   - DGELU multiplies the matmul result by gelu'(aux) (aux as above, read).
+// GELU is the tanh approximation, which is what anvil assumes cuBLASLt computes
+// (kernels/cuda/matmul.cu); the GPU suite checks that assumption on a GPU.
+// Bad arguments (a layout whose shape does not match the problem, an epilogue without
+// its pointer) return CUBLAS_STATUS_INVALID_VALUE, as the library does.
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <vector>
+
+#include "tests/emu/include/cublasLt.h"
+#include "tests/emu/include/cuda_bf16.h"
+
+struct emu_lt_desc {
+    int transa = CUBLAS_OP_N, transb = CUBLAS_OP_N;
+    int epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+    const void *bias = nullptr;
+    int bias_type = -1;
+    const void *aux = nullptr;
+    int64_t aux_ld = 0;
+};
+struct emu_lt_layout {
+    int type;
+    uint64_t rows, cols;
+    int64_t ld;
+};
+struct emu_lt_pref {
+    int unused;
+};
+
+namespace {
+
+float get(const emu_lt_layout *l, const void *p, uint64_t i, uint64_t j) {
+    size_t at = (size_t)i + (size_t)j * (size_t)l->ld;
+    if (l->type == CUDA_R_32F) return ((const float *)p)[at];
+    return __bfloat162float(((const __nv_bfloat16 *)p)[at]);
+}
+void put(const emu_lt_layout *l, void *p, uint64_t i, uint64_t j, float v) {
+    size_t at = (size_t)i + (size_t)j * (size_t)l->ld;
+    if (l->type == CUDA_R_32F) ((float *)p)[at] = v;
+    else ((__nv_bfloat16 *)p)[at] = __float2bfloat16_rn(v);
+}
+
+float gelu(float x) {
+    const float s = 0.7978845608028654f;   // sqrt(2 / pi)
+    return 0.5f * x * (1.0f + tanhf(s * (x + 0.044715f * x * x * x)));
+}
+float gelu_grad(float x) {
+    const float s = 0.7978845608028654f;
+    float u = s * (x + 0.044715f * x * x * x), t = tanhf(u);
+    return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * s * (1.0f + 3.0f * 0.044715f * x * x);
+}
+
+}   // namespace
+
+cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *desc, cublasComputeType_t compute,
+                                        cudaDataType_t scale) {
+    if (compute != CUBLAS_COMPUTE_32F || scale != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
+    *desc = new emu_lt_desc;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t desc) {
+    delete desc;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc,
+                                              cublasLtMatmulDescAttributes_t attr,
+                                              const void *buf, size_t size) {
+    switch (attr) {
+    case CUBLASLT_MATMUL_DESC_TRANSA:
+    case CUBLASLT_MATMUL_DESC_TRANSB: {
+        int32_t v;
+        if (size != sizeof v) return CUBLAS_STATUS_INVALID_VALUE;
+        memcpy(&v, buf, sizeof v);
+        (attr == CUBLASLT_MATMUL_DESC_TRANSA ? desc->transa : desc->transb) = v;
+        return CUBLAS_STATUS_SUCCESS;
+    }
+    case CUBLASLT_MATMUL_DESC_EPILOGUE: {
+        uint32_t v;
+        if (size != sizeof v) return CUBLAS_STATUS_INVALID_VALUE;
+        memcpy(&v, buf, sizeof v);
+        desc->epilogue = (int)v;
+        return CUBLAS_STATUS_SUCCESS;
+    }
+    case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: {
+        int32_t v;
+        if (size != sizeof v) return CUBLAS_STATUS_INVALID_VALUE;
+        memcpy(&v, buf, sizeof v);
+        desc->bias_type = v;
+        return CUBLAS_STATUS_SUCCESS;
+    }
+    case CUBLASLT_MATMUL_DESC_BIAS_POINTER:
+    case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER: {
+        const void *p;
+        if (size != sizeof p) return CUBLAS_STATUS_INVALID_VALUE;
+        memcpy(&p, buf, sizeof p);
+        (attr == CUBLASLT_MATMUL_DESC_BIAS_POINTER ? desc->bias : desc->aux) = p;
+        return CUBLAS_STATUS_SUCCESS;
+    }
+    case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD: {
+        if (size != sizeof desc->aux_ld) return CUBLAS_STATUS_INVALID_VALUE;
+        memcpy(&desc->aux_ld, buf, sizeof desc->aux_ld);
+        return CUBLAS_STATUS_SUCCESS;
+    }
+    }
+    return CUBLAS_STATUS_INVALID_VALUE;
+}
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *layout, cudaDataType_t type,
+                                          uint64_t rows, uint64_t cols, int64_t ld) {
+    if (ld < (int64_t)rows || (type != CUDA_R_32F && type != CUDA_R_16BF))
+        return CUBLAS_STATUS_INVALID_VALUE;
+    *layout = new emu_lt_layout{(int)type, rows, cols, ld};
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t layout) {
+    delete layout;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t *pref) {
+    *pref = new emu_lt_pref{0};
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t pref) {
+    delete pref;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t pref,
+                                                    cublasLtMatmulPreferenceAttributes_t attr,
+                                                    const void *buf, size_t size) {
+    (void)pref, (void)attr, (void)buf, (void)size;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle,
+                                              cublasLtMatmulDesc_t desc,
+                                              cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+                                              cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d,
+                                              cublasLtMatmulPreference_t pref, int requested,
+                                              cublasLtMatmulHeuristicResult_t *results,
+                                              int *found) {
+    (void)handle, (void)desc, (void)a, (void)b, (void)c, (void)d, (void)pref;
+    if (requested < 1) return CUBLAS_STATUS_INVALID_VALUE;
+    memset(results, 0, sizeof *results);
+    *found = 1;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc,
+                              const void *alpha_, const void *a, cublasLtMatrixLayout_t al,
+                              const void *b, cublasLtMatrixLayout_t bl, const void *beta_,
+                              const void *c, cublasLtMatrixLayout_t cl, void *d,
+                              cublasLtMatrixLayout_t dl, const cublasLtMatmulAlgo_t *algo,
+                              void *workspace, size_t workspace_bytes, void *stream) {
+    (void)handle, (void)algo, (void)workspace, (void)workspace_bytes, (void)stream;
+    const float alpha = *(const float *)alpha_, beta = *(const float *)beta_;
+    const bool ta = desc->transa == CUBLAS_OP_T, tb = desc->transb == CUBLAS_OP_T;
+    const uint64_t m = dl->rows, n = dl->cols;
+    const uint64_t k = ta ? al->rows : al->cols;
+    // shapes: op(A) (m, k), op(B) (k, n), C and D (m, n)
+    if ((ta ? al->cols : al->rows) != m || (tb ? bl->cols : bl->rows) != k ||
+        (tb ? bl->rows : bl->cols) != n || cl->rows != m || cl->cols != n)
+        return CUBLAS_STATUS_INVALID_VALUE;
+    if (al->type != CUDA_R_16BF || bl->type != CUDA_R_16BF || cl->type != dl->type)
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    const int epi = desc->epilogue;
+    const bool use_bias = epi == CUBLASLT_EPILOGUE_BIAS || epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+    const bool use_aux = epi == CUBLASLT_EPILOGUE_GELU_AUX ||
+                         epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || epi == CUBLASLT_EPILOGUE_DGELU;
+    if (use_bias && (desc->bias == nullptr || desc->bias_type != CUDA_R_16BF))
+        return CUBLAS_STATUS_INVALID_VALUE;
+    if (use_aux && (desc->aux == nullptr || desc->aux_ld < (int64_t)m))
+        return CUBLAS_STATUS_INVALID_VALUE;
+    if (epi != CUBLASLT_EPILOGUE_DEFAULT && !use_bias && !use_aux)
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+
+    // op(A) as rows of k (m, k) and op(B)^T as rows of k (n, k), in fp32
+    std::vector<float> A((size_t)m * k), B((size_t)n * k);
+    for (uint64_t i = 0; i < m; i++)
+        for (uint64_t l = 0; l < k; l++) A[i * k + l] = ta ? get(al, a, l, i) : get(al, a, i, l);
+    for (uint64_t j = 0; j < n; j++)
+        for (uint64_t l = 0; l < k; l++) B[j * k + l] = tb ? get(bl, b, j, l) : get(bl, b, l, j);
+    emu_lt_layout auxl{CUDA_R_16BF, m, n, desc->aux_ld};
+    for (uint64_t j = 0; j < n; j++) {
+        for (uint64_t i = 0; i < m; i++) {
+            const float *ar = &A[i * k], *br = &B[j * k];
+            float s = 0.0f;
+            for (uint64_t l = 0; l < k; l++) s += ar[l] * br[l];
+            float v = alpha * s;
+            if (beta != 0.0f) v += beta * get(cl, c, i, j);
+            if (use_bias) v += __bfloat162float(((const __nv_bfloat16 *)desc->bias)[i]);
+            if (epi == CUBLASLT_EPILOGUE_GELU_AUX || epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS) {
+                put(&auxl, (void *)desc->aux, i, j, v);
+                v = gelu(v);
+            } else if (epi == CUBLASLT_EPILOGUE_DGELU) {
+                v *= gelu_grad(get(&auxl, desc->aux, i, j));
+            }
+            put(dl, d, i, j, v);
+        }
+    }
+    return CUBLAS_STATUS_SUCCESS;
+}
