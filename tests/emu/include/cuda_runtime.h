@@ -10,7 +10,7 @@
 #include "tests/emu/emu_cuda.h"
 
 typedef int cudaError_t;
-enum { cudaSuccess = 0 };
+enum { cudaSuccess = 0, cudaErrorMemoryAllocation = 2 };
 typedef struct emu_stream *cudaStream_t;
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 
@@ -64,9 +64,61 @@ static inline cudaError_t cudaGetSymbolAddress(void **p, T &symbol) {
     return cudaSuccess;
 }
 
+// the device: one, an H100-like part (compute capability 9.0) with 16 multiprocessors
+// (fewer than a real one: grids sized per SM stay small, and any count is correct) and
+// 80 GiB, of which the emulation itself uses host memory as it goes
+enum cudaDeviceAttr {
+    cudaDevAttrClockRate = 13,
+    cudaDevAttrMultiProcessorCount = 16,
+    cudaDevAttrComputeCapabilityMajor = 75,
+    cudaDevAttrComputeCapabilityMinor = 76
+};
+struct cudaDeviceProp {
+    char name[256];
+};
+static inline cudaError_t cudaGetDeviceCount(int *n) {
+    *n = 1;
+    return cudaSuccess;
+}
+static inline cudaError_t cudaSetDevice(int dev) { return dev == 0 ? cudaSuccess : 101; }
+static inline cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int dev) {
+    (void)dev;
+    switch (a) {
+    case cudaDevAttrClockRate: *v = 1980000; break;            // kHz
+    case cudaDevAttrMultiProcessorCount: *v = 16; break;
+    case cudaDevAttrComputeCapabilityMajor: *v = 9; break;
+    case cudaDevAttrComputeCapabilityMinor: *v = 0; break;
+    }
+    return cudaSuccess;
+}
+static inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int dev) {
+    (void)dev;
+    strcpy(p->name, "host emulation (tests/emu)");
+    return cudaSuccess;
+}
+static inline cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
+    *total_bytes = (size_t)80 << 30;
+    *free_bytes = (size_t)79 << 30;
+    return cudaSuccess;
+}
+
 // streams and events: everything has completed when a call returns
 typedef struct emu_event *cudaEvent_t;
 enum { cudaEventDisableTiming = 2 };
+enum { cudaStreamNonBlocking = 1 };
+static inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags) {
+    (void)flags;
+    *s = (cudaStream_t)1;          // a token: never dereferenced
+    return cudaSuccess;
+}
+static inline cudaError_t cudaStreamDestroy(cudaStream_t s) {
+    (void)s;
+    return cudaSuccess;
+}
+static inline cudaError_t cudaEventDestroy(cudaEvent_t e) {
+    (void)e;
+    return cudaSuccess;
+}
 static inline cudaError_t cudaStreamSynchronize(cudaStream_t s) {
     (void)s;
     return cudaSuccess;
