@@ -8,7 +8,8 @@
 //   - GELU_AUX(_BIAS) writes the value before GELU (bias added) to the aux matrix (m, n,
 //     leading dimension AUX_LD, bf16) and gelu of it to D;
 //   - DGELU multiplies the matmul result by gelu'(aux) (aux as above, read).
-// GELU is the tanh approximation, which is what anvil assumes cuBLASLt computes
+// The products are summed in fp32 by the cpu BLAS (sgemm), as COMPUTE_32F does on the
+// GPU in some other order. GELU is the tanh approximation, which is what anvil assumes cuBLASLt computes
 // (kernels/cuda/matmul.cu); the GPU suite checks that assumption on a GPU.
 // Bad arguments (a layout whose shape does not match the problem, an epilogue without
 // its pointer) return CUBLAS_STATUS_INVALID_VALUE, as the library does.
@@ -17,6 +18,8 @@
 #include <string.h>
 
 #include <vector>
+
+#include <cblas.h>
 
 #include "tests/emu/include/cublasLt.h"
 #include "tests/emu/include/cuda_bf16.h"
@@ -197,13 +200,14 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
         for (uint64_t l = 0; l < k; l++) A[i * k + l] = ta ? get(al, a, l, i) : get(al, a, i, l);
     for (uint64_t j = 0; j < n; j++)
         for (uint64_t l = 0; l < k; l++) B[j * k + l] = tb ? get(bl, b, j, l) : get(bl, b, l, j);
+    // the products in fp32 (COMPUTE_32F): P (m, n) row-major = A B^T, by the cpu BLAS
+    std::vector<float> P((size_t)m * n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)k, 1.0f, A.data(),
+                (int)k, B.data(), (int)k, 0.0f, P.data(), (int)n);
     emu_lt_layout auxl{CUDA_R_16BF, m, n, desc->aux_ld};
     for (uint64_t j = 0; j < n; j++) {
         for (uint64_t i = 0; i < m; i++) {
-            const float *ar = &A[i * k], *br = &B[j * k];
-            float s = 0.0f;
-            for (uint64_t l = 0; l < k; l++) s += ar[l] * br[l];
-            float v = alpha * s;
+            float v = alpha * P[i * n + j];
             if (beta != 0.0f) v += beta * get(cl, c, i, j);
             if (use_bias) v += __bfloat162float(((const __nv_bfloat16 *)desc->bias)[i]);
             if (epi == CUBLASLT_EPILOGUE_GELU_AUX || epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS) {

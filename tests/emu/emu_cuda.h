@@ -2,7 +2,7 @@
 // backend's kernels (kernels/cuda/*.cu) run and are tested on a machine without a GPU.
 //
 // Not a simulator of the hardware's timing: a kernel launch runs its blocks one after
-// the other, and the threads of a block as cooperative fibers (ucontext) on the calling
+// the other, and the threads of a block as cooperative fibers (own stacks) on the calling
 // thread. A fiber runs until it reaches a barrier (__syncthreads, __syncwarp, or a warp
 // collective: __shfl_xor_sync, ldmatrix, mma), where it yields until every live thread
 // of its block (or warp) has arrived. That gives what the kernels rely on: shared memory

@@ -1,0 +1,129 @@
+/* tests/emu/include/cuda_runtime_api.h: the CUDA runtime API calls anvil makes, for the
+ * host emulation (tests/emu), in C (parallel/comm_nccl.c includes this header) and C++
+ * (cuda_runtime.h adds what only C++ has: templates, the kernel execution model).
+ * Device memory is host memory; streams and events are tokens, since every launch and
+ * copy has completed when its call returns. The device: one, an H100-like part
+ * (compute capability 9.0) with 16 multiprocessors (fewer than a real one, so that
+ * grids sized per SM stay small; any count is correct) and 80 GiB. */
+#ifndef ANVIL_TESTS_EMU_CUDA_RUNTIME_API_H
+#define ANVIL_TESTS_EMU_CUDA_RUNTIME_API_H
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef int cudaError_t;
+enum { cudaSuccess = 0, cudaErrorMemoryAllocation = 2, cudaErrorInvalidDevice = 101 };
+typedef struct emu_stream *cudaStream_t;
+typedef struct emu_event *cudaEvent_t;
+enum { cudaStreamNonBlocking = 1, cudaEventDisableTiming = 2 };
+
+static inline cudaError_t cudaGetLastError(void) { return cudaSuccess; }
+static inline const char *cudaGetErrorString(cudaError_t e) {
+    return e == cudaSuccess ? "no error" : "error (host emulation)";
+}
+
+/* ---- memory: host memory, copies done at once ---- */
+typedef enum cudaMemcpyKind {
+    cudaMemcpyHostToHost = 0,
+    cudaMemcpyHostToDevice = 1,
+    cudaMemcpyDeviceToHost = 2,
+    cudaMemcpyDeviceToDevice = 3,
+    cudaMemcpyDefault = 4
+} cudaMemcpyKind;
+static inline cudaError_t cudaMalloc(void **p, size_t n) {
+    *p = malloc(n > 0 ? n : 1);
+    return *p != NULL ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+static inline cudaError_t cudaMallocHost(void **p, size_t n) { return cudaMalloc(p, n); }
+static inline cudaError_t cudaFree(void *p) {
+    free(p);
+    return cudaSuccess;
+}
+static inline cudaError_t cudaFreeHost(void *p) { return cudaFree(p); }
+static inline cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s) {
+    (void)s;
+    memset(p, v, n);
+    return cudaSuccess;
+}
+static inline cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n,
+                                          cudaMemcpyKind k, cudaStream_t s) {
+    (void)k, (void)s;
+    memmove(dst, src, n);
+    return cudaSuccess;
+}
+static inline cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
+    *total_bytes = (size_t)80 << 30;
+    *free_bytes = (size_t)79 << 30;
+    return cudaSuccess;
+}
+
+/* ---- the device ---- */
+typedef enum cudaDeviceAttr {
+    cudaDevAttrClockRate = 13,
+    cudaDevAttrMultiProcessorCount = 16,
+    cudaDevAttrComputeCapabilityMajor = 75,
+    cudaDevAttrComputeCapabilityMinor = 76
+} cudaDeviceAttr;
+typedef struct cudaDeviceProp {
+    char name[256];
+} cudaDeviceProp;
+static inline cudaError_t cudaGetDeviceCount(int *n) {
+    *n = 1;
+    return cudaSuccess;
+}
+static inline cudaError_t cudaSetDevice(int dev) {
+    return dev == 0 ? cudaSuccess : cudaErrorInvalidDevice;
+}
+static inline cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int dev) {
+    (void)dev;
+    switch (a) {
+    case cudaDevAttrClockRate: *v = 1980000; break;            /* kHz */
+    case cudaDevAttrMultiProcessorCount: *v = 16; break;
+    case cudaDevAttrComputeCapabilityMajor: *v = 9; break;
+    case cudaDevAttrComputeCapabilityMinor: *v = 0; break;
+    }
+    return cudaSuccess;
+}
+static inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int dev) {
+    (void)dev;
+    strcpy(p->name, "host emulation (tests/emu)");
+    return cudaSuccess;
+}
+
+/* ---- streams and events: tokens (everything has completed already) ---- */
+static inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags) {
+    (void)flags;
+    *s = (cudaStream_t)1;
+    return cudaSuccess;
+}
+static inline cudaError_t cudaStreamDestroy(cudaStream_t s) {
+    (void)s;
+    return cudaSuccess;
+}
+static inline cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+    (void)s;
+    return cudaSuccess;
+}
+static inline cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags) {
+    (void)s, (void)e, (void)flags;
+    return cudaSuccess;
+}
+static inline cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags) {
+    (void)flags;
+    *e = (cudaEvent_t)1;
+    return cudaSuccess;
+}
+static inline cudaError_t cudaEventDestroy(cudaEvent_t e) {
+    (void)e;
+    return cudaSuccess;
+}
+static inline cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+    (void)e, (void)s;
+    return cudaSuccess;
+}
+static inline cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    (void)e;
+    return cudaSuccess;
+}
+
+#endif
