@@ -195,6 +195,52 @@ __device__ __forceinline__ const bf16 *ldsm_b_addr(const bf16 *s, int ld, int n0
     return s + (n0 + (lane & 7) + (lane >> 4) * 8) * ld + k0 + ((lane >> 3) & 1) * 8;
 }
 
+// The A operand (16x16, bf16) of key chunk kc from fp32 accumulators acc (16 rows x 64
+// columns per warp, n-tiles of 8): the accumulator layout of n-tiles 2kc and 2kc+1 is the
+// A layout, so P (or dS) goes from one product into the next without shared memory.
+__device__ __forceinline__ void acc_to_a(uint32_t a[4], const float (*acc)[4], int kc) {
+    a[0] = pack_bf16(acc[2 * kc][0], acc[2 * kc][1]);
+    a[1] = pack_bf16(acc[2 * kc][2], acc[2 * kc][3]);
+    a[2] = pack_bf16(acc[2 * kc + 1][0], acc[2 * kc + 1][1]);
+    a[3] = pack_bf16(acc[2 * kc + 1][2], acc[2 * kc + 1][3]);
+}
+
+// acc (16 x D, D/8 n-tiles) += A (16x16) . M[k0..k0+16) (rows of a row-major (., D)
+// shared matrix with ld elements per row, read transposed by ldmatrix).
+template <int D>
+__device__ __forceinline__ void mma_a_rows(float (*acc)[4], const uint32_t a[4], const bf16 *m,
+                                           int ld, int k0, int lane) {
+    #pragma unroll
+    for (int dp = 0; dp < D / 16; dp++) {
+        uint32_t bb[4];
+        ldsm_x4_t(bb, ldsm_a_addr(m, ld, k0, dp * 16, lane));
+        mma_bf16(acc[2 * dp], a, bb[0], bb[1]);
+        mma_bf16(acc[2 * dp + 1], a, bb[2], bb[3]);
+    }
+}
+
+// acc (16 x 64) = X[r0..r0+16) . Y[0..64)^T for two row-major (., D) shared tiles X and
+// Y (ld D + ATT_PAD): the scores of one warp's 16 rows against a 64-row tile.
+template <int D>
+__device__ __forceinline__ void mma_abt(float (*acc)[4], const bf16 *x, const bf16 *y, int r0,
+                                        int lane) {
+    constexpr int LD = D + ATT_PAD, NT = ATT_TILE / 8;
+    #pragma unroll
+    for (int i = 0; i < NT; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
+    #pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        uint32_t a[4];
+        ldsm_x4(a, ldsm_a_addr(x, LD, r0, kk * 16, lane));
+        #pragma unroll
+        for (int np = 0; np < NT / 2; np++) {
+            uint32_t bb[4];
+            ldsm_x4(bb, ldsm_b_addr(y, LD, np * 16, kk * 16, lane));
+            mma_bf16(acc[2 * np], a, bb[0], bb[1]);
+            mma_bf16(acc[2 * np + 1], a, bb[2], bb[3]);
+        }
+    }
+}
+
 // ---- forward, tensor cores ----------------------------------------------------------
 template <int D, bool ROPE>
 __global__ void __launch_bounds__(ATT_THREADS)
@@ -305,16 +351,9 @@ attn_fwd_mma(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
 
         // O += P V
         for (int kc = 0; kc < ATT_TILE / 16; kc++) {
-            uint32_t a[4] = {pack_bf16(s[2 * kc][0], s[2 * kc][1]),
-                             pack_bf16(s[2 * kc][2], s[2 * kc][3]),
-                             pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]),
-                             pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3])};
-            for (int dp = 0; dp < D / 16; dp++) {
-                uint32_t bb[4];
-                ldsm_x4_t(bb, ldsm_a_addr(cV, LD, kc * 16, dp * 16, lane));
-                mma_bf16(o[2 * dp], a, bb[0], bb[1]);
-                mma_bf16(o[2 * dp + 1], a, bb[2], bb[3]);
-            }
+            uint32_t a[4];
+            acc_to_a(a, s, kc);
+            mma_a_rows<D>(o, a, cV, LD, kc * 16, lane);
         }
     }
 
@@ -377,7 +416,6 @@ attn_bwd_mma(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *dout, const float *l
     // ROPE (dq_acc then gathers the gradient w.r.t. the rotated q)
     constexpr int LD = D + ATT_PAD;
     constexpr int LDS = ATT_TILE + ATT_PAD;     // dS^T rows: 64 query columns + pad
-    constexpr int KT = D / 16;
     constexpr int NT = ATT_TILE / 8;
     constexpr int DT = D / 8;
     extern __shared__ __align__(16) unsigned char att_smem[];
@@ -444,17 +482,7 @@ attn_bwd_mma(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *dout, const float *l
 
         // S^T = K Q^T (16 keys x 64 queries per warp)
         float s[NT][4];
-        for (int i = 0; i < NT; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
-        for (int kk = 0; kk < KT; kk++) {
-            uint32_t a[4];
-            ldsm_x4(a, ldsm_a_addr(sK, LD, warp * 16, kk * 16, lane));
-            for (int np = 0; np < NT / 2; np++) {
-                uint32_t bb[4];
-                ldsm_x4(bb, ldsm_b_addr(cQ, LD, np * 16, kk * 16, lane));
-                mma_bf16(s[2 * np], a, bb[0], bb[1]);
-                mma_bf16(s[2 * np + 1], a, bb[2], bb[3]);
-            }
-        }
+        mma_abt<D>(s, sK, cQ, warp * 16, lane);
         // P^T = exp(S^T scale - lse); zero where query < key (causal) or query >= T
         const int need_mask = qt == jb || q0 + ATT_TILE > T;
         for (int nt = 0; nt < NT; nt++)
@@ -467,31 +495,14 @@ attn_bwd_mma(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *dout, const float *l
             }
         // dV += P^T dO
         for (int kc = 0; kc < ATT_TILE / 16; kc++) {
-            uint32_t a[4] = {pack_bf16(s[2 * kc][0], s[2 * kc][1]),
-                             pack_bf16(s[2 * kc][2], s[2 * kc][3]),
-                             pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]),
-                             pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3])};
-            for (int dp = 0; dp < D / 16; dp++) {
-                uint32_t bb[4];
-                ldsm_x4_t(bb, ldsm_a_addr(cO, LD, kc * 16, dp * 16, lane));
-                mma_bf16(dva[2 * dp], a, bb[0], bb[1]);
-                mma_bf16(dva[2 * dp + 1], a, bb[2], bb[3]);
-            }
+            uint32_t a[4];
+            acc_to_a(a, s, kc);
+            mma_a_rows<D>(dva, a, cO, LD, kc * 16, lane);
         }
         // dP^T = V dO^T, then dS^T = P^T (dP^T - Dv) in place of P^T
         {
             float dp[NT][4];
-            for (int i = 0; i < NT; i++) dp[i][0] = dp[i][1] = dp[i][2] = dp[i][3] = 0.0f;
-            for (int kk = 0; kk < KT; kk++) {
-                uint32_t a[4];
-                ldsm_x4(a, ldsm_a_addr(sV, LD, warp * 16, kk * 16, lane));
-                for (int np = 0; np < NT / 2; np++) {
-                    uint32_t bb[4];
-                    ldsm_x4(bb, ldsm_b_addr(cO, LD, np * 16, kk * 16, lane));
-                    mma_bf16(dp[2 * np], a, bb[0], bb[1]);
-                    mma_bf16(dp[2 * np + 1], a, bb[2], bb[3]);
-                }
-            }
+            mma_abt<D>(dp, sV, cO, warp * 16, lane);
             for (int nt = 0; nt < NT; nt++)
                 for (int c = 0; c < 4; c++) {
                     int col = nt * 8 + 2 * t4 + (c & 1);
@@ -500,16 +511,9 @@ attn_bwd_mma(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *dout, const float *l
         }
         // dK += dS^T Q; dS^T to shared for dQ
         for (int kc = 0; kc < ATT_TILE / 16; kc++) {
-            uint32_t a[4] = {pack_bf16(s[2 * kc][0], s[2 * kc][1]),
-                             pack_bf16(s[2 * kc][2], s[2 * kc][3]),
-                             pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]),
-                             pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3])};
-            for (int dp = 0; dp < D / 16; dp++) {
-                uint32_t bb[4];
-                ldsm_x4_t(bb, ldsm_a_addr(cQ, LD, kc * 16, dp * 16, lane));
-                mma_bf16(dka[2 * dp], a, bb[0], bb[1]);
-                mma_bf16(dka[2 * dp + 1], a, bb[2], bb[3]);
-            }
+            uint32_t a[4];
+            acc_to_a(a, s, kc);
+            mma_a_rows<D>(dka, a, cQ, LD, kc * 16, lane);
             bf16 *row0 = sS + (warp * 16 + g) * LDS + kc * 16 + 2 * t4;   // 4-byte aligned
             *reinterpret_cast<uint32_t *>(row0) = a[0];
             *reinterpret_cast<uint32_t *>(row0 + 8 * LDS) = a[1];

@@ -51,23 +51,10 @@ __global__ void __launch_bounds__(NORM_MAX_THREADS)
     __shared__ float sh[32];
     const size_t off = (size_t)blockIdx.x * C;                   // row offset
     float x[VPT][8];                                             // this thread's chunks
+    norm_row_load<VPT, VEC, RES>(x, res, a, b, off, C);
     float sum = 0.0f;
     #pragma unroll
     for (int j = 0; j < VPT; j++) {
-        const int c0 = 8 * (threadIdx.x + j * blockDim.x);
-        #pragma unroll
-        for (int i = 0; i < 8; i++) x[j][i] = 0.0f;
-        if (c0 < C) {
-            norm_load8<VEC>(x[j], a + off, c0, C);
-            if (RES) {
-                float y[8];
-                norm_load8<VEC>(y, b + off, c0, C);
-                #pragma unroll
-                for (int i = 0; i < 8; i++)
-                    x[j][i] = __bfloat162float(__float2bfloat16_rn(x[j][i] + y[i]));
-                norm_store8<VEC>(res + off, c0, C, x[j]);
-            }
-        }
         #pragma unroll
         for (int i = 0; i < 8; i++) sum += x[j][i];              // masked channels are 0
     }
@@ -163,19 +150,8 @@ __global__ void __launch_bounds__(NORM_MAX_THREADS)
         }
     }
     if (part == NULL) return;
-    float *pw = part + (size_t)blockIdx.x * C;                   // (C) partial dweight
-    float *pb = part + ((size_t)gridDim.x + blockIdx.x) * C;     // (C) partial dbias
-    #pragma unroll
-    for (int j = 0; j < VPT; j++) {
-        const int c0 = 8 * (threadIdx.x + j * blockDim.x);
-        #pragma unroll
-        for (int i = 0; i < 8; i++) {
-            if (c0 + i < C) {
-                pw[c0 + i] = dw[j][i];
-                pb[c0 + i] = db[j][i];
-            }
-        }
-    }
+    norm_partial_store<VPT>(part + (size_t)blockIdx.x * C, dw, C);                 // dweight
+    norm_partial_store<VPT>(part + ((size_t)gridDim.x + blockIdx.x) * C, db, C);  // dbias
 }
 
 // ---- host ----------------------------------------------------------------------------------
@@ -189,21 +165,6 @@ typedef struct layernorm_fwd_args {
     float eps;
 } layernorm_fwd_args;
 
-template <int VPT, bool VEC, bool RES>
-static void layernorm_forward_launch(int threads, const layernorm_fwd_args &p) {
-    layernorm_forward_kernel<VPT, VEC, RES><<<p.N, threads, 0, cuda_stream_compute>>>(
-        p.res, p.out, p.mean, p.rstd, p.a, p.b, p.weight, p.bias, p.C, p.eps);
-    CUDA_LAUNCH_CHECK();
-}
-
-template <int VPT, bool RES>
-static void layernorm_forward_vec(bool vec, int threads, const layernorm_fwd_args &p) {
-    if (vec)
-        layernorm_forward_launch<VPT, true, RES>(threads, p);
-    else
-        layernorm_forward_launch<VPT, false, RES>(threads, p);
-}
-
 template <bool RES>
 static void layernorm_forward_any(const layernorm_fwd_args &p) {
     if (p.N <= 0 || p.C <= 0) return;
@@ -212,12 +173,12 @@ static void layernorm_forward_any(const layernorm_fwd_args &p) {
     // aligned16(NULL) holds: the unused res, b of the plain forward do not matter
     bool vec = p.C % 8 == 0 && aligned16(p.res) && aligned16(p.out) && aligned16(p.a) &&
                aligned16(p.b) && aligned16(p.weight) && aligned16(p.bias);
-    switch (vpt) {
-    case 1: layernorm_forward_vec<1, RES>(vec, threads, p); break;
-    case 2: layernorm_forward_vec<2, RES>(vec, threads, p); break;
-    case 4: layernorm_forward_vec<4, RES>(vec, threads, p); break;
-    default: layernorm_forward_vec<8, RES>(vec, threads, p); break;
-    }
+    norm_dispatch(vpt, vec, [&](auto V, auto E) {
+        layernorm_forward_kernel<decltype(V)::value, decltype(E)::value, RES>
+            <<<p.N, threads, 0, cuda_stream_compute>>>(p.res, p.out, p.mean, p.rstd, p.a, p.b,
+                                                       p.weight, p.bias, p.C, p.eps);
+        CUDA_LAUNCH_CHECK();
+    });
 }
 
 void cuda_layernorm_forward(anv_act *out, float *mean, float *rstd, const anv_act *inp,
@@ -274,14 +235,6 @@ static void layernorm_backward_launch(int threads, const layernorm_bwd_args &p) 
     if (part != NULL) norm_partials_reduce(p.dweight, p.dbias, part, 2, G, p.C);
 }
 
-template <int VPT>
-static void layernorm_backward_vec(bool vec, int threads, const layernorm_bwd_args &p) {
-    if (vec)
-        layernorm_backward_launch<VPT, true>(threads, p);
-    else
-        layernorm_backward_launch<VPT, false>(threads, p);
-}
-
 void cuda_layernorm_backward(anv_act *dinp, float *dweight, float *dbias,
                              const anv_act *dout, const anv_act *inp, const anv_act *weight,
                              const float *mean, const float *rstd, int N, int C) {
@@ -294,10 +247,7 @@ void cuda_layernorm_backward(anv_act *dinp, float *dweight, float *dbias,
     norm_shape(C, "layernorm", &vpt, &threads);
     bool vec = C % 8 == 0 && aligned16(p.dinp) && aligned16(p.dout) && aligned16(p.inp) &&
                aligned16(p.weight);
-    switch (vpt) {
-    case 1: layernorm_backward_vec<1>(vec, threads, p); break;
-    case 2: layernorm_backward_vec<2>(vec, threads, p); break;
-    case 4: layernorm_backward_vec<4>(vec, threads, p); break;
-    default: layernorm_backward_vec<8>(vec, threads, p); break;
-    }
+    norm_dispatch(vpt, vec, [&](auto V, auto E) {
+        layernorm_backward_launch<decltype(V)::value, decltype(E)::value>(threads, p);
+    });
 }

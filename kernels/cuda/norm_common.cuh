@@ -11,6 +11,8 @@
 #ifndef ANVIL_KERNELS_CUDA_NORM_COMMON_CUH
 #define ANVIL_KERNELS_CUDA_NORM_COMMON_CUH
 
+#include <type_traits>
+
 #include "kernels/cuda/cuda_common.cuh"
 
 #define NORM_MAX_THREADS 256          // threads per row block; registers allow VPT <= 8
@@ -44,6 +46,44 @@ __device__ __forceinline__ void norm_store8(bf16 *row, int c0, int C, const floa
         #pragma unroll
         for (int i = 0; i < 8; i++)
             if (c0 + i < C) row[c0 + i] = __float2bfloat16_rn(src[i]);
+    }
+}
+
+// The forward's row n (offset off = n * C) into this thread's chunks x (channels >= C
+// read as 0). RES: the row is a + b, rounded to bf16 and stored to res (which may alias
+// a or b); else it is a (res and b unused).
+template <int VPT, bool VEC, bool RES>
+__device__ __forceinline__ void norm_row_load(float (&x)[VPT][8], bf16 *res, const bf16 *a,
+                                              const bf16 *b, size_t off, int C) {
+    #pragma unroll
+    for (int j = 0; j < VPT; j++) {
+        const int c0 = 8 * (threadIdx.x + j * blockDim.x);
+        #pragma unroll
+        for (int i = 0; i < 8; i++) x[j][i] = 0.0f;
+        if (c0 < C) {
+            norm_load8<VEC>(x[j], a + off, c0, C);
+            if (RES) {
+                float y[8];
+                norm_load8<VEC>(y, b + off, c0, C);
+                #pragma unroll
+                for (int i = 0; i < 8; i++)
+                    x[j][i] = __bfloat162float(__float2bfloat16_rn(x[j][i] + y[i]));
+                norm_store8<VEC>(res + off, c0, C, x[j]);
+            }
+        }
+    }
+}
+
+// This thread's channels of a block's partial sums v into row (C) of the partials.
+template <int VPT>
+__device__ __forceinline__ void norm_partial_store(float *row, const float (&v)[VPT][8],
+                                                   int C) {
+    #pragma unroll
+    for (int j = 0; j < VPT; j++) {
+        const int c0 = 8 * (threadIdx.x + j * blockDim.x);
+        #pragma unroll
+        for (int i = 0; i < 8; i++)
+            if (c0 + i < C) row[c0 + i] = v[j][i];
     }
 }
 
@@ -81,6 +121,22 @@ static inline void norm_shape(int C, const char *op, int *vpt, int *threads) {
     int t = (nchunks + v - 1) / v;
     *vpt = v;
     *threads = (t + 31) / 32 * 32;
+}
+
+// Calls f(VPT, VEC) with VPT = std::integral_constant<int, vpt> (vpt in 1, 2, 4, 8) and
+// VEC = std::integral_constant<bool, vec>: the kernel instance for a row shape.
+template <typename F>
+static inline void norm_dispatch(int vpt, bool vec, F &&f) {
+    auto with_vec = [&](auto v) {
+        if (vec) f(v, std::true_type{});
+        else f(v, std::false_type{});
+    };
+    switch (vpt) {
+    case 1: with_vec(std::integral_constant<int, 1>{}); break;
+    case 2: with_vec(std::integral_constant<int, 2>{}); break;
+    case 4: with_vec(std::integral_constant<int, 4>{}); break;
+    default: with_vec(std::integral_constant<int, 8>{}); break;
+    }
 }
 
 // Blocks G of a backward over N rows: enough to fill the device (per_sm resident per

@@ -35,23 +35,10 @@ __global__ void __launch_bounds__(NORM_MAX_THREADS)
     __shared__ float sh[32];
     const size_t off = (size_t)blockIdx.x * C;                   // row offset
     float x[VPT][8];                                             // this thread's chunks
+    norm_row_load<VPT, VEC, RES>(x, res, a, b, off, C);
     float ss = 0.0f;
     #pragma unroll
     for (int j = 0; j < VPT; j++) {
-        const int c0 = 8 * (threadIdx.x + j * blockDim.x);
-        #pragma unroll
-        for (int i = 0; i < 8; i++) x[j][i] = 0.0f;
-        if (c0 < C) {
-            norm_load8<VEC>(x[j], a + off, c0, C);
-            if (RES) {
-                float y[8];
-                norm_load8<VEC>(y, b + off, c0, C);
-                #pragma unroll
-                for (int i = 0; i < 8; i++)
-                    x[j][i] = __bfloat162float(__float2bfloat16_rn(x[j][i] + y[i]));
-                norm_store8<VEC>(res + off, c0, C, x[j]);
-            }
-        }
         #pragma unroll
         for (int i = 0; i < 8; i++) ss += x[j][i] * x[j][i];     // masked channels are 0
     }
@@ -122,15 +109,7 @@ __global__ void __launch_bounds__(NORM_MAX_THREADS)
             }
         }
     }
-    if (part == NULL) return;
-    float *pw = part + (size_t)blockIdx.x * C;                   // (C) partial dweight
-    #pragma unroll
-    for (int j = 0; j < VPT; j++) {
-        const int c0 = 8 * (threadIdx.x + j * blockDim.x);
-        #pragma unroll
-        for (int i = 0; i < 8; i++)
-            if (c0 + i < C) pw[c0 + i] = dw[j][i];
-    }
+    if (part != NULL) norm_partial_store<VPT>(part + (size_t)blockIdx.x * C, dw, C);
 }
 
 // ---- host ----------------------------------------------------------------------------------
@@ -144,21 +123,6 @@ typedef struct rmsnorm_fwd_args {
     float eps;
 } rmsnorm_fwd_args;
 
-template <int VPT, bool VEC, bool RES>
-static void rmsnorm_forward_launch(int threads, const rmsnorm_fwd_args &p) {
-    rmsnorm_forward_kernel<VPT, VEC, RES><<<p.N, threads, 0, cuda_stream_compute>>>(
-        p.res, p.out, p.rstd, p.a, p.b, p.weight, p.C, p.eps);
-    CUDA_LAUNCH_CHECK();
-}
-
-template <int VPT, bool RES>
-static void rmsnorm_forward_vec(bool vec, int threads, const rmsnorm_fwd_args &p) {
-    if (vec)
-        rmsnorm_forward_launch<VPT, true, RES>(threads, p);
-    else
-        rmsnorm_forward_launch<VPT, false, RES>(threads, p);
-}
-
 template <bool RES>
 static void rmsnorm_forward_any(const rmsnorm_fwd_args &p) {
     if (p.N <= 0 || p.C <= 0) return;
@@ -167,12 +131,12 @@ static void rmsnorm_forward_any(const rmsnorm_fwd_args &p) {
     // aligned16(NULL) holds: the unused res, b of the plain forward do not matter
     bool vec = p.C % 8 == 0 && aligned16(p.res) && aligned16(p.out) && aligned16(p.a) &&
                aligned16(p.b) && aligned16(p.weight);
-    switch (vpt) {
-    case 1: rmsnorm_forward_vec<1, RES>(vec, threads, p); break;
-    case 2: rmsnorm_forward_vec<2, RES>(vec, threads, p); break;
-    case 4: rmsnorm_forward_vec<4, RES>(vec, threads, p); break;
-    default: rmsnorm_forward_vec<8, RES>(vec, threads, p); break;
-    }
+    norm_dispatch(vpt, vec, [&](auto V, auto E) {
+        rmsnorm_forward_kernel<decltype(V)::value, decltype(E)::value, RES>
+            <<<p.N, threads, 0, cuda_stream_compute>>>(p.res, p.out, p.rstd, p.a, p.b,
+                                                       p.weight, p.C, p.eps);
+        CUDA_LAUNCH_CHECK();
+    });
 }
 
 void cuda_rmsnorm_forward(anv_act *out, float *rstd, const anv_act *inp,
@@ -226,14 +190,6 @@ static void rmsnorm_backward_launch(int threads, const rmsnorm_bwd_args &p) {
     if (part != NULL) norm_partials_reduce(p.dweight, NULL, part, 1, G, p.C);
 }
 
-template <int VPT>
-static void rmsnorm_backward_vec(bool vec, int threads, const rmsnorm_bwd_args &p) {
-    if (vec)
-        rmsnorm_backward_launch<VPT, true>(threads, p);
-    else
-        rmsnorm_backward_launch<VPT, false>(threads, p);
-}
-
 void cuda_rmsnorm_backward(anv_act *dinp, float *dweight, const anv_act *dout,
                            const anv_act *inp, const anv_act *weight, const float *rstd,
                            int N, int C) {
@@ -245,10 +201,7 @@ void cuda_rmsnorm_backward(anv_act *dinp, float *dweight, const anv_act *dout,
     norm_shape(C, "rmsnorm", &vpt, &threads);
     bool vec = C % 8 == 0 && aligned16(p.dinp) && aligned16(p.dout) && aligned16(p.inp) &&
                aligned16(p.weight);
-    switch (vpt) {
-    case 1: rmsnorm_backward_vec<1>(vec, threads, p); break;
-    case 2: rmsnorm_backward_vec<2>(vec, threads, p); break;
-    case 4: rmsnorm_backward_vec<4>(vec, threads, p); break;
-    default: rmsnorm_backward_vec<8>(vec, threads, p); break;
-    }
+    norm_dispatch(vpt, vec, [&](auto V, auto E) {
+        rmsnorm_backward_launch<decltype(V)::value, decltype(E)::value>(threads, p);
+    });
 }

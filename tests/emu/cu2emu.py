@@ -38,6 +38,8 @@ def rewrite_launches(src):
             out.append(src[i:])
             return "".join(out)
         k = j
+        while src[k - 1].isspace():       # a launch may start on the next line
+            k -= 1
         if src[k - 1] == ">":             # template arguments: walk back to their '<'
             k = matching(src, k - 1, ">", "<", -1)
         while k > 0 and (src[k - 1].isalnum() or src[k - 1] == "_"):
