@@ -146,16 +146,13 @@ sumsq_chunks_kernel(float *partial, const float *x, const opt_seg *segs, int nse
         size_t len = s->n - start < OPT_CHUNK ? s->n - start : OPT_CHUNK;
         const float *p = x + s->off + start;                      // (len)
         float acc = 0.0f;
-        size_t done = 0;
-        if (s->vec) {
-            size_t nv = len / 4;
-            for (size_t i = threadIdx.x; i < nv; i += blockDim.x) {
+        strided_vec<4>(
+            len, threadIdx.x, blockDim.x, s->vec,
+            [&](size_t i) {
                 x128<float> v = load128(p + 4 * i);
                 acc += v[0] * v[0] + v[1] * v[1] + v[2] * v[2] + v[3] * v[3];
-            }
-            done = nv * 4;
-        }
-        for (size_t i = done + threadIdx.x; i < len; i += blockDim.x) acc += p[i] * p[i];
+            },
+            [&](size_t i) { acc += p[i] * p[i]; });
         // block_sum ends with a barrier: every thread has read sh_seg before thread 0
         // writes the next one
         acc = block_sum(acc, sh);
@@ -219,38 +216,28 @@ extern "C" double cuda_sum_squares(const float *x, const anv_seg *segs, int nseg
 // x (n) *= s. VEC: x 16-byte aligned, 4 per step; scalar tail.
 template <bool VEC>
 __global__ void scale_kernel(float *x, float s, size_t n) {
-    size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    size_t stride = (size_t)gridDim.x * blockDim.x;
-    size_t done = 0;
-    if (VEC) {
-        size_t nv = n / 4;
-        for (size_t i = tid; i < nv; i += stride) {
+    strided_vec<4>(
+        n, (size_t)blockIdx.x * blockDim.x + threadIdx.x, (size_t)gridDim.x * blockDim.x, VEC,
+        [&](size_t i) {
             x128<float> v = load128(x + 4 * i);
             for (int k = 0; k < 4; k++) v[k] *= s;
             store128(x + 4 * i, v);
-        }
-        done = nv * 4;
-    }
-    for (size_t i = done + tid; i < n; i += stride) x[i] *= s;
+        },
+        [&](size_t i) { x[i] *= s; });
 }
 
 // dst (n) += src (n). VEC: both 16-byte aligned, 4 per step; scalar tail.
 template <bool VEC>
 __global__ void add_f32_kernel(float *dst, const float *src, size_t n) {
-    size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    size_t stride = (size_t)gridDim.x * blockDim.x;
-    size_t done = 0;
-    if (VEC) {
-        size_t nv = n / 4;
-        for (size_t i = tid; i < nv; i += stride) {
+    strided_vec<4>(
+        n, (size_t)blockIdx.x * blockDim.x + threadIdx.x, (size_t)gridDim.x * blockDim.x, VEC,
+        [&](size_t i) {
             x128<float> d = load128(dst + 4 * i);
             x128<float> s = load128(src + 4 * i);
             for (int k = 0; k < 4; k++) d[k] += s[k];
             store128(dst + 4 * i, d);
-        }
-        done = nv * 4;
-    }
-    for (size_t i = done + tid; i < n; i += stride) dst[i] += src[i];
+        },
+        [&](size_t i) { dst[i] += src[i]; });
 }
 
 // Blocks for the streaming kernels above: one thread per vector (or element), capped at
@@ -328,10 +315,9 @@ adamw_chunks_kernel(bf16 *param, float *master, const float *grad, float *m, flo
         size_t len = s.n - start < OPT_CHUNK ? s.n - start : OPT_CHUNK;
         size_t base = s.off + start;
         float wd = s.weight_decay;
-        size_t done = 0;
-        if (s.vec) {
-            size_t nv = len / 4;
-            for (size_t i = threadIdx.x; i < nv; i += blockDim.x) {
+        strided_vec<4>(
+            len, threadIdx.x, blockDim.x, s.vec,
+            [&](size_t i) {
                 size_t e = base + 4 * i;
                 x128<float> w = load128(master + e), g = load128(grad + e);
                 x128<float> mm = load128(m + e), vv = load128(v + e);
@@ -343,18 +329,16 @@ adamw_chunks_kernel(bf16 *param, float *master, const float *grad, float *m, flo
                 p.lo = __floats2bfloat162_rn(w[0], w[1]);
                 p.hi = __floats2bfloat162_rn(w[2], w[3]);
                 *reinterpret_cast<bf16x4 *>(param + e) = p;
-            }
-            done = nv * 4;
-        }
-        for (size_t i = done + threadIdx.x; i < len; i += blockDim.x) {
-            size_t e = base + i;
-            float mi = m[e], vi = v[e];
-            float w = adamw_elem(master[e], grad[e], mi, vi, wd, k);
-            master[e] = w;
-            m[e] = mi;
-            v[e] = vi;
-            param[e] = __float2bfloat16_rn(w);
-        }
+            },
+            [&](size_t i) {
+                size_t e = base + i;
+                float mi = m[e], vi = v[e];
+                float w = adamw_elem(master[e], grad[e], mi, vi, wd, k);
+                master[e] = w;
+                m[e] = mi;
+                v[e] = vi;
+                param[e] = __float2bfloat16_rn(w);
+            });
     }
 }
 

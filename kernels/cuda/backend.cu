@@ -241,12 +241,9 @@ extern "C" void cuda_act_to_host_f32(float *dst, const anv_act *src, size_t n) {
 // 8 elements per step (two 16-byte loads, one 16-byte store); the tail is scalar.
 template <bool VEC>
 __global__ void f32_to_bf16_kernel(bf16 *dst, const float *src, size_t n) {
-    size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    size_t stride = (size_t)gridDim.x * blockDim.x;
-    size_t done = 0;
-    if (VEC) {
-        size_t nv = n / 8;
-        for (size_t i = tid; i < nv; i += stride) {
+    strided_vec<8>(
+        n, (size_t)blockIdx.x * blockDim.x + threadIdx.x, (size_t)gridDim.x * blockDim.x, VEC,
+        [&](size_t i) {
             x128<float> a = load128(src + 8 * i), b = load128(src + 8 * i + 4);
             x128<bf16> o;
             for (int k = 0; k < 4; k++) {
@@ -254,21 +251,16 @@ __global__ void f32_to_bf16_kernel(bf16 *dst, const float *src, size_t n) {
                 o[k + 4] = __float2bfloat16_rn(b[k]);
             }
             store128(dst + 8 * i, o);
-        }
-        done = nv * 8;
-    }
-    for (size_t i = done + tid; i < n; i += stride) dst[i] = __float2bfloat16_rn(src[i]);
+        },
+        [&](size_t i) { dst[i] = __float2bfloat16_rn(src[i]); });
 }
 
 // dst (n) = fp32(src (n)), exact; same layout of work as above.
 template <bool VEC>
 __global__ void bf16_to_f32_kernel(float *dst, const bf16 *src, size_t n) {
-    size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    size_t stride = (size_t)gridDim.x * blockDim.x;
-    size_t done = 0;
-    if (VEC) {
-        size_t nv = n / 8;
-        for (size_t i = tid; i < nv; i += stride) {
+    strided_vec<8>(
+        n, (size_t)blockIdx.x * blockDim.x + threadIdx.x, (size_t)gridDim.x * blockDim.x, VEC,
+        [&](size_t i) {
             x128<bf16> a = load128(src + 8 * i);
             x128<float> lo, hi;
             for (int k = 0; k < 4; k++) {
@@ -277,10 +269,8 @@ __global__ void bf16_to_f32_kernel(float *dst, const bf16 *src, size_t n) {
             }
             store128(dst + 8 * i, lo);
             store128(dst + 8 * i + 4, hi);
-        }
-        done = nv * 8;
-    }
-    for (size_t i = done + tid; i < n; i += stride) dst[i] = __bfloat162float(src[i]);
+        },
+        [&](size_t i) { dst[i] = __bfloat162float(src[i]); });
 }
 
 // blocks for `work` units of one thread each, capped for the grid-stride loops

@@ -130,4 +130,20 @@ __device__ __forceinline__ void store128(T *p, const x128<T> &x) {
 }
 static inline int aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
+// The loop of the streaming kernels: visits [0, n) from index `first` in steps of
+// `stride` (grid-wide or block-wide). With vec, body_w(i) for each whole group i of W
+// elements ([W i, W i + W), i < n / W), then body_1(i) for the elements past the last
+// group; without, body_1(i) for every element.
+template <int W, typename FW, typename F1>
+__device__ __forceinline__ void strided_vec(size_t n, size_t first, size_t stride, bool vec,
+                                            FW body_w, F1 body_1) {
+    size_t done = 0;
+    if (vec) {
+        const size_t nv = n / W;
+        for (size_t i = first; i < nv; i += stride) body_w(i);
+        done = nv * W;
+    }
+    for (size_t i = done + first; i < n; i += stride) body_1(i);
+}
+
 #endif
