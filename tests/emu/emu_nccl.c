@@ -18,6 +18,7 @@
 // bf16 at every step (NCCL also rounds at every hop). ncclAvg is the sum divided by the
 // group size.
 #include "tests/emu/include/nccl.h"
+#include "tests/unit/bf16_backend.h"   // the bf16 conversions
 
 #include <math.h>
 #include <mpi.h>
@@ -31,31 +32,18 @@ struct emu_nccl_comm {
     int rank, size;
 };
 
-static float bf16_to_f32(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-static uint16_t f32_to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
 
 static void bf16_sum(void *in, void *inout, int *len, MPI_Datatype *type) {
     (void)type;
     const uint16_t *a = in;
     uint16_t *b = inout;
-    for (int i = 0; i < *len; i++) b[i] = f32_to_bf16(bf16_to_f32(a[i]) + bf16_to_f32(b[i]));
+    for (int i = 0; i < *len; i++) b[i] = bf16_emulated_from_f32(bf16_emulated_to_f32(a[i]) + bf16_emulated_to_f32(b[i]));
 }
 static void bf16_max(void *in, void *inout, int *len, MPI_Datatype *type) {
     (void)type;
     const uint16_t *a = in;
     uint16_t *b = inout;
-    for (int i = 0; i < *len; i++) b[i] = f32_to_bf16(fmaxf(bf16_to_f32(a[i]), bf16_to_f32(b[i])));
+    for (int i = 0; i < *len; i++) b[i] = bf16_emulated_from_f32(fmaxf(bf16_emulated_to_f32(a[i]), bf16_emulated_to_f32(b[i])));
 }
 
 // MPI type and op of an NCCL (type, op); avg is a sum (divided afterwards). Returns 0,
@@ -95,7 +83,7 @@ static void divide(void *buf, size_t count, ncclDataType_t type, int n) {
         case ncclFloat64: ((double *)buf)[i] /= (double)n; break;
         case ncclBfloat16: {
             uint16_t *b = buf;
-            b[i] = f32_to_bf16(bf16_to_f32(b[i]) / (float)n);
+            b[i] = bf16_emulated_from_f32(bf16_emulated_to_f32(b[i]) / (float)n);
             break;
         }
         default: break;

@@ -1,5 +1,6 @@
 // tests/emu/include/cuda_bf16.h: bfloat16 for the host emulation: the raw 16 bits, and
-// the conversions of CUDA's cuda_bf16.h (round to nearest even; NaN stays NaN).
+// the conversions of CUDA's cuda_bf16.h (round to nearest even; NaN stays NaN), which
+// are the bf16 stand-in backend's (tests/unit/bf16_backend.h).
 #ifndef ANVIL_TESTS_EMU_CUDA_BF16_H
 #define ANVIL_TESTS_EMU_CUDA_BF16_H
 
@@ -7,6 +8,7 @@
 #include <string.h>
 
 #include "tests/emu/emu_cuda.h"
+#include "tests/unit/bf16_backend.h"
 
 struct __nv_bfloat16 {
     uint16_t bits;
@@ -15,18 +17,9 @@ struct __nv_bfloat162 {
     __nv_bfloat16 x, y;
 };
 
-static inline float __bfloat162float(__nv_bfloat16 h) {
-    uint32_t u = (uint32_t)h.bits << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
+static inline float __bfloat162float(__nv_bfloat16 h) { return bf16_emulated_to_f32(h.bits); }
 static inline __nv_bfloat16 __float2bfloat16_rn(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return __nv_bfloat16{(uint16_t)((u >> 16) | 0x40u)};
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return __nv_bfloat16{(uint16_t)(u >> 16)};
+    return __nv_bfloat16{bf16_emulated_from_f32(f)};
 }
 static inline __nv_bfloat16 __float2bfloat16(float f) { return __float2bfloat16_rn(f); }
 static inline __nv_bfloat162 __floats2bfloat162_rn(float lo, float hi) {
