@@ -2,6 +2,10 @@
 // rank 0 and written to a named-tensor file (run.final_weights; the layout tests
 // compare every layout's result against one rank's through it).
 //
+// The values are the fp32 master weights where the optimizer keeps them (cuda: the
+// bf16 working weights are only their rounding), gathered over dp first under ZeRO-1,
+// where each dp rank holds one shard of them; else the parameters themselves.
+//
 // Every rank of dp replica 0 sends world rank 0 its tensor table and its parameter
 // buffer (world rank 0 takes its own directly); rank 0 places each counted tensor's
 // slice (model.h: split_dim, split_off) into a full-shape buffer per global name, so
@@ -54,21 +58,54 @@ static int place(full_tensor *all, int *n_all, int max_all, const param_tensor *
     return 0;
 }
 
-int train_write_gathered(const model *m, parallel_grid *g, const char *path) {
+// This rank's n_params parameters as fp32 on the host: the master weights where o
+// has them (all-gathered over dp when o holds one shard: collective over dp then),
+// else the parameters converted. Returns the buffer (free()), or NULL after printing
+// (out of memory, or the all-gather failed).
+static float *params_to_host(const model *m, parallel_grid *g, const optimizer *o) {
+    const anv_backend *be = m->be;
+    float *host = malloc(m->n_alloc * sizeof(float) + 1);
+    int bad = !host;
+    if (!o->master) {
+        if (host) be->act_to_host_f32(host, m->params, m->n_params);
+    } else if (o->lo == 0 && o->hi == m->n_alloc) {
+        if (host) be->copy_to_host(host, o->master, m->n_alloc * sizeof(float));
+    } else {   // ZeRO-1: equal shards [lo, hi) of n_alloc over the dp ranks
+        float *full = be->alloc(m->n_alloc * sizeof(float));
+        comm_group *dp = g->dp_g;
+        // every rank must reach the all-gather, or none: agree first (over the world,
+        // whose ranks all come here)
+        bad = train_agree_rc(g, bad || !full) != 0 ||
+              dp->be->all_gather(dp, o->master, full, o->hi - o->lo, COMM_DTYPE_F32) != 0;
+        if (!bad) be->copy_to_host(host, full, m->n_alloc * sizeof(float));
+        be->free(full);
+    }
+    if (bad) {
+        fprintf(stderr, "anvil: run.final_weights: out of memory or the master weights' "
+                        "all-gather failed on rank %d\n", g->rank);
+        free(host);
+        return NULL;
+    }
+    return host;
+}
+
+int train_write_gathered(const model *m, parallel_grid *g, const optimizer *o,
+                         const char *path) {
     comm_group *w = g->world_g;
     const comm_backend *cb = w->be;
     // param_tensor holds only ints, chars and size_t: a whole number of int32 words
     const size_t words = sizeof(param_tensor) / sizeof(int32_t);
     int rc = 0;
+    float *mine = params_to_host(m, g, o);   // collective over dp under ZeRO-1
     if (g->rank != 0) {
-        if (g->dp_rank != 0) return 0;
-        double hdr[2] = {(double)m->n_tensors, (double)m->n_params};
-        float *host = malloc(m->n_params * sizeof(float) + 1);
-        if (!host) {   // rank 0 is waiting for this rank: only an abort ends that
-            fprintf(stderr, "anvil: run.final_weights: out of memory on rank %d\n", g->rank);
-            MPI_Abort(MPI_COMM_WORLD, 1);
+        if (g->dp_rank != 0) {
+            free(mine);
+            return mine ? 0 : 1;
         }
-        m->be->act_to_host_f32(host, m->params, m->n_params);
+        double hdr[2] = {(double)m->n_tensors, (double)m->n_params};
+        float *host = mine;
+        if (!host)   // rank 0 is waiting for this rank: only an abort ends that
+            MPI_Abort(MPI_COMM_WORLD, 1);
         rc = cb->send(w, hdr, 2, COMM_DTYPE_F64, 0) ||
              cb->send(w, m->tensors, words * (size_t)m->n_tensors, COMM_DTYPE_I32, 0) ||
              cb->send(w, host, m->n_params, COMM_DTYPE_F32, 0);
@@ -81,7 +118,11 @@ int train_write_gathered(const model *m, parallel_grid *g, const char *path) {
     param_tensor *tab = NULL;
     float *buf = NULL;
     int n_all = 0;
-    if (!all) return 1;
+    if (!all || !mine) {
+        free(all);
+        free(mine);
+        return 1;
+    }
     for (int r = 0; r < g->world && rc == 0; r++) {
         const int r_dp = (r / g->tp) % g->dp;
         if (r_dp != 0) continue;
@@ -99,7 +140,7 @@ int train_write_gathered(const model *m, parallel_grid *g, const char *path) {
         }
         if (r == 0) {
             memcpy(tab, m->tensors, (size_t)nt * sizeof *tab);
-            m->be->act_to_host_f32(buf, m->params, np);
+            memcpy(buf, mine, np * sizeof(float));
         } else if (cb->recv(w, tab, words * (size_t)nt, COMM_DTYPE_I32, r) ||
                    cb->recv(w, buf, np, COMM_DTYPE_F32, r)) {
             rc = 1;
@@ -111,6 +152,7 @@ int train_write_gathered(const model *m, parallel_grid *g, const char *path) {
     }
     free(tab);
     free(buf);
+    free(mine);
     if (rc) fprintf(stderr, "anvil: run.final_weights: gathering the parameters failed\n");
 
     FILE *f = rc ? NULL : tensorfile_create(path);

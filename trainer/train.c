@@ -836,7 +836,7 @@ int train_main(int argc, char **argv) {
     }
     train_checkpoint_abandon(&ck);   // after an error: wait for the writer, commit nothing
     if (rc == 0 && cfg.run.final_weights[0] != '\0')
-        rc = train_write_gathered(&m, &grid, cfg.run.final_weights);
+        rc = train_write_gathered(&m, &grid, &opt, cfg.run.final_weights);
     rc = train_agree_rc(&grid, rc);
     if (rc == 0 && g_stop_signal) {
         // Exit 75 is the "stopped on request" contract of DESIGN.md: the checkpoint is

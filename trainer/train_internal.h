@@ -16,10 +16,13 @@ extern "C" {
 #endif
 
 // Gather every parameter at its global shape (vocabulary rows cut to V) on world rank
-// 0 and write them to the named-tensor file `path` (gather.c). Collective over the
-// world (dp replica 0 sends, the others return at once). Returns 0, 1 (communication
-// or memory) or 2 (the file could not be written), on rank 0; 0 or 1 elsewhere.
-int train_write_gathered(const model *m, parallel_grid *g, const char *path);
+// 0 and write them to the named-tensor file `path` (gather.c): o's fp32 master weights
+// where it keeps them (cuda), else m's parameters. Collective over the world (dp
+// replica 0 sends; the other dp ranks take part in the master weights' all-gather
+// under ZeRO-1, then return). Returns 0, 1 (communication or memory) or 2 (the file
+// could not be written), on rank 0; 0 or 1 elsewhere.
+int train_write_gathered(const model *m, parallel_grid *g, const optimizer *o,
+                         const char *path);
 
 // The largest exit code any rank has, so all ranks leave alike (the rank that failed
 // has printed why). Returns it (1 if the reduction itself fails). Collective.

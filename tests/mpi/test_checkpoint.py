@@ -25,13 +25,14 @@ Then, with a constant learning rate (so train.steps may change between launches)
 Runs with Debian's /usr/bin/python3 (numpy, h5py); the ranks run under mpiexec (Open MPI,
 --oversubscribe: 2 cores).
 
-With --device cuda, cases 1-3 run with device=cuda (bf16 weights saved from the fp32
-master weights, ZeRO-1 ranges of them, the NCCL communicator), the resharded resumes
-within TOL_CUDA (bf16 crosses the tensor-parallel all-reduce, and the layouts reduce
-in other orders); the other cases do not depend on the device and are not repeated
-(and 8 would differ: run.final_weights on the GPU writes the bf16 working weights, the
-checkpoint the fp32 master weights). Exact resume needs a deterministic backend: the
-host emulation of tests/emu is one (anvil_emulated); a real GPU's atomics are not.
+With --device cuda, cases 1-3 and 8 run with device=cuda (bf16 weights saved from the
+fp32 master weights, ZeRO-1 ranges of them, the NCCL communicator), the resharded
+resumes within TOL_CUDA (bf16 crosses the tensor-parallel all-reduce, and the layouts
+reduce in other orders), and 8 also on the dp2 + ZeRO-1 resume (run.final_weights
+writes the fp32 master weights, all-gathered over dp there, as the checkpoint does);
+the other cases do not depend on the device and are not repeated. Exact resume needs
+a deterministic backend: the host emulation of tests/emu is one (anvil_emulated); a
+real GPU's atomics are not.
 usage: /usr/bin/python3 test_checkpoint.py /path/to/anvil [--device cuda]
 """
 import hashlib
@@ -347,8 +348,9 @@ def stop_by_signal(anvil, tmp, sig, which):
                        + ("" if ok else f"\n{log[-2000:]}"))
 
 
-def h5py_read(run_dir, fam, tmp):
-    """8: the step-10 model.h5 of a dp2 x tp2 run, read from another working directory."""
+def h5py_read(run_dir, fam, tmp, lay="dp2xtp2"):
+    """8: the step-10 model.h5 of a run under layout lay, read from another working
+    directory."""
     d = newest_dir(run_dir)
     w = read_tensorfile(f"{run_dir}/w.bin")
     away = tempfile.mkdtemp(dir=tmp)
@@ -363,7 +365,7 @@ def h5py_read(run_dir, fam, tmp):
     bad = sorted(k for k in w if k not in got or got[k].shape != w[k].shape or
                  np.isnan(got[k]).any() or not np.array_equal(got[k], w[k]))
     ok = set(got) == set(w) and not bad and got["wte"].shape[0] == 257 and step == STEPS
-    report(ok, f"{fam:5} dp2xtp2 step {step} model.h5 read by h5py from {away}: {len(got)} "
+    report(ok, f"{fam:5} {lay} step {step} model.h5 read by h5py from {away}: {len(got)} "
                f"/param tensors at global shape (wte {got['wte'].shape}), equal to "
                f"run.final_weights{'' if not bad else f': DIFFER {bad[:4]}'}")
 
@@ -602,8 +604,9 @@ def main():
                                     [name for name, _, _ in RESHARD])
                 for name, ranks, lay in RESHARD:
                     reshard(anvil, fam, b, ranks, lay, name, TOL_CUDA if cuda else TOL)
-                if not cuda:
-                    h5py_read(a, fam, tmp)
+                h5py_read(a, fam, tmp)
+                if cuda:   # the master weights' shards gathered over dp for w.bin
+                    h5py_read(f"{b}-dp2+zero1", fam, tmp, "dp2+zero1")
             except RunError as e:
                 report(False, f"{fam}: {e}")
         if cuda:
