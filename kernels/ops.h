@@ -252,6 +252,16 @@ typedef struct anv_backend {
     // (act_dtype fp32). All five buffers are indexed alike.
     void (*adamw_update)(anv_act *param, float *master, const float *grad, float *m,
                          float *v, const anv_seg *segs, int nseg, const anv_adamw_args *a);
+
+    // ---- timing (run.profile_step; members NULL: the backend cannot time) --------------
+    // A stamp marks the moment the work queued before it completes: a CUDA event
+    // recorded on the compute stream (cuda), the wall clock at the call (cpu, whose ops
+    // are done when they return). stamp_ms(a, b): milliseconds from a to b, both
+    // recorded; it may wait for them.
+    void *(*stamp_new)(void);                            // NULL on failure
+    void (*stamp_record)(void *s);
+    double (*stamp_ms)(void *a, void *b);
+    void (*stamp_free)(void *s);                         // NULL is a no-op
 } anv_backend;
 
 // The fp32 reference backend (OpenMP + BLAS). Always available.

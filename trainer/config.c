@@ -159,9 +159,12 @@ const config_key config_keys[] = {
     KSTR("run.dir", run.dir, "runs/default",
          "where the effective config, metrics.jsonl and checkpoints/ go"),
     KSTR("run.final_weights", run.final_weights, "",
-         "write the final parameters to this named-tensor file (\"\": none; tests, debugging)"),
+         "write the final parameters (fp32; the master weights on cuda) to this named-tensor "
+         "file (\"\": none; tests, debugging)"),
     KDOUBLE("run.watchdog_s", run.watchdog_s, "1800", 0, INF,
             "abort the job when a rank makes no progress for this many seconds (0: off)"),
+    KLONG("run.profile_step", run.profile_step, "0", 0, INF,
+          "time every op of this step (1-based; 0: none) and print the table"),
 
     // parallel.*
     KINT("parallel.dp", parallel.dp, "auto", 0, SHAPE_MAX, KEY_AUTO_ZERO,

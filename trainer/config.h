@@ -96,6 +96,7 @@ typedef struct run_config {
     char dir[CONFIG_STR];    // run.dir
     char final_weights[CONFIG_STR]; // run.final_weights: tensorfile of the final params
     double watchdog_s;       // run.watchdog_s: abort after this long without progress
+    long profile_step;       // run.profile_step: time every op of this step (0: none)
 } run_config;
 
 // parallel.* (used from the distributed issue on; dp 0 means auto)

@@ -32,6 +32,7 @@
 #include "trainer/model.h"
 #include "trainer/optimizer.h"
 #include "trainer/rng.h"
+#include "trainer/profile.h"
 #include "trainer/sample.h"
 #include "trainer/train_internal.h"
 
@@ -192,6 +193,20 @@ static void split_windows(const int32_t *win, int b, int T, int32_t *inp, int32_
         memcpy(inp + (size_t)i * T, win + (size_t)i * (T + 1), (size_t)T * sizeof(int32_t));
         memcpy(tgt + (size_t)i * T, win + (size_t)i * (T + 1) + 1, (size_t)T * sizeof(int32_t));
     }
+}
+
+// run.profile_step: every rank's table to run.dir/profile_step<N>_rank<R>.txt, rank 0's
+// also on stdout. Not collective.
+static void write_profile(const anvil_config *cfg, const parallel_grid *g,
+                          const anv_backend *be, long step, int lead) {
+    char path[CONFIG_STR + 64], title[128];
+    snprintf(path, sizeof path, "%s/profile_step%ld_rank%d.txt", cfg->run.dir, step, g->rank);
+    snprintf(title, sizeof title, "profile of step %ld, rank %d of %d (%s)", step, g->rank,
+             g->world, be->name);
+    FILE *f = fopen(path, "w");
+    if (!f) fprintf(stderr, "anvil: run.profile_step: cannot write '%s'\n", path);
+    profile_end(f ? f : stderr, lead ? stdout : NULL, title);
+    if (f && fclose(f) != 0) fprintf(stderr, "anvil: run.profile_step: writing '%s' failed\n", path);
 }
 
 // ---- the step's passes, as the pipeline schedule drives them ------------------------
@@ -487,6 +502,7 @@ int train_main(int argc, char **argv) {
         tokenizer_free(tok);
         return 2;
     }
+    if (cfg.run.profile_step > 0) be = profile_wrap(be);   // times the ops of that step
     model_config mc = cfg.model;
     const train_config *tc = &cfg.train;
     const int B = tc->micro_batch, T = tc->seq_len;
@@ -672,6 +688,8 @@ int train_main(int argc, char **argv) {
             for (;;) pause();
         double t0 = now_s();
         uint64_t bytes0 = grid_bytes_sent(&grid);
+        const int profiled = step + 1 == cfg.run.profile_step;
+        if (profiled) profile_begin();
         // This rank's part of the step's global batch: G samples from the data position
         // (samples consumed so far, whatever layout consumed them), dp rank r's Gr of
         // them from position + r*Gr.
@@ -769,6 +787,7 @@ int train_main(int argc, char **argv) {
             if ((step + 1) % tc->log_every == 0 || step == 0 || step + 1 == tc->steps)
                 metrics_print_progress(stdout, &sm);
         }
+        if (profiled) write_profile(&cfg, &grid, be, step + 1, lead);
 
         // Too many non-finite steps in a row: back to the last checkpoint, and on from
         // the data after the offending batches (not the same batches again).

@@ -10,6 +10,7 @@
 // function (declared in cpu_ops.h, one file per op in this folder).
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kernels/cpu/cpu_ops.h"
 
@@ -90,6 +91,23 @@ void cpu_act_to_f32(float *dst, const anv_act *src, size_t n) {
 }
 
 // ----------------------------------------------------------------------------
+// timing: every op has finished when it returns, so a stamp is the monotonic clock
+
+static void *cpu_stamp_new(void) {
+    return malloc(sizeof(double));
+}
+
+static void cpu_stamp_record(void *s) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    *(double *)s = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+static double cpu_stamp_ms(void *a, void *b) {
+    return *(const double *)b - *(const double *)a;
+}
+
+// ----------------------------------------------------------------------------
 // the backend struct
 
 static const anv_backend cpu_backend = {
@@ -147,6 +165,11 @@ static const anv_backend cpu_backend = {
     .scale = cpu_scale,
     .add_f32 = cpu_add_f32,
     .adamw_update = cpu_adamw_update,
+
+    .stamp_new = cpu_stamp_new,
+    .stamp_record = cpu_stamp_record,
+    .stamp_ms = cpu_stamp_ms,
+    .stamp_free = free,
 };
 
 const anv_backend *anv_backend_cpu(void) {

@@ -313,6 +313,33 @@ extern "C" void cuda_mem_info(size_t *free_bytes, size_t *total_bytes) {
 }
 
 // ----------------------------------------------------------------------------
+// timing (run.profile_step): a stamp is a timing event on the compute stream
+
+static void *cuda_stamp_new(void) {
+    cudaEvent_t e = NULL;
+    if (cudaEventCreate(&e) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return NULL;
+    }
+    return (void *)e;
+}
+
+static void cuda_stamp_record(void *s) {
+    CUDA_CHECK(cudaEventRecord((cudaEvent_t)s, cuda_stream_compute));
+}
+
+static double cuda_stamp_ms(void *a, void *b) {
+    float ms = 0.0f;
+    CUDA_CHECK(cudaEventSynchronize((cudaEvent_t)b));
+    CUDA_CHECK(cudaEventElapsedTime(&ms, (cudaEvent_t)a, (cudaEvent_t)b));
+    return ms;
+}
+
+static void cuda_stamp_free(void *s) {
+    if (s != NULL) (void)cudaEventDestroy((cudaEvent_t)s);
+}
+
+// ----------------------------------------------------------------------------
 // the backend struct (members in the order of ops.h)
 
 static const anv_backend cuda_backend = {
@@ -370,6 +397,11 @@ static const anv_backend cuda_backend = {
     .scale = cuda_scale,
     .add_f32 = cuda_add_f32,
     .adamw_update = cuda_adamw_update,
+
+    .stamp_new = cuda_stamp_new,
+    .stamp_record = cuda_stamp_record,
+    .stamp_ms = cuda_stamp_ms,
+    .stamp_free = cuda_stamp_free,
 };
 
 // ----------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 /* tests/emu/include/cuda_runtime_api.h: the CUDA runtime API calls anvil makes, for the
  * host emulation (tests/emu), in C (parallel/comm_nccl.c includes this header) and C++
  * (cuda_runtime.h adds what only C++ has: templates, the kernel execution model).
- * Device memory is host memory; streams and events are tokens, since every launch and
- * copy has completed when its call returns. The device: one, an H100-like part
+ * Device memory is host memory; streams are tokens and an event holds the host clock
+ * at its record, since every launch and copy has completed when its call returns. The device: one, an H100-like part
  * (compute capability 9.0) with 16 multiprocessors (fewer than a real one, so that
  * grids sized per SM stay small; any count is correct) and 80 GiB. */
 #ifndef ANVIL_TESTS_EMU_CUDA_RUNTIME_API_H
@@ -10,6 +10,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef int cudaError_t;
 enum { cudaSuccess = 0, cudaErrorMemoryAllocation = 2, cudaErrorInvalidDevice = 101 };
@@ -108,17 +109,30 @@ static inline cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, uns
     (void)s, (void)e, (void)flags;
     return cudaSuccess;
 }
+struct emu_event {
+    double ms;                   /* CLOCK_MONOTONIC at the last record */
+};
 static inline cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags) {
     (void)flags;
-    *e = (cudaEvent_t)1;
-    return cudaSuccess;
+    *e = (cudaEvent_t)calloc(1, sizeof(struct emu_event));
+    return *e ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+static inline cudaError_t cudaEventCreate(cudaEvent_t *e) {
+    return cudaEventCreateWithFlags(e, 0);
 }
 static inline cudaError_t cudaEventDestroy(cudaEvent_t e) {
-    (void)e;
+    free(e);
     return cudaSuccess;
 }
 static inline cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
-    (void)e, (void)s;
+    struct timespec ts;
+    (void)s;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    e->ms = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+    return cudaSuccess;
+}
+static inline cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
+    *ms = (float)(b->ms - a->ms);
     return cudaSuccess;
 }
 static inline cudaError_t cudaEventSynchronize(cudaEvent_t e) {

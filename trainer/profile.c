@@ -1,0 +1,395 @@
+// trainer/profile.c: per-op timing of one training step (run.profile_step).
+//
+// profile_wrap copies the backend and replaces each op with a wrapper of the same
+// signature that calls the real op between prof_open and prof_close. Outside the
+// profiled step those two return at once; inside it they record a stamp before and
+// after the op (and remember which table row the op belongs to), so the host does no
+// waiting during the step: the stamps are read once, by profile_end. Memory
+// management, sizes and the stamps themselves are not wrapped.
+//
+// Rows: an op's name, plus the shape for matmuls and attention (a step holds several
+// shapes of each, which run at different speeds). FLOPs, for the TFLOP/s column:
+// matmul 2 N C OC per product (forward 1, backward 1 per wanted dinp / dweight);
+// attention, the causal half's scores T (T + 1) / 2 per head, 2 products of HS
+// forward and 5 backward (the scores recomputed, dV, dP, dK, dQ).
+#include "trainer/profile.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PROF_MAX_ROWS 96         // the last one gathers what does not fit
+
+typedef struct prof_row {
+    char name[96];
+    long calls;
+    double flops, ms;
+} prof_row;
+
+typedef struct prof_rec {
+    int row;
+    void *a, *b;                 // stamps before and after the op
+} prof_rec;
+
+static struct {
+    const anv_backend *in;       // the real backend
+    anv_backend out;             // the wrapper handed to the model
+    int on, failed;
+    prof_row rows[PROF_MAX_ROWS];
+    int n_rows;
+    prof_rec *recs;
+    size_t n_recs, cap_recs;
+    void *first, *last;          // the step's first and last stamps
+} P;
+
+static void *stamp(void) {
+    void *s = P.in->stamp_new();
+    if (s == NULL) {
+        P.failed = 1;
+        return NULL;
+    }
+    P.in->stamp_record(s);
+    return s;
+}
+
+// Start timing one op of row `name` (FLOPs `flops`); returns its record, or -1 when not
+// timing.
+static long prof_open(const char *name, double flops) {
+    if (!P.on || P.failed) return -1;
+    int r = 0;
+    while (r < P.n_rows && strcmp(P.rows[r].name, name) != 0) r++;
+    if (r == P.n_rows) {
+        if (r == PROF_MAX_ROWS - 1) name = "(other ops and shapes)";
+        if (r < PROF_MAX_ROWS) snprintf(P.rows[P.n_rows++].name, sizeof P.rows[r].name, "%s", name);
+        else r = PROF_MAX_ROWS - 1;
+    }
+    if (P.n_recs == P.cap_recs) {
+        size_t cap = P.cap_recs ? 2 * P.cap_recs : 4096;
+        prof_rec *g = realloc(P.recs, cap * sizeof *g);
+        if (g == NULL) {
+            P.failed = 1;
+            return -1;
+        }
+        P.recs = g, P.cap_recs = cap;
+    }
+    prof_rec *rec = &P.recs[P.n_recs];
+    rec->row = r;
+    rec->a = stamp();
+    rec->b = NULL;
+    if (rec->a == NULL) return -1;
+    if (P.first == NULL) P.first = rec->a;
+    P.rows[r].calls++;
+    P.rows[r].flops += flops;
+    return (long)P.n_recs++;
+}
+
+static void prof_close(long i) {
+    if (i < 0) return;
+    void *s = stamp();
+    P.recs[i].b = s;
+    if (s != NULL) P.last = s;
+}
+
+// Name of a shaped row (only built while timing).
+static const char *shaped(char *buf, size_t n, const char *fmt, ...) {
+    if (!P.on) return "";
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, n, fmt, ap);
+    va_end(ap);
+    return buf;
+}
+
+// A plain op: the row is the op's name, no FLOPs counted.
+#define TIMED(name, call)                  \
+    do {                                   \
+        const long rec_ = prof_open(name, 0.0); \
+        call;                              \
+        prof_close(rec_);                  \
+    } while (0)
+
+static void w_zero(void *p, size_t bytes) { TIMED("zero", P.in->zero(p, bytes)); }
+static void w_copy_from_host(void *dst, const void *src, size_t bytes) {
+    TIMED("copy_from_host", P.in->copy_from_host(dst, src, bytes));
+}
+static void w_copy_to_host(void *dst, const void *src, size_t bytes) {
+    TIMED("copy_to_host", P.in->copy_to_host(dst, src, bytes));
+}
+static void w_copy(void *dst, const void *src, size_t bytes) {
+    TIMED("copy", P.in->copy(dst, src, bytes));
+}
+static void w_act_from_host_f32(anv_act *dst, const float *src, size_t n) {
+    TIMED("act_from_host_f32", P.in->act_from_host_f32(dst, src, n));
+}
+static void w_act_to_host_f32(float *dst, const anv_act *src, size_t n) {
+    TIMED("act_to_host_f32", P.in->act_to_host_f32(dst, src, n));
+}
+static void w_act_from_f32(anv_act *dst, const float *src, size_t n) {
+    TIMED("act_from_f32", P.in->act_from_f32(dst, src, n));
+}
+static void w_act_to_f32(float *dst, const anv_act *src, size_t n) {
+    TIMED("act_to_f32", P.in->act_to_f32(dst, src, n));
+}
+
+static void w_encoder_forward(anv_act *out, const int32_t *tokens, const anv_act *wte,
+                              const anv_act *wpe, int B, int T, int C, int v0, int Vs) {
+    TIMED("encoder_forward", P.in->encoder_forward(out, tokens, wte, wpe, B, T, C, v0, Vs));
+}
+static void w_encoder_backward(float *dwte, float *dwpe, const anv_act *dout,
+                               const int32_t *tokens, int B, int T, int C, int v0, int Vs) {
+    TIMED("encoder_backward",
+          P.in->encoder_backward(dwte, dwpe, dout, tokens, B, T, C, v0, Vs));
+}
+
+static void w_layernorm_forward(anv_act *out, float *mean, float *rstd, const anv_act *inp,
+                                const anv_act *weight, const anv_act *bias, int N, int C,
+                                float eps) {
+    TIMED("layernorm_forward",
+          P.in->layernorm_forward(out, mean, rstd, inp, weight, bias, N, C, eps));
+}
+static void w_layernorm_residual_forward(anv_act *res, anv_act *out, float *mean,
+                                         float *rstd, const anv_act *a, const anv_act *b,
+                                         const anv_act *weight, const anv_act *bias, int N,
+                                         int C, float eps) {
+    TIMED("layernorm_residual_forward",
+          P.in->layernorm_residual_forward(res, out, mean, rstd, a, b, weight, bias, N, C,
+                                           eps));
+}
+static void w_layernorm_backward(anv_act *dinp, float *dweight, float *dbias,
+                                 const anv_act *dout, const anv_act *inp,
+                                 const anv_act *weight, const float *mean, const float *rstd,
+                                 int N, int C) {
+    TIMED("layernorm_backward",
+          P.in->layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C));
+}
+
+static void w_rmsnorm_forward(anv_act *out, float *rstd, const anv_act *inp,
+                              const anv_act *weight, int N, int C, float eps) {
+    TIMED("rmsnorm_forward", P.in->rmsnorm_forward(out, rstd, inp, weight, N, C, eps));
+}
+static void w_rmsnorm_residual_forward(anv_act *res, anv_act *out, float *rstd,
+                                       const anv_act *a, const anv_act *b,
+                                       const anv_act *weight, int N, int C, float eps) {
+    TIMED("rmsnorm_residual_forward",
+          P.in->rmsnorm_residual_forward(res, out, rstd, a, b, weight, N, C, eps));
+}
+static void w_rmsnorm_backward(anv_act *dinp, float *dweight, const anv_act *dout,
+                               const anv_act *inp, const anv_act *weight, const float *rstd,
+                               int N, int C) {
+    TIMED("rmsnorm_backward",
+          P.in->rmsnorm_backward(dinp, dweight, dout, inp, weight, rstd, N, C));
+}
+
+static void w_matmul_forward(anv_act *out, anv_act *pre_gelu, const anv_act *inp,
+                             const anv_act *weight, const anv_act *bias, int N, int C,
+                             int OC) {
+    char nm[96];
+    const long r = prof_open(shaped(nm, sizeof nm, "matmul_forward %dx%d -> %d%s%s", N, C,
+                                    OC, bias ? " +bias" : "", pre_gelu ? " +gelu" : ""),
+                             2.0 * N * C * OC);
+    P.in->matmul_forward(out, pre_gelu, inp, weight, bias, N, C, OC);
+    prof_close(r);
+}
+static void w_matmul_backward(anv_act *dinp, anv_grad_mode dinp_mode, float *dweight,
+                              float *dbias, const anv_act *dout, const anv_act *inp,
+                              const anv_act *weight, const anv_act *pre_gelu, int N, int C,
+                              int OC) {
+    char nm[96];
+    const double products = (dinp != NULL) + (dweight != NULL);
+    const long r = prof_open(
+        shaped(nm, sizeof nm, "matmul_backward %dx%d <- %d%s%s%s%s", N, C, OC,
+               dinp ? (dinp_mode == ANV_GRAD_MODE_SET ? " dinp=" : " dinp+=") : "",
+               pre_gelu ? " (dgelu)" : "", dweight ? " dweight" : "", dbias ? " dbias" : ""),
+        products * 2.0 * N * C * OC);
+    P.in->matmul_backward(dinp, dinp_mode, dweight, dbias, dout, inp, weight, pre_gelu, N, C,
+                          OC);
+    prof_close(r);
+}
+
+// 2 products of HS per score of the causal half, per query head
+static double attention_flops(int B, int T, int NH, int HS) {
+    return 2.0 * 2.0 * B * NH * ((double)T * (T + 1) / 2.0) * HS;
+}
+static void w_attention_forward(anv_act *out, float *state, const anv_act *q,
+                                const anv_act *k, const anv_act *v, const float *rope_cos,
+                                const float *rope_sin, int B, int T, int NH, int KVH, int HS) {
+    char nm[96];
+    const long r = prof_open(shaped(nm, sizeof nm, "attention_forward B=%d T=%d heads %d/%d "
+                                    "x %d%s", B, T, NH, KVH, HS, rope_cos ? " rope" : ""),
+                             attention_flops(B, T, NH, HS));
+    P.in->attention_forward(out, state, q, k, v, rope_cos, rope_sin, B, T, NH, KVH, HS);
+    prof_close(r);
+}
+static void w_attention_backward(anv_act *dq, anv_act *dk, anv_act *dv, float *scratch,
+                                 const anv_act *dout, const anv_act *out, const float *state,
+                                 const anv_act *q, const anv_act *k, const anv_act *v,
+                                 const float *rope_cos, const float *rope_sin, int B, int T,
+                                 int NH, int KVH, int HS) {
+    char nm[96];
+    const long r = prof_open(shaped(nm, sizeof nm, "attention_backward B=%d T=%d heads %d/%d "
+                                    "x %d%s", B, T, NH, KVH, HS, rope_cos ? " rope" : ""),
+                             2.5 * attention_flops(B, T, NH, HS));
+    P.in->attention_backward(dq, dk, dv, scratch, dout, out, state, q, k, v, rope_cos, rope_sin,
+                             B, T, NH, KVH, HS);
+    prof_close(r);
+}
+
+static void w_gelu_forward(anv_act *out, const anv_act *inp, size_t n) {
+    TIMED("gelu_forward", P.in->gelu_forward(out, inp, n));
+}
+static void w_gelu_backward(anv_act *dinp, const anv_act *inp, const anv_act *dout, size_t n) {
+    TIMED("gelu_backward", P.in->gelu_backward(dinp, inp, dout, n));
+}
+static void w_swiglu_forward(anv_act *out, const anv_act *gate, const anv_act *up, size_t n) {
+    TIMED("swiglu_forward", P.in->swiglu_forward(out, gate, up, n));
+}
+static void w_swiglu_backward(anv_act *dgate, anv_act *dup, const anv_act *dout,
+                              const anv_act *gate, const anv_act *up, size_t n) {
+    TIMED("swiglu_backward", P.in->swiglu_backward(dgate, dup, dout, gate, up, n));
+}
+static void w_residual_forward(anv_act *out, const anv_act *a, const anv_act *b, size_t n) {
+    TIMED("residual_forward", P.in->residual_forward(out, a, b, n));
+}
+static void w_residual_backward(anv_act *da, anv_act *db, const anv_act *dout, size_t n) {
+    TIMED("residual_backward", P.in->residual_backward(da, db, dout, n));
+}
+
+static void w_crossentropy_stats(float *stats, const anv_act *logits, const int32_t *targets,
+                                 int N, int v0, int Vv, int Vs) {
+    TIMED("crossentropy_stats", P.in->crossentropy_stats(stats, logits, targets, N, v0, Vv, Vs));
+}
+static void w_crossentropy_combine(float *losses, float *lse, const float *stats,
+                                   const int32_t *targets, int N, int Pn) {
+    TIMED("crossentropy_combine", P.in->crossentropy_combine(losses, lse, stats, targets, N, Pn));
+}
+static void w_crossentropy_backward(anv_act *dlogits, const anv_act *logits, const float *lse,
+                                    const int32_t *targets, int N, int v0, int Vv, int Vs,
+                                    float dloss) {
+    TIMED("crossentropy_backward",
+          P.in->crossentropy_backward(dlogits, logits, lse, targets, N, v0, Vv, Vs, dloss));
+}
+
+static double w_sum_squares(const float *x, const anv_seg *segs, int nseg) {
+    double s = 0.0;
+    TIMED("sum_squares", s = P.in->sum_squares(x, segs, nseg));
+    return s;
+}
+static void w_scale(float *x, float s, size_t n) { TIMED("scale", P.in->scale(x, s, n)); }
+static void w_add_f32(float *dst, const float *src, size_t n) {
+    TIMED("add_f32", P.in->add_f32(dst, src, n));
+}
+static void w_adamw_update(anv_act *param, float *master, const float *grad, float *m,
+                           float *v, const anv_seg *segs, int nseg, const anv_adamw_args *a) {
+    TIMED("adamw_update", P.in->adamw_update(param, master, grad, m, v, segs, nseg, a));
+}
+
+const anv_backend *profile_wrap(const anv_backend *be) {
+    if (!be->stamp_new || !be->stamp_record || !be->stamp_ms) return be;
+    P.in = be;
+    anv_backend *w = &P.out;
+    *w = *be;   // sizes, memory management, stamps: the real backend's
+    w->zero = w_zero;
+    w->copy_from_host = w_copy_from_host;
+    w->copy_to_host = w_copy_to_host;
+    w->copy = w_copy;
+    w->act_from_host_f32 = w_act_from_host_f32;
+    w->act_to_host_f32 = w_act_to_host_f32;
+    w->act_from_f32 = w_act_from_f32;
+    w->act_to_f32 = w_act_to_f32;
+    w->encoder_forward = w_encoder_forward;
+    w->encoder_backward = w_encoder_backward;
+    w->layernorm_forward = w_layernorm_forward;
+    w->layernorm_residual_forward = w_layernorm_residual_forward;
+    w->layernorm_backward = w_layernorm_backward;
+    w->rmsnorm_forward = w_rmsnorm_forward;
+    w->rmsnorm_residual_forward = w_rmsnorm_residual_forward;
+    w->rmsnorm_backward = w_rmsnorm_backward;
+    w->matmul_forward = w_matmul_forward;
+    w->matmul_backward = w_matmul_backward;
+    w->attention_forward = w_attention_forward;
+    w->attention_backward = w_attention_backward;
+    w->gelu_forward = w_gelu_forward;
+    w->gelu_backward = w_gelu_backward;
+    w->swiglu_forward = w_swiglu_forward;
+    w->swiglu_backward = w_swiglu_backward;
+    w->residual_forward = w_residual_forward;
+    w->residual_backward = w_residual_backward;
+    w->crossentropy_stats = w_crossentropy_stats;
+    w->crossentropy_combine = w_crossentropy_combine;
+    w->crossentropy_backward = w_crossentropy_backward;
+    w->sum_squares = w_sum_squares;
+    w->scale = w_scale;
+    w->add_f32 = w_add_f32;
+    w->adamw_update = w_adamw_update;
+    return w;
+}
+
+void profile_begin(void) {
+    if (P.in == NULL) return;
+    P.on = 1;
+}
+
+static int by_ms_desc(const void *a, const void *b) {
+    const double x = ((const prof_row *)a)->ms, y = ((const prof_row *)b)->ms;
+    return (x < y) - (x > y);
+}
+
+static void free_stamps(void) {
+    for (size_t i = 0; i < P.n_recs; i++) {
+        P.in->stamp_free(P.recs[i].a);
+        P.in->stamp_free(P.recs[i].b);
+    }
+    free(P.recs);
+    P.recs = NULL;
+    P.n_recs = P.cap_recs = 0;
+    P.first = P.last = NULL;
+    P.n_rows = 0;
+    memset(P.rows, 0, sizeof P.rows);
+}
+
+// Write the table (or why there is none) to f.
+static void report(FILE *f, const char *title, double sum, double span) {
+    if (P.failed || P.first == NULL || P.last == NULL) {
+        fprintf(f, "%s: not timed (%s)\n", title,
+                P.failed ? "out of memory or device events" : "no op ran");
+        return;
+    }
+    fprintf(f, "%s: %zu ops, %.3f ms in ops of a %.3f ms span (first op's start to last "
+               "op's end); %.3f ms (%.1f%%) between ops\n",
+            title, P.n_recs, sum, span, span - sum,
+            span > 0.0 ? 100.0 * (span - sum) / span : 0.0);
+    fprintf(f, "%10s %6s %7s %8s  %s\n", "ms", "%span", "calls", "TFLOP/s", "op");
+    for (int r = 0; r < P.n_rows; r++) {
+        const prof_row *w = &P.rows[r];
+        char tf[16] = "-";
+        if (w->flops > 0.0 && w->ms > 0.0)
+            snprintf(tf, sizeof tf, "%.1f", w->flops / (w->ms * 1e-3) / 1e12);
+        fprintf(f, "%10.3f %6.1f %7ld %8s  %s\n", w->ms,
+                span > 0.0 ? 100.0 * w->ms / span : 0.0, w->calls, tf, w->name);
+    }
+}
+
+int profile_end(FILE *f, FILE *f2, const char *title) {
+    if (P.in == NULL) {
+        fprintf(f, "%s: not timed (this backend has no timer)\n", title);
+        if (f2) fprintf(f2, "%s: not timed (this backend has no timer)\n", title);
+        return 1;
+    }
+    P.on = 0;
+    const int ok = !P.failed && P.first != NULL && P.last != NULL;
+    double sum = 0.0, span = 0.0;
+    if (ok) {
+        for (size_t i = 0; i < P.n_recs; i++) {
+            const double ms = P.in->stamp_ms(P.recs[i].a, P.recs[i].b);
+            P.rows[P.recs[i].row].ms += ms;
+            sum += ms;
+        }
+        span = P.in->stamp_ms(P.first, P.last);
+        qsort(P.rows, (size_t)P.n_rows, sizeof P.rows[0], by_ms_desc);
+    }
+    report(f, title, sum, span);
+    if (f2) report(f2, title, sum, span);
+    free_stamps();
+    P.failed = 0;
+    return ok ? 0 : 1;
+}
