@@ -39,6 +39,8 @@
 #     RUN_TIMEOUT (1800 s per run) KEEP_FINAL_CKPT (0) T_GPT2 (1024) T_LLAMA (2048)
 #     EXTRA_GPT2 / EXTRA_LLAMA (more section.key=value overrides, for both trainers)
 #     DEVICE (cuda; `DEVICE=cpu` with tiny EXTRA_* shapes checks the plumbing without a GPU)
+#     PROFILE_STEP (5: anvil's per-op table of that step, run.profile_step, in
+#     $logs/NAME.anvil.log; a warm-up step, so the events do not touch the figures; 0: off)
 # --write appends the table, with machine, command and date, to docs/perf.md's
 # "GPU training step" section. Exit status: 0 when every run finished, 1 otherwise.
 set -euo pipefail
@@ -65,6 +67,7 @@ if [[ -n ${ANVIL:-} && $anvil != /* && -e $here/$anvil ]]; then anvil=$here/$anv
 PYTHON=${PYTHON:-python3}
 STEPS=${STEPS:-30}
 WARMUP=${WARMUP:-10}
+PROFILE_STEP=${PROFILE_STEP:-5}
 MB_GPT2=${MB_GPT2:-16}
 MB_LLAMA=${MB_LLAMA:-4}
 ACCUM=${ACCUM:-8}
@@ -83,6 +86,9 @@ gpu=${gpu%%,*}
 [ -x "$anvil" ] || { echo "gpu_bench: no anvil binary at $anvil (set ANVIL=path)" >&2; exit 2; }
 command -v "$PYTHON" >/dev/null || { echo "gpu_bench: no $PYTHON (set PYTHON=)" >&2; exit 2; }
 if (( WARMUP >= STEPS )); then echo "gpu_bench: WARMUP must be < STEPS" >&2; exit 2; fi
+if (( PROFILE_STEP > WARMUP )); then
+    echo "gpu_bench: PROFILE_STEP must be a warm-up step (<= WARMUP), or 0" >&2; exit 2
+fi
 
 work=$(mktemp -d -t anvil-gpu-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -147,7 +153,7 @@ bench() {
                 "train.seq_len=$T" "train.micro_batch=$mb" "train.global_batch_tokens=$gb"
                 train.log_every=1 train.eval_every=0 train.sample_every=0
                 "train.peak_flops=${PEAK_TFLOPS}e12" checkpoint.every=0 checkpoint.final=false
-                checkpoint.resume=none "run.dir=$rundir")
+                checkpoint.resume=none "run.dir=$rundir" "run.profile_step=$PROFILE_STEP")
     local extra_name=EXTRA_${name^^} extra   # EXTRA_* are blank-separated overrides
     read -r -a extra <<<"${!extra_name:-}"
     over+=("${extra[@]}")
