@@ -80,3 +80,7 @@ if [ "${NO_BENCH:-0}" != 1 ] && [ "$left" -gt 60 ]; then
         bash tests/bench/gpu_bench.sh ${BENCH_ARGS:-}
 fi
 cat "$out/summary.txt"
+# anvil's per-op tables (run.profile_step) from the benchmark, into the output's tail
+for f in "$out"/gpu_bench/*.anvil.log; do
+    [ -f "$f" ] && grep -A 40 "^profile of step" "$f" | head -40
+done
