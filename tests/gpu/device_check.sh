@@ -82,5 +82,5 @@ fi
 cat "$out/summary.txt"
 # anvil's per-op tables (run.profile_step) from the benchmark, into the output's tail
 for f in "$out"/gpu_bench/*.anvil.log; do
-    [ -f "$f" ] && grep -A 40 "^profile of step" "$f" | head -40
+    if [ -f "$f" ]; then grep -A 40 "^profile of step" "$f" | head -40 || true; fi
 done
