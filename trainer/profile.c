@@ -11,7 +11,13 @@
 // shapes of each, which run at different speeds). FLOPs, for the TFLOP/s column:
 // matmul 2 N C OC per product (forward 1, backward 1 per wanted dinp / dweight);
 // attention, the causal half's scores T (T + 1) / 2 per head, 2 products of HS
-// forward and 5 backward (the scores recomputed, dV, dP, dK, dQ).
+// forward and 5 backward (the scores recomputed, dV, dP, dK, dQ). Bytes, for the GB/s
+// column: each op's compulsory memory traffic as docs/perf.md counts it (every input
+// read once, every output written once, an accumulated output read and written;
+// activations at the backend's width, fp32 gradients and state at 4; the small
+// vectors - norm weights, biases, saved statistics - left out). A kernel that reads
+// something twice moves more than that: GB/s against the device's bandwidth is then a
+// lower bound of how busy the memory was.
 #include "trainer/profile.h"
 
 #include <stdarg.h>
@@ -23,7 +29,7 @@
 typedef struct prof_row {
     char name[96];
     long calls;
-    double flops, ms;
+    double flops, bytes, ms;
 } prof_row;
 
 typedef struct prof_rec {
@@ -52,9 +58,9 @@ static void *stamp(void) {
     return s;
 }
 
-// Start timing one op of row `name` (FLOPs `flops`); returns its record, or -1 when not
-// timing.
-static long prof_open(const char *name, double flops) {
+// Start timing one op of row `name` (`flops` and `bytes` moved); returns its record, or
+// -1 when not timing.
+static long prof_open(const char *name, double flops, double bytes) {
     if (!P.on || P.failed) return -1;
     int r = 0;
     while (r < P.n_rows && strcmp(P.rows[r].name, name) != 0) r++;
@@ -80,6 +86,7 @@ static long prof_open(const char *name, double flops) {
     if (P.first == NULL) P.first = rec->a;
     P.rows[r].calls++;
     P.rows[r].flops += flops;
+    P.rows[r].bytes += bytes;
     return (long)P.n_recs++;
 }
 
@@ -100,58 +107,64 @@ static const char *shaped(char *buf, size_t n, const char *fmt, ...) {
     return buf;
 }
 
-// A plain op: the row is the op's name, no FLOPs counted.
-#define TIMED(name, call)                  \
-    do {                                   \
-        const long rec_ = prof_open(name, 0.0); \
-        call;                              \
-        prof_close(rec_);                  \
+// A plain op: the row is the op's name; `bytes` moved, no FLOPs.
+#define TIMED(name, bytes, call)                           \
+    do {                                                   \
+        const long rec_ = prof_open(name, 0.0, (double)(bytes)); \
+        call;                                              \
+        prof_close(rec_);                                  \
     } while (0)
+#define AB ((double)P.in->act_bytes)   // bytes per activation element
 
-static void w_zero(void *p, size_t bytes) { TIMED("zero", P.in->zero(p, bytes)); }
+static void w_zero(void *p, size_t bytes) { TIMED("zero", bytes, P.in->zero(p, bytes)); }
 static void w_copy_from_host(void *dst, const void *src, size_t bytes) {
-    TIMED("copy_from_host", P.in->copy_from_host(dst, src, bytes));
+    TIMED("copy_from_host", bytes, P.in->copy_from_host(dst, src, bytes));
 }
 static void w_copy_to_host(void *dst, const void *src, size_t bytes) {
-    TIMED("copy_to_host", P.in->copy_to_host(dst, src, bytes));
+    TIMED("copy_to_host", bytes, P.in->copy_to_host(dst, src, bytes));
 }
 static void w_copy(void *dst, const void *src, size_t bytes) {
-    TIMED("copy", P.in->copy(dst, src, bytes));
+    TIMED("copy", 2.0 * bytes, P.in->copy(dst, src, bytes));
 }
 static void w_act_from_host_f32(anv_act *dst, const float *src, size_t n) {
-    TIMED("act_from_host_f32", P.in->act_from_host_f32(dst, src, n));
+    TIMED("act_from_host_f32", n * (4 + AB), P.in->act_from_host_f32(dst, src, n));
 }
 static void w_act_to_host_f32(float *dst, const anv_act *src, size_t n) {
-    TIMED("act_to_host_f32", P.in->act_to_host_f32(dst, src, n));
+    TIMED("act_to_host_f32", n * (4 + AB), P.in->act_to_host_f32(dst, src, n));
 }
 static void w_act_from_f32(anv_act *dst, const float *src, size_t n) {
-    TIMED("act_from_f32", P.in->act_from_f32(dst, src, n));
+    TIMED("act_from_f32", n * (4 + AB), P.in->act_from_f32(dst, src, n));
 }
 static void w_act_to_f32(float *dst, const anv_act *src, size_t n) {
-    TIMED("act_to_f32", P.in->act_to_f32(dst, src, n));
+    TIMED("act_to_f32", n * (4 + AB), P.in->act_to_f32(dst, src, n));
 }
 
 static void w_encoder_forward(anv_act *out, const int32_t *tokens, const anv_act *wte,
                               const anv_act *wpe, int B, int T, int C, int v0, int Vs) {
-    TIMED("encoder_forward", P.in->encoder_forward(out, tokens, wte, wpe, B, T, C, v0, Vs));
+    // rows gathered from wte (and wpe), out written
+    const double nc = (double)B * T * C;
+    TIMED("encoder_forward", nc * AB * (wpe ? 3 : 2),
+          P.in->encoder_forward(out, tokens, wte, wpe, B, T, C, v0, Vs));
 }
 static void w_encoder_backward(float *dwte, float *dwpe, const anv_act *dout,
                                const int32_t *tokens, int B, int T, int C, int v0, int Vs) {
-    TIMED("encoder_backward",
+    // dout read (again for dwpe); fp32 dwte rows += (at most B T of them), dwpe +=
+    const double nc = (double)B * T * C;
+    TIMED("encoder_backward", nc * AB * (dwpe ? 2 : 1) + nc * 8 + (dwpe ? (double)T * C * 8 : 0),
           P.in->encoder_backward(dwte, dwpe, dout, tokens, B, T, C, v0, Vs));
 }
 
 static void w_layernorm_forward(anv_act *out, float *mean, float *rstd, const anv_act *inp,
                                 const anv_act *weight, const anv_act *bias, int N, int C,
                                 float eps) {
-    TIMED("layernorm_forward",
+    TIMED("layernorm_forward", 2.0 * N * C * AB,
           P.in->layernorm_forward(out, mean, rstd, inp, weight, bias, N, C, eps));
 }
 static void w_layernorm_residual_forward(anv_act *res, anv_act *out, float *mean,
                                          float *rstd, const anv_act *a, const anv_act *b,
                                          const anv_act *weight, const anv_act *bias, int N,
                                          int C, float eps) {
-    TIMED("layernorm_residual_forward",
+    TIMED("layernorm_residual_forward", 4.0 * N * C * AB,
           P.in->layernorm_residual_forward(res, out, mean, rstd, a, b, weight, bias, N, C,
                                            eps));
 }
@@ -159,24 +172,25 @@ static void w_layernorm_backward(anv_act *dinp, float *dweight, float *dbias,
                                  const anv_act *dout, const anv_act *inp,
                                  const anv_act *weight, const float *mean, const float *rstd,
                                  int N, int C) {
-    TIMED("layernorm_backward",
+    TIMED("layernorm_backward", 4.0 * N * C * AB,   // dout, inp read; dinp +=
           P.in->layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C));
 }
 
 static void w_rmsnorm_forward(anv_act *out, float *rstd, const anv_act *inp,
                               const anv_act *weight, int N, int C, float eps) {
-    TIMED("rmsnorm_forward", P.in->rmsnorm_forward(out, rstd, inp, weight, N, C, eps));
+    TIMED("rmsnorm_forward", 2.0 * N * C * AB,
+          P.in->rmsnorm_forward(out, rstd, inp, weight, N, C, eps));
 }
 static void w_rmsnorm_residual_forward(anv_act *res, anv_act *out, float *rstd,
                                        const anv_act *a, const anv_act *b,
                                        const anv_act *weight, int N, int C, float eps) {
-    TIMED("rmsnorm_residual_forward",
+    TIMED("rmsnorm_residual_forward", 4.0 * N * C * AB,
           P.in->rmsnorm_residual_forward(res, out, rstd, a, b, weight, N, C, eps));
 }
 static void w_rmsnorm_backward(anv_act *dinp, float *dweight, const anv_act *dout,
                                const anv_act *inp, const anv_act *weight, const float *rstd,
                                int N, int C) {
-    TIMED("rmsnorm_backward",
+    TIMED("rmsnorm_backward", 4.0 * N * C * AB,
           P.in->rmsnorm_backward(dinp, dweight, dout, inp, weight, rstd, N, C));
 }
 
@@ -184,9 +198,11 @@ static void w_matmul_forward(anv_act *out, anv_act *pre_gelu, const anv_act *inp
                              const anv_act *weight, const anv_act *bias, int N, int C,
                              int OC) {
     char nm[96];
+    // inp, weight read; out (and pre_gelu) written
+    const double bytes = ((double)N * C + (double)OC * C + (double)N * OC * (pre_gelu ? 2 : 1)) * AB;
     const long r = prof_open(shaped(nm, sizeof nm, "matmul_forward %dx%d -> %d%s%s", N, C,
                                     OC, bias ? " +bias" : "", pre_gelu ? " +gelu" : ""),
-                             2.0 * N * C * OC);
+                             2.0 * N * C * OC, bytes);
     P.in->matmul_forward(out, pre_gelu, inp, weight, bias, N, C, OC);
     prof_close(r);
 }
@@ -196,11 +212,18 @@ static void w_matmul_backward(anv_act *dinp, anv_grad_mode dinp_mode, float *dwe
                               int OC) {
     char nm[96];
     const double products = (dinp != NULL) + (dweight != NULL);
+    // dout read per product (and for dbias); dinp: weight read, dinp written (read too
+    // when accumulated; pre_gelu read for dgelu); dweight: inp read, fp32 dweight +=
+    double bytes = (double)N * OC * AB * (products + (dbias != NULL));
+    if (dinp)
+        bytes += ((double)OC * C + (double)N * C * (1 + (dinp_mode == ANV_GRAD_MODE_ADD) +
+                                                    (pre_gelu != NULL))) * AB;
+    if (dweight) bytes += (double)N * C * AB + (double)OC * C * 8;
     const long r = prof_open(
         shaped(nm, sizeof nm, "matmul_backward %dx%d <- %d%s%s%s%s", N, C, OC,
                dinp ? (dinp_mode == ANV_GRAD_MODE_SET ? " dinp=" : " dinp+=") : "",
                pre_gelu ? " (dgelu)" : "", dweight ? " dweight" : "", dbias ? " dbias" : ""),
-        products * 2.0 * N * C * OC);
+        products * 2.0 * N * C * OC, bytes);
     P.in->matmul_backward(dinp, dinp_mode, dweight, dbias, dout, inp, weight, pre_gelu, N, C,
                           OC);
     prof_close(r);
@@ -214,9 +237,10 @@ static void w_attention_forward(anv_act *out, float *state, const anv_act *q,
                                 const anv_act *k, const anv_act *v, const float *rope_cos,
                                 const float *rope_sin, int B, int T, int NH, int KVH, int HS) {
     char nm[96];
+    const double nq = (double)B * T * NH * HS, nk = (double)B * T * KVH * HS;
     const long r = prof_open(shaped(nm, sizeof nm, "attention_forward B=%d T=%d heads %d/%d "
                                     "x %d%s", B, T, NH, KVH, HS, rope_cos ? " rope" : ""),
-                             attention_flops(B, T, NH, HS));
+                             attention_flops(B, T, NH, HS), (2 * nq + 2 * nk) * AB);
     P.in->attention_forward(out, state, q, k, v, rope_cos, rope_sin, B, T, NH, KVH, HS);
     prof_close(r);
 }
@@ -226,61 +250,74 @@ static void w_attention_backward(anv_act *dq, anv_act *dk, anv_act *dv, float *s
                                  const float *rope_cos, const float *rope_sin, int B, int T,
                                  int NH, int KVH, int HS) {
     char nm[96];
+    // dout, out, q, k, v read; dq, dk, dv written
+    const double nq = (double)B * T * NH * HS, nk = (double)B * T * KVH * HS;
     const long r = prof_open(shaped(nm, sizeof nm, "attention_backward B=%d T=%d heads %d/%d "
                                     "x %d%s", B, T, NH, KVH, HS, rope_cos ? " rope" : ""),
-                             2.5 * attention_flops(B, T, NH, HS));
+                             2.5 * attention_flops(B, T, NH, HS), (4 * nq + 4 * nk) * AB);
     P.in->attention_backward(dq, dk, dv, scratch, dout, out, state, q, k, v, rope_cos, rope_sin,
                              B, T, NH, KVH, HS);
     prof_close(r);
 }
 
 static void w_gelu_forward(anv_act *out, const anv_act *inp, size_t n) {
-    TIMED("gelu_forward", P.in->gelu_forward(out, inp, n));
+    TIMED("gelu_forward", 2.0 * n * AB, P.in->gelu_forward(out, inp, n));
 }
 static void w_gelu_backward(anv_act *dinp, const anv_act *inp, const anv_act *dout, size_t n) {
-    TIMED("gelu_backward", P.in->gelu_backward(dinp, inp, dout, n));
+    TIMED("gelu_backward", 4.0 * n * AB, P.in->gelu_backward(dinp, inp, dout, n));
 }
 static void w_swiglu_forward(anv_act *out, const anv_act *gate, const anv_act *up, size_t n) {
-    TIMED("swiglu_forward", P.in->swiglu_forward(out, gate, up, n));
+    TIMED("swiglu_forward", 3.0 * n * AB, P.in->swiglu_forward(out, gate, up, n));
 }
 static void w_swiglu_backward(anv_act *dgate, anv_act *dup, const anv_act *dout,
                               const anv_act *gate, const anv_act *up, size_t n) {
-    TIMED("swiglu_backward", P.in->swiglu_backward(dgate, dup, dout, gate, up, n));
+    TIMED("swiglu_backward", 5.0 * n * AB, P.in->swiglu_backward(dgate, dup, dout, gate, up, n));
 }
 static void w_residual_forward(anv_act *out, const anv_act *a, const anv_act *b, size_t n) {
-    TIMED("residual_forward", P.in->residual_forward(out, a, b, n));
+    TIMED("residual_forward", 3.0 * n * AB, P.in->residual_forward(out, a, b, n));
 }
 static void w_residual_backward(anv_act *da, anv_act *db, const anv_act *dout, size_t n) {
-    TIMED("residual_backward", P.in->residual_backward(da, db, dout, n));
+    TIMED("residual_backward", (1.0 + 2 * (da != NULL) + 2 * (db != NULL)) * n * AB,
+          P.in->residual_backward(da, db, dout, n));
 }
 
 static void w_crossentropy_stats(float *stats, const anv_act *logits, const int32_t *targets,
                                  int N, int v0, int Vv, int Vs) {
-    TIMED("crossentropy_stats", P.in->crossentropy_stats(stats, logits, targets, N, v0, Vv, Vs));
+    TIMED("crossentropy_stats", (double)N * Vs * AB,
+          P.in->crossentropy_stats(stats, logits, targets, N, v0, Vv, Vs));
 }
 static void w_crossentropy_combine(float *losses, float *lse, const float *stats,
                                    const int32_t *targets, int N, int Pn) {
-    TIMED("crossentropy_combine", P.in->crossentropy_combine(losses, lse, stats, targets, N, Pn));
+    TIMED("crossentropy_combine", (double)N * (12.0 * Pn + 12),
+          P.in->crossentropy_combine(losses, lse, stats, targets, N, Pn));
 }
 static void w_crossentropy_backward(anv_act *dlogits, const anv_act *logits, const float *lse,
                                     const int32_t *targets, int N, int v0, int Vv, int Vs,
                                     float dloss) {
-    TIMED("crossentropy_backward",
+    TIMED("crossentropy_backward", 2.0 * N * Vs * AB,
           P.in->crossentropy_backward(dlogits, logits, lse, targets, N, v0, Vv, Vs, dloss));
 }
 
+static double seg_elems(const anv_seg *segs, int nseg) {
+    double n = 0.0;
+    for (int i = 0; i < nseg; i++) n += (double)segs[i].n;
+    return n;
+}
 static double w_sum_squares(const float *x, const anv_seg *segs, int nseg) {
     double s = 0.0;
-    TIMED("sum_squares", s = P.in->sum_squares(x, segs, nseg));
+    TIMED("sum_squares", 4.0 * seg_elems(segs, nseg), s = P.in->sum_squares(x, segs, nseg));
     return s;
 }
-static void w_scale(float *x, float s, size_t n) { TIMED("scale", P.in->scale(x, s, n)); }
+static void w_scale(float *x, float s, size_t n) { TIMED("scale", 8.0 * n, P.in->scale(x, s, n)); }
 static void w_add_f32(float *dst, const float *src, size_t n) {
-    TIMED("add_f32", P.in->add_f32(dst, src, n));
+    TIMED("add_f32", 12.0 * n, P.in->add_f32(dst, src, n));
 }
 static void w_adamw_update(anv_act *param, float *master, const float *grad, float *m,
                            float *v, const anv_seg *segs, int nseg, const anv_adamw_args *a) {
-    TIMED("adamw_update", P.in->adamw_update(param, master, grad, m, v, segs, nseg, a));
+    // grad read, m and v +=, the weight += (master fp32 and param written, or param fp32)
+    const double per = 4 + 16 + (master ? 8 + AB : 8);
+    TIMED("adamw_update", per * seg_elems(segs, nseg),
+          P.in->adamw_update(param, master, grad, m, v, segs, nseg, a));
 }
 
 const anv_backend *profile_wrap(const anv_backend *be) {
@@ -358,14 +395,16 @@ static void report(FILE *f, const char *title, double sum, double span) {
                "op's end); %.3f ms (%.1f%%) between ops\n",
             title, P.n_recs, sum, span, span - sum,
             span > 0.0 ? 100.0 * (span - sum) / span : 0.0);
-    fprintf(f, "%10s %6s %7s %8s  %s\n", "ms", "%span", "calls", "TFLOP/s", "op");
+    fprintf(f, "%10s %6s %7s %8s %8s  %s\n", "ms", "%span", "calls", "TFLOP/s", "GB/s", "op");
     for (int r = 0; r < P.n_rows; r++) {
         const prof_row *w = &P.rows[r];
-        char tf[16] = "-";
+        char tf[16] = "-", bw[16] = "-";
         if (w->flops > 0.0 && w->ms > 0.0)
             snprintf(tf, sizeof tf, "%.1f", w->flops / (w->ms * 1e-3) / 1e12);
-        fprintf(f, "%10.3f %6.1f %7ld %8s  %s\n", w->ms,
-                span > 0.0 ? 100.0 * w->ms / span : 0.0, w->calls, tf, w->name);
+        if (w->bytes > 0.0 && w->ms > 0.0)
+            snprintf(bw, sizeof bw, "%.0f", w->bytes / (w->ms * 1e-3) / 1e9);
+        fprintf(f, "%10.3f %6.1f %7ld %8s %8s  %s\n", w->ms,
+                span > 0.0 ? 100.0 * w->ms / span : 0.0, w->calls, tf, bw, w->name);
     }
 }
 

@@ -56,10 +56,10 @@ def table(text):
                  r"of a ([\d.]+) ms span", lines[head[0]])
     rows = []
     for line in lines[head[0] + 2:]:
-        m = re.match(r"\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+(\S+)\s+(.+)$", line)
+        m = re.match(r"\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+(\S+)\s+(\S+)\s+(.+)$", line)
         if not m:
             break
-        rows.append((float(m.group(1)), int(m.group(3)), m.group(5)))
+        rows.append((float(m.group(1)), int(m.group(3)), m.group(6)))
     return h, rows, head
 
 
