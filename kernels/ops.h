@@ -19,7 +19,7 @@
 // - Backward ops ACCUMULATE (+=) into parameter gradients (fp32, zeroed by the caller
 //   once per step) and into the input gradients of the norms and the residual (the
 //   residual stream's gradient). Input gradients that start a buffer are OVERWRITTEN,
-//   so the model never zeroes them first: attention_backward's dq, dk, dv,
+//   so the model never zeroes them first: attention_backward's dqkv,
 //   swiglu_backward's dgate, dup, crossentropy_stats / _combine / _backward, and
 //   matmul_backward's dinp when asked (anv_grad_mode). Each member's comment says which.
 // - A NULL gradient pointer means "not needed" (a frozen weight, the first layer's
@@ -173,7 +173,10 @@ typedef struct anv_backend {
                             int OC);
 
     // ---- causal self-attention with grouped-query heads and RoPE ----------------------
-    // q (B,T,NH,HS), k and v (B,T,KVH,HS); query head h reads kv head h / (NH/KVH).
+    // qkv (B,T,NH+2*KVH,HS): at each position the NH query heads, then the KVH key
+    // heads, then the KVH value heads, one row of (NH+2*KVH)*HS elements; it is the
+    // output of one matmul by the q, k and v weights stacked (the model keeps them
+    // adjacent). Query head h reads kv head h / (NH/KVH).
     // RoPE is applied inside the op, on q and k's way into the scores: rope_cos and
     // rope_sin (maxT, HS/2) are the tables of rope_tables_fill copied to the backend, or
     // both NULL (no rotation, GPT-2). q and k are the UNROTATED projections, and
@@ -183,16 +186,15 @@ typedef struct anv_backend {
     // (cpu: the softmax probabilities (B,NH,T,T), then the rotated q and k; cuda: the
     // log-sum-exp of each query row (B,NH,T)).
     size_t (*attention_state_floats)(int B, int T, int NH, int KVH, int HS, int rope);
-    void (*attention_forward)(anv_act *out, float *state, const anv_act *q,
-                              const anv_act *k, const anv_act *v, const float *rope_cos,
-                              const float *rope_sin, int B, int T, int NH, int KVH, int HS);
-    // dq (B,T,NH,HS), dk and dv (B,T,KVH,HS) OVERWRITTEN. `scratch` (fp32) has
+    void (*attention_forward)(anv_act *out, float *state, const anv_act *qkv,
+                              const float *rope_cos, const float *rope_sin, int B, int T,
+                              int NH, int KVH, int HS);
+    // dqkv (B,T,NH+2*KVH,HS), laid out as qkv, OVERWRITTEN. `scratch` (fp32) has
     // attention_scratch_floats(B,T,NH,KVH,HS,rope) floats and is overwritten. out,
     // state and the tables are the forward's.
     size_t (*attention_scratch_floats)(int B, int T, int NH, int KVH, int HS, int rope);
-    void (*attention_backward)(anv_act *dq, anv_act *dk, anv_act *dv, float *scratch,
-                               const anv_act *dout, const anv_act *out, const float *state,
-                               const anv_act *q, const anv_act *k, const anv_act *v,
+    void (*attention_backward)(anv_act *dqkv, float *scratch, const anv_act *dout,
+                               const anv_act *out, const float *state, const anv_act *qkv,
                                const float *rope_cos, const float *rope_sin, int B, int T,
                                int NH, int KVH, int HS);
 

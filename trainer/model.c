@@ -80,6 +80,7 @@ int model_config_resolve(model_config *mc) {
 typedef struct table_builder {
     model *m;
     size_t offset;
+    int glue;         // 1: the next tensor follows this one at once (q, k, v stacked)
 } table_builder;
 
 // One tensor of the shard. g0, g1: the global shape (g1 = 0 for 1-D); split: -1 whole,
@@ -105,8 +106,9 @@ static param_tensor *add_tensor(table_builder *tb, const char *name, int g0, int
     t->counted = t->split_dim >= 0 || sh->tp_rank == 0;
     t->numel = (size_t)t->shape[0] * (size_t)(g1 > 0 ? t->shape[1] : 1);
     t->offset = tb->offset;
-    // Keep every tensor 16-float aligned (64 bytes) so vector loads stay aligned.
-    tb->offset += (t->numel + 15) / 16 * 16;
+    // Keep every tensor 16-float aligned (64 bytes) so vector loads stay aligned, but
+    // for those glued to the one before (only the stack's first is aligned).
+    tb->offset += tb->glue ? t->numel : (t->numel + 15) / 16 * 16;
     t->is_matrix = is_matrix;
     t->is_embedding = is_embedding;
     t->is_vocab = 0;
@@ -127,7 +129,7 @@ static void build_table(model *m) {
     const float std_res = std / sqrtf(2.0f * (float)m->cfg.n_layer);
     const int bias_qkv = gpt2 || m->cfg.qkv_bias;
     const int tied = m->cfg.tie_embeddings;
-    table_builder tb = {m, 0};
+    table_builder tb = {m, 0, 0};
     char n[MODEL_MAX_NAME];
     param_tensor *t;
 
@@ -144,12 +146,19 @@ static void build_table(model *m) {
 #define NAME(s) (snprintf(n, sizeof n, "layers.%d.%s", l, s), n)
         add_tensor(&tb, NAME("norm_1.weight"), C, 0, -1, 0, 0, 0, 1);
         if (gpt2) add_tensor(&tb, NAME("norm_1.bias"), C, 0, -1, 0, 0, 0, 0);
+        // q, k, v stacked: one matrix (and one bias) for one projection matmul
+        tb.glue = 1;
         add_tensor(&tb, NAME("attn.wq.weight"), QD, C, 0, 1, 0, std, 0);
-        if (bias_qkv) add_tensor(&tb, NAME("attn.wq.bias"), QD, 0, 0, 0, 0, 0, 0);
         add_tensor(&tb, NAME("attn.wk.weight"), KD, C, 0, 1, 0, std, 0);
-        if (bias_qkv) add_tensor(&tb, NAME("attn.wk.bias"), KD, 0, 0, 0, 0, 0, 0);
+        tb.glue = 0;
         add_tensor(&tb, NAME("attn.wv.weight"), KD, C, 0, 1, 0, std, 0);
-        if (bias_qkv) add_tensor(&tb, NAME("attn.wv.bias"), KD, 0, 0, 0, 0, 0, 0);
+        if (bias_qkv) {
+            tb.glue = 1;
+            add_tensor(&tb, NAME("attn.wq.bias"), QD, 0, 0, 0, 0, 0, 0);
+            add_tensor(&tb, NAME("attn.wk.bias"), KD, 0, 0, 0, 0, 0, 0);
+            tb.glue = 0;
+            add_tensor(&tb, NAME("attn.wv.bias"), KD, 0, 0, 0, 0, 0, 0);
+        }
         add_tensor(&tb, NAME("attn.wo.weight"), C, QD, 1, 1, 0, std_res, 0);
         if (gpt2) add_tensor(&tb, NAME("attn.wo.bias"), C, 0, -1, 0, 0, 0, 0);
         add_tensor(&tb, NAME("norm_2.weight"), C, 0, -1, 0, 0, 0, 1);
@@ -276,9 +285,7 @@ static void carve_layer(model *m, layer_acts *a, carver *c, int shared_sel) {
     }
     a->n1_mean = gpt2 ? carve(c, N) : NULL;
     a->n1_rstd = carve(c, N);
-    a->q = carve_a(c, N * QD);
-    a->k = carve_a(c, N * KD);
-    a->v = carve_a(c, N * KD);
+    a->qkv = carve_a(c, N * (QD + 2 * KD));
     a->att_state = carve(c, m->be->attention_state_floats(m->B, m->T, m->NH, m->KVH, m->HS,
                                                           !gpt2));
     a->att_out = carve_a(c, N * QD);
@@ -340,9 +347,7 @@ static void carve_acts(model *m, carver *c) {
     m->d_res = carve_a(c, N * C);
     m->d_tmp = carve_a(c, N * C);
     m->d_norm = carve_a(c, N * C);
-    m->d_q = carve_a(c, N * QD);
-    m->d_k = carve_a(c, N * KD);
-    m->d_v = carve_a(c, N * KD);
+    m->d_qkv = carve_a(c, N * (QD + 2 * KD));
     m->d_att = carve_a(c, N * QD);
     m->att_scratch = carve(c, m->be->attention_scratch_floats(m->B, m->T, m->NH, m->KVH,
                                                               m->HS, !gpt2));
@@ -582,12 +587,11 @@ static void layer_forward_to_act(const model *m, const layer_params *w, layer_ac
         norm_forward(m, a->norm1, a->n1_mean, a->n1_rstd, a->res_in, w->norm1_w, w->norm1_b, N);
 
     // attention block: res_mid = res_in + wo(attention(norm_1(res_in)))
-    be->matmul_forward(a->q, NULL, a->norm1, w->wq, w->bq, N, C, QD);   // (B,T,NH,HS)
-    be->matmul_forward(a->k, NULL, a->norm1, w->wk, w->bk, N, C, KD);   // (B,T,KVH,HS)
-    be->matmul_forward(a->v, NULL, a->norm1, w->wv, w->bv, N, C, KD);   // (B,T,KVH,HS)
+    // q, k, v in one matmul by the stacked weights: (B,T,NH+2KVH,HS)
+    be->matmul_forward(a->qkv, NULL, a->norm1, w->wq, w->bq, N, C, QD + 2 * KD);
     // llama: RoPE inside the attention (rope_cos is NULL for gpt2)
-    be->attention_forward(a->att_out, a->att_state, a->q, a->k, a->v, m->rope_cos,
-                          m->rope_sin, B, T, m->NH, m->KVH, m->HS);
+    be->attention_forward(a->att_out, a->att_state, a->qkv, m->rope_cos, m->rope_sin, B, T,
+                          m->NH, m->KVH, m->HS);
     row_parallel_forward(m, a->res_mid, a->att_out, w->wo, w->bo, N, QD, C);
     norm_residual_forward(m, a->res_mid, a->norm2, a->n2_mean, a->n2_rstd, a->res_mid,
                           a->res_in, w->norm2_w, w->norm2_b, N);
@@ -752,15 +756,10 @@ void model_backward_slot(model *m, int slot, float dloss) {
         // attention block
         be->matmul_backward(m->d_att, ANV_GRAD_MODE_SET, g->wo, g->bo, m->d_res, a->att_out,
                             w->wo, NULL, N, QD, C);
-        be->attention_backward(m->d_q, m->d_k, m->d_v, m->att_scratch, m->d_att, a->att_out,
-                               a->att_state, a->q, a->k, a->v, m->rope_cos, m->rope_sin,
-                               B, T, m->NH, m->KVH, m->HS);
-        be->matmul_backward(m->d_norm, ANV_GRAD_MODE_SET, g->wq, g->bq, m->d_q, a->norm1,
-                            w->wq, NULL, N, C, QD);
-        be->matmul_backward(m->d_norm, ANV_GRAD_MODE_ADD, g->wk, g->bk, m->d_k, a->norm1,
-                            w->wk, NULL, N, C, KD);
-        be->matmul_backward(m->d_norm, ANV_GRAD_MODE_ADD, g->wv, g->bv, m->d_v, a->norm1,
-                            w->wv, NULL, N, C, KD);
+        be->attention_backward(m->d_qkv, m->att_scratch, m->d_att, a->att_out, a->att_state,
+                               a->qkv, m->rope_cos, m->rope_sin, B, T, m->NH, m->KVH, m->HS);
+        be->matmul_backward(m->d_norm, ANV_GRAD_MODE_SET, g->wq, g->bq, m->d_qkv, a->norm1,
+                            w->wq, NULL, N, C, QD + 2 * KD);
         tp_sum(m, m->d_norm, NC);   // q, k, v are column-parallel
         norm_backward(m, m->d_res, g->norm1_w, g->norm1_b, m->d_norm, a->res_in, w->norm1_w,
                       a->n1_mean, a->n1_rstd, N);

@@ -2,7 +2,10 @@
 // single-device code over the op interface (kernels/ops.h).
 //
 // Parameters live in one allocation with named views (as in llm.c), gradients in a
-// second one of the same layout, so one buffer is zeroed, reduced and saved. Every
+// second one of the same layout, so one buffer is zeroed, reduced and saved. A layer's
+// q, k and v weights follow each other with no gap, and so do their biases: together
+// they are one (NH+2*KVH)*HS x C matrix, so the projection is one matmul whose output
+// is the attention's packed qkv (kernels/ops.h), and its backward one matmul too. Every
 // tensor has a global name (below) and its init is drawn from an RNG stream keyed by
 // (seed, name), so the initial weights do not depend on how a later issue shards the
 // model. Activations are sized for (B, T) once in model_init; forward and backward
@@ -73,9 +76,9 @@ typedef struct param_tensor {
 // Untyped: into params they are anv_act (the backend's weight type), into grads fp32.
 typedef struct layer_params {
     void *norm1_w, *norm1_b;    // (C)
-    void *wq, *bq;              // (NH*HS, C), (NH*HS)
-    void *wk, *bk;              // (KVH*HS, C), (KVH*HS)
-    void *wv, *bv;              // (KVH*HS, C), (KVH*HS)
+    void *wq, *bq;              // (NH*HS, C), (NH*HS); wk, wv (bk, bv) follow at once:
+    void *wk, *bk;              // (KVH*HS, C), (KVH*HS)   wq is the stacked
+    void *wv, *bv;              // (KVH*HS, C), (KVH*HS)   ((NH+2*KVH)*HS, C) matrix
     void *wo, *bo;              // (C, NH*HS), (C)
     void *norm2_w, *norm2_b;    // (C)
     void *w_fc, *b_fc;          // gpt2: (F, C), (F)        llama: gate (F, C)
@@ -96,7 +99,7 @@ typedef struct layer_acts {
     anv_act *res_in;            // (B,T,C) residual stream entering the layer
     anv_act *norm1;             // (B,T,C)
     float *n1_mean, *n1_rstd;   // (B,T), (B,T)
-    anv_act *q, *k, *v;         // (B,T,NH,HS), (B,T,KVH,HS) x2 (after RoPE for llama)
+    anv_act *qkv;               // (B,T,NH+2*KVH,HS) q, k, v heads per position (unrotated)
     float *att_state;           // attention_state_floats(B,T,NH,KVH,HS,rope)
     anv_act *att_out;           // (B,T,NH*HS)
     anv_act *res_mid;           // (B,T,C) residual after attention
@@ -186,7 +189,7 @@ typedef struct model {
     // backward scratch, shared by the slots (activation gradients: anv_act)
     anv_act *d_res, *d_tmp;     // (B,T,C) residual-stream gradient and a second one
     anv_act *d_norm;            // (B,T,C)
-    anv_act *d_q, *d_k, *d_v;   // like q, k, v
+    anv_act *d_qkv;             // like qkv
     anv_act *d_att;             // (B,T,NH*HS)
     float *att_scratch;         // attention_scratch_floats
     anv_act *d_fc, *d_up, *d_act;   // (B,T,F)

@@ -233,30 +233,30 @@ static void w_matmul_backward(anv_act *dinp, anv_grad_mode dinp_mode, float *dwe
 static double attention_flops(int B, int T, int NH, int HS) {
     return 2.0 * 2.0 * B * NH * ((double)T * (T + 1) / 2.0) * HS;
 }
-static void w_attention_forward(anv_act *out, float *state, const anv_act *q,
-                                const anv_act *k, const anv_act *v, const float *rope_cos,
-                                const float *rope_sin, int B, int T, int NH, int KVH, int HS) {
+static void w_attention_forward(anv_act *out, float *state, const anv_act *qkv,
+                                const float *rope_cos, const float *rope_sin, int B, int T,
+                                int NH, int KVH, int HS) {
     char nm[96];
+    // qkv read, out written
     const double nq = (double)B * T * NH * HS, nk = (double)B * T * KVH * HS;
     const long r = prof_open(shaped(nm, sizeof nm, "attention_forward B=%d T=%d heads %d/%d "
                                     "x %d%s", B, T, NH, KVH, HS, rope_cos ? " rope" : ""),
                              attention_flops(B, T, NH, HS), (2 * nq + 2 * nk) * AB);
-    P.in->attention_forward(out, state, q, k, v, rope_cos, rope_sin, B, T, NH, KVH, HS);
+    P.in->attention_forward(out, state, qkv, rope_cos, rope_sin, B, T, NH, KVH, HS);
     prof_close(r);
 }
-static void w_attention_backward(anv_act *dq, anv_act *dk, anv_act *dv, float *scratch,
-                                 const anv_act *dout, const anv_act *out, const float *state,
-                                 const anv_act *q, const anv_act *k, const anv_act *v,
+static void w_attention_backward(anv_act *dqkv, float *scratch, const anv_act *dout,
+                                 const anv_act *out, const float *state, const anv_act *qkv,
                                  const float *rope_cos, const float *rope_sin, int B, int T,
                                  int NH, int KVH, int HS) {
     char nm[96];
-    // dout, out, q, k, v read; dq, dk, dv written
+    // dout, out, qkv read; dqkv written
     const double nq = (double)B * T * NH * HS, nk = (double)B * T * KVH * HS;
     const long r = prof_open(shaped(nm, sizeof nm, "attention_backward B=%d T=%d heads %d/%d "
                                     "x %d%s", B, T, NH, KVH, HS, rope_cos ? " rope" : ""),
                              2.5 * attention_flops(B, T, NH, HS), (4 * nq + 4 * nk) * AB);
-    P.in->attention_backward(dq, dk, dv, scratch, dout, out, state, q, k, v, rope_cos, rope_sin,
-                             B, T, NH, KVH, HS);
+    P.in->attention_backward(dqkv, scratch, dout, out, state, qkv, rope_cos, rope_sin, B, T,
+                             NH, KVH, HS);
     prof_close(r);
 }
 

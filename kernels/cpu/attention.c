@@ -20,9 +20,14 @@
 //
 // RoPE (tables given): the forward rotates q and k into copies kept in `state` after
 // the probabilities, and attends with those; the backward reads the copies, gathers
-// the gradients w.r.t. the rotated q and k in `scratch` (after the dp rows, same
-// layouts as dq and dk), and writes them rotated back (the transpose) into dq and dk.
-// The thread that owns a (b, kv head) does that for its own rows only.
+// the gradients w.r.t. the rotated q and k in `scratch` (after the dp rows, laid out
+// like the copies), and writes them rotated back (the transpose) into dq and dk. The
+// thread that owns a (b, kv head) does that for its own rows only.
+//
+// Layout (ops.h): q, k and v are column blocks of one qkv row per position (NH, KVH,
+// KVH heads), so they, dq, dk and dv are read and written with the row stride
+// ld = (NH + 2 KVH) HS; out and dout are (B,T,NH,HS); the rotated copies and their
+// gradients are (B,T,NH,HS) and (B,T,KVH,HS).
 #include <math.h>
 #include <string.h>
 
@@ -42,26 +47,26 @@ size_t cpu_attention_scratch_floats(int B, int T, int NH, int KVH, int HS, int r
     return n;
 }
 
-void cpu_attention_forward(anv_act *out_, float *state, const anv_act *q_, const anv_act *k_,
-                           const anv_act *v_, const float *rope_cos, const float *rope_sin,
-                           int B, int T, int NH, int KVH, int HS) {
+void cpu_attention_forward(anv_act *out_, float *state, const anv_act *qkv_,
+                           const float *rope_cos, const float *rope_sin, int B, int T, int NH,
+                           int KVH, int HS) {
     float *out = out_;
-    const float *q = q_;
-    const float *k = k_;
-    const float *v = v_;
+    const float *qkv = qkv_;
     // out (B,T,NH,HS), state (B,NH,T,T) [+ rotated q (B,T,NH,HS), k (B,T,KVH,HS)],
-    // q (B,T,NH,HS), k and v (B,T,KVH,HS)
+    // qkv (B,T,NH+2KVH,HS)
     int group = NH / KVH;                 // query heads per kv head
     float scale = 1.0f / sqrtf((float)HS);
-    size_t qs = (size_t)NH * HS;          // stride between positions in q and out
-    size_t kvs = (size_t)KVH * HS;        // stride between positions in k and v
+    const size_t ld = (size_t)(NH + 2 * KVH) * HS;   // between positions in qkv
+    const size_t os = (size_t)NH * HS;               // between positions in out
+    const float *q = qkv, *k = qkv + os, *v = qkv + os + (size_t)KVH * HS;
+    size_t qs = ld, ks = ld;              // between positions in the q and k read
     if (rope_cos) {
         float *qr = state + (size_t)B * NH * T * T;              // (B,T,NH,HS)
-        float *kr = qr + (size_t)B * T * qs;                     // (B,T,KVH,HS)
-        cpu_rope_rotate(qr, q, rope_cos, rope_sin, B, T, NH, HS, 1.0f);
-        cpu_rope_rotate(kr, k, rope_cos, rope_sin, B, T, KVH, HS, 1.0f);
-        q = qr;
-        k = kr;
+        float *kr = qr + (size_t)B * T * os;                     // (B,T,KVH,HS)
+        cpu_rope_rotate(qr, q, ld, rope_cos, rope_sin, B, T, NH, HS, 1.0f);
+        cpu_rope_rotate(kr, k, ld, rope_cos, rope_sin, B, T, KVH, HS, 1.0f);
+        q = qr, qs = os;
+        k = kr, ks = (size_t)KVH * HS;
     }
 
     #pragma omp parallel for collapse(2) schedule(static)
@@ -69,9 +74,9 @@ void cpu_attention_forward(anv_act *out_, float *state, const anv_act *q_, const
         for (int h = 0; h < NH; h++) {
             int kvh = h / group;
             const float *q_bh = q + (size_t)b * T * qs + (size_t)h * HS;      // (T, HS) strided
-            const float *k_bh = k + (size_t)b * T * kvs + (size_t)kvh * HS;   // (T, HS) strided
-            const float *v_bh = v + (size_t)b * T * kvs + (size_t)kvh * HS;   // (T, HS) strided
-            float *out_bh = out + (size_t)b * T * qs + (size_t)h * HS;        // (T, HS) strided
+            const float *k_bh = k + (size_t)b * T * ks + (size_t)kvh * HS;    // (T, HS) strided
+            const float *v_bh = v + (size_t)b * T * ld + (size_t)kvh * HS;    // (T, HS) strided
+            float *out_bh = out + (size_t)b * T * os + (size_t)h * HS;        // (T, HS) strided
             float *att_bh = state + ((size_t)b * NH + h) * T * T;             // (T, T)
 
             for (int t = 0; t < T; t++) {
@@ -81,7 +86,7 @@ void cpu_attention_forward(anv_act *out_, float *state, const anv_act *q_, const
                 // scores and their max, for t2 <= t
                 float maxval = -INFINITY;
                 for (int t2 = 0; t2 <= t; t2++) {
-                    const float *k_t2 = k_bh + t2 * kvs;          // (HS)
+                    const float *k_t2 = k_bh + t2 * ks;           // (HS)
                     float dot = 0.0f;
                     #pragma omp simd reduction(+:dot)
                     for (int i = 0; i < HS; i++) dot += q_t[i] * k_t2[i];
@@ -99,10 +104,10 @@ void cpu_attention_forward(anv_act *out_, float *state, const anv_act *q_, const
                 for (int t2 = t + 1; t2 < T; t2++) p[t2] = 0.0f;
 
                 // weighted sum of values
-                float *out_t = out_bh + t * qs;                   // (HS)
+                float *out_t = out_bh + t * os;                   // (HS)
                 for (int i = 0; i < HS; i++) out_t[i] = 0.0f;
                 for (int t2 = 0; t2 <= t; t2++) {
-                    const float *v_t2 = v_bh + t2 * kvs;          // (HS)
+                    const float *v_t2 = v_bh + t2 * ld;           // (HS)
                     float pt = p[t2];
                     for (int i = 0; i < HS; i++) out_t[i] += pt * v_t2[i];
                 }
@@ -111,76 +116,76 @@ void cpu_attention_forward(anv_act *out_, float *state, const anv_act *q_, const
     }
 }
 
-// Zero the rows of dq (B,T,NH,HS), dk and dv (B,T,KVH,HS) that belong to batch row b
-// and kv head kvh (its query heads' rows in dq).
-static void rows_zero(float *dq, float *dk, float *dv, int b, int kvh, int T, int NH, int KVH,
-                      int HS) {
+// Zero the rows that belong to batch row b and kv head kvh: its query heads' rows of
+// dq (positions qs apart), its rows of dk (ks apart) and dv (vs apart), each at its
+// head's column block.
+static void rows_zero(float *dq, float *dk, float *dv, size_t qs, size_t ks, size_t vs, int b,
+                      int kvh, int T, int NH, int KVH, int HS) {
     int group = NH / KVH;
     for (int t = 0; t < T; t++) {
         size_t bt = (size_t)b * T + t;
-        memset(dk + (bt * KVH + kvh) * HS, 0, (size_t)HS * sizeof(float));
-        memset(dv + (bt * KVH + kvh) * HS, 0, (size_t)HS * sizeof(float));
-        memset(dq + (bt * NH + (size_t)kvh * group) * HS, 0, (size_t)group * HS * sizeof(float));
+        memset(dk + bt * ks + (size_t)kvh * HS, 0, (size_t)HS * sizeof(float));
+        memset(dv + bt * vs + (size_t)kvh * HS, 0, (size_t)HS * sizeof(float));
+        memset(dq + bt * qs + (size_t)kvh * group * HS, 0, (size_t)group * HS * sizeof(float));
     }
 }
 
-// The same rows of dq and dk: dq = rotate back (dq_rot), dk = rotate back (dk_rot).
-static void rope_rows_back(float *dq, float *dk, const float *dq_rot, const float *dk_rot,
-                           const float *cos_tab, const float *sin_tab, int b, int kvh, int T,
-                           int NH, int KVH, int HS) {
+// The same rows of dq and dk (positions ld apart): rotated back from dq_rot
+// (B,T,NH,HS) and dk_rot (B,T,KVH,HS).
+static void rope_rows_back(float *dq, float *dk, size_t ld, const float *dq_rot,
+                           const float *dk_rot, const float *cos_tab, const float *sin_tab,
+                           int b, int kvh, int T, int NH, int KVH, int HS) {
     int group = NH / KVH;
     for (int t = 0; t < T; t++) {
         size_t bt = (size_t)b * T + t;
-        size_t ko = (bt * KVH + kvh) * HS;
-        cpu_rope_row(dk + ko, dk_rot + ko, cos_tab, sin_tab, t, HS, -1.0f);
-        for (int h = kvh * group; h < (kvh + 1) * group; h++) {
-            size_t qo = (bt * NH + h) * HS;
-            cpu_rope_row(dq + qo, dq_rot + qo, cos_tab, sin_tab, t, HS, -1.0f);
-        }
+        cpu_rope_row(dk + bt * ld + (size_t)kvh * HS, dk_rot + (bt * KVH + kvh) * HS, cos_tab,
+                     sin_tab, t, HS, -1.0f);
+        for (int h = kvh * group; h < (kvh + 1) * group; h++)
+            cpu_rope_row(dq + bt * ld + (size_t)h * HS, dq_rot + (bt * NH + h) * HS, cos_tab,
+                         sin_tab, t, HS, -1.0f);
     }
 }
 
-void cpu_attention_backward(anv_act *dq_, anv_act *dk_, anv_act *dv_, float *scratch,
-                            const anv_act *dout_, const anv_act *out, const float *state,
-                            const anv_act *q_, const anv_act *k_, const anv_act *v_,
+void cpu_attention_backward(anv_act *dqkv_, float *scratch, const anv_act *dout_,
+                            const anv_act *out, const float *state, const anv_act *qkv_,
                             const float *rope_cos, const float *rope_sin, int B, int T,
                             int NH, int KVH, int HS) {
     (void)out;   // the saved probabilities (state) make the forward's output unneeded
-    float *dq = dq_;
-    float *dk = dk_;
-    float *dv = dv_;
+    float *dqkv = dqkv_;
     const float *dout = dout_;
-    const float *q = q_;
-    const float *k = k_;
-    const float *v = v_;
-    // dq (B,T,NH,HS) =, dk and dv (B,T,KVH,HS) =, scratch (B,NH,T) [+ dq_rot
-    // (B,T,NH,HS), dk_rot (B,T,KVH,HS)] overwritten, dout (B,T,NH,HS), state as the
-    // forward's, q (B,T,NH,HS), k and v (B,T,KVH,HS)
+    const float *qkv = qkv_;
+    // dqkv (B,T,NH+2KVH,HS) =, scratch (B,NH,T) [+ dq_rot (B,T,NH,HS), dk_rot
+    // (B,T,KVH,HS)] overwritten, dout (B,T,NH,HS), state as the forward's,
+    // qkv (B,T,NH+2KVH,HS)
     int group = NH / KVH;
     float scale = 1.0f / sqrtf((float)HS);
-    size_t qs = (size_t)NH * HS;
-    size_t kvs = (size_t)KVH * HS;
+    const size_t ld = (size_t)(NH + 2 * KVH) * HS;
+    const size_t os = (size_t)NH * HS, kvd = (size_t)KVH * HS;
+    const float *q = qkv, *k = qkv + os, *v = qkv + os + kvd;
+    float *dq = dqkv, *dk = dqkv + os, *dv = dqkv + os + kvd;
     // with RoPE: attend with the rotated copies, gather into dq_rot / dk_rot
     float *dq_acc = dq, *dk_acc = dk;
+    size_t qs = ld, ks = ld;              // between positions in q / dq_acc, k / dk_acc
     if (rope_cos) {
         q = state + (size_t)B * NH * T * T;
-        k = q + (size_t)B * T * qs;
+        k = q + (size_t)B * T * os;
         dq_acc = scratch + (size_t)B * NH * T;
-        dk_acc = dq_acc + (size_t)B * T * qs;
+        dk_acc = dq_acc + (size_t)B * T * os;
+        qs = os, ks = kvd;
     }
 
     #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++) {
         for (int kvh = 0; kvh < KVH; kvh++) {
-            const float *k_bh = k + (size_t)b * T * kvs + (size_t)kvh * HS;   // (T, HS) strided
-            const float *v_bh = v + (size_t)b * T * kvs + (size_t)kvh * HS;   // (T, HS) strided
-            float *dk_bh = dk_acc + (size_t)b * T * kvs + (size_t)kvh * HS;   // (T, HS) strided
-            float *dv_bh = dv + (size_t)b * T * kvs + (size_t)kvh * HS;       // (T, HS) strided
-            rows_zero(dq_acc, dk_acc, dv, b, kvh, T, NH, KVH, HS);
+            const float *k_bh = k + (size_t)b * T * ks + (size_t)kvh * HS;   // (T, HS) strided
+            const float *v_bh = v + (size_t)b * T * ld + (size_t)kvh * HS;   // (T, HS) strided
+            float *dk_bh = dk_acc + (size_t)b * T * ks + (size_t)kvh * HS;   // (T, HS) strided
+            float *dv_bh = dv + (size_t)b * T * ld + (size_t)kvh * HS;       // (T, HS) strided
+            rows_zero(dq_acc, dk_acc, dv, qs, ks, ld, b, kvh, T, NH, KVH, HS);
 
             for (int h = kvh * group; h < (kvh + 1) * group; h++) {
                 const float *q_bh = q + (size_t)b * T * qs + (size_t)h * HS;        // (T, HS)
-                const float *dout_bh = dout + (size_t)b * T * qs + (size_t)h * HS;  // (T, HS)
+                const float *dout_bh = dout + (size_t)b * T * os + (size_t)h * HS;  // (T, HS)
                 float *dq_bh = dq_acc + (size_t)b * T * qs + (size_t)h * HS;        // (T, HS)
                 const float *att_bh = state + ((size_t)b * NH + h) * T * T;         // (T, T)
                 float *dp = scratch + ((size_t)b * NH + h) * T;                     // (T)
@@ -188,14 +193,14 @@ void cpu_attention_backward(anv_act *dq_, anv_act *dk_, anv_act *dv_, float *scr
                 for (int t = 0; t < T; t++) {
                     const float *p = att_bh + (size_t)t * T;      // (T)
                     const float *q_t = q_bh + t * qs;             // (HS)
-                    const float *dout_t = dout_bh + t * qs;       // (HS)
+                    const float *dout_t = dout_bh + t * os;       // (HS)
                     float *dq_t = dq_bh + t * qs;                 // (HS)
 
                     // through out_t = sum p v: dp and dv
                     float pdp = 0.0f;                             // sum_j p[j] dp[j]
                     for (int t2 = 0; t2 <= t; t2++) {
-                        const float *v_t2 = v_bh + t2 * kvs;      // (HS)
-                        float *dv_t2 = dv_bh + t2 * kvs;          // (HS)
+                        const float *v_t2 = v_bh + t2 * ld;       // (HS)
+                        float *dv_t2 = dv_bh + t2 * ld;           // (HS)
                         float dot = 0.0f;
                         float pt = p[t2];
                         #pragma omp simd reduction(+:dot)
@@ -208,8 +213,8 @@ void cpu_attention_backward(anv_act *dq_, anv_act *dk_, anv_act *dv_, float *scr
                     }
                     // through the softmax and the scaled dot products: dq and dk
                     for (int t2 = 0; t2 <= t; t2++) {
-                        const float *k_t2 = k_bh + t2 * kvs;      // (HS)
-                        float *dk_t2 = dk_bh + t2 * kvs;          // (HS)
+                        const float *k_t2 = k_bh + t2 * ks;       // (HS)
+                        float *dk_t2 = dk_bh + t2 * ks;           // (HS)
                         float ds = p[t2] * (dp[t2] - pdp) * scale;
                         for (int i = 0; i < HS; i++) {
                             dq_t[i] += ds * k_t2[i];
@@ -219,8 +224,8 @@ void cpu_attention_backward(anv_act *dq_, anv_act *dk_, anv_act *dv_, float *scr
                 }
             }
             if (rope_cos)
-                rope_rows_back(dq, dk, dq_acc, dk_acc, rope_cos, rope_sin, b, kvh, T, NH, KVH,
-                               HS);
+                rope_rows_back(dq, dk, ld, dq_acc, dk_acc, rope_cos, rope_sin, b, kvh, T, NH,
+                               KVH, HS);
         }
     }
 }

@@ -99,22 +99,22 @@ void cpu_matmul_backward(anv_act *dinp, anv_grad_mode dinp_mode, float *dweight,
                          const anv_act *pre_gelu, int N, int C, int OC);
 
 // ---- rope.c (helpers of attention.c) -----------------------------------------------
-// dst (B,T,H,HS) = src rotated by sign * angle; dst may be src.
-void cpu_rope_rotate(float *dst, const float *src, const float *cos_tab, const float *sin_tab,
-                     int B, int T, int H, int HS, float sign);
+// dst (B,T,H,HS) = src rotated by sign * angle, src's H heads of HS at each position,
+// positions src_ld elements apart; dst may be src when src_ld = H * HS.
+void cpu_rope_rotate(float *dst, const float *src, size_t src_ld, const float *cos_tab,
+                     const float *sin_tab, int B, int T, int H, int HS, float sign);
 // One head row (HS) at position t: dst = src rotated by sign * angle; dst may be src.
 void cpu_rope_row(float *dst, const float *src, const float *cos_tab, const float *sin_tab,
                   int t, int HS, float sign);
 
 // ---- attention.c --------------------------------------------------------------------
 size_t cpu_attention_state_floats(int B, int T, int NH, int KVH, int HS, int rope);
-void cpu_attention_forward(anv_act *out, float *state, const anv_act *q, const anv_act *k,
-                           const anv_act *v, const float *rope_cos, const float *rope_sin,
-                           int B, int T, int NH, int KVH, int HS);
+void cpu_attention_forward(anv_act *out, float *state, const anv_act *qkv,
+                           const float *rope_cos, const float *rope_sin, int B, int T, int NH,
+                           int KVH, int HS);
 size_t cpu_attention_scratch_floats(int B, int T, int NH, int KVH, int HS, int rope);
-void cpu_attention_backward(anv_act *dq, anv_act *dk, anv_act *dv, float *scratch,
-                            const anv_act *dout, const anv_act *out, const float *state,
-                            const anv_act *q, const anv_act *k, const anv_act *v,
+void cpu_attention_backward(anv_act *dqkv, float *scratch, const anv_act *dout,
+                            const anv_act *out, const float *state, const anv_act *qkv,
                             const float *rope_cos, const float *rope_sin, int B, int T,
                             int NH, int KVH, int HS);
 

@@ -13,16 +13,17 @@
 //   backward: d1 = dy1 cos + dy2 sin, d2 = dy2 cos - dy1 sin
 #include "kernels/cpu/cpu_ops.h"
 
-void cpu_rope_rotate(float *dst, const float *src, const float *cos_tab, const float *sin_tab,
-                     int B, int T, int H, int HS, float sign) {
-    // dst, src (B,T,H,HS), may alias; cos_tab, sin_tab (maxT, HS/2)
+void cpu_rope_rotate(float *dst, const float *src, size_t src_ld, const float *cos_tab,
+                     const float *sin_tab, int B, int T, int H, int HS, float sign) {
+    // dst (B,T,H,HS); src: H heads of HS at each position, positions src_ld apart;
+    // cos_tab, sin_tab (maxT, HS/2)
     #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++) {
         for (int t = 0; t < T; t++) {
-            for (int h = 0; h < H; h++) {
-                size_t off = (((size_t)b * T + t) * H + h) * HS;
-                cpu_rope_row(dst + off, src + off, cos_tab, sin_tab, t, HS, sign);
-            }
+            const size_t bt = (size_t)b * T + t;
+            for (int h = 0; h < H; h++)
+                cpu_rope_row(dst + (bt * H + h) * HS, src + bt * src_ld + (size_t)h * HS,
+                             cos_tab, sin_tab, t, HS, sign);
         }
     }
 }

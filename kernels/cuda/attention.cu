@@ -41,6 +41,11 @@
 //
 // scratch (attention_scratch_floats): the dQ accumulator (B,T,NH,HS) then Dv (B,NH,T).
 //
+// Layout (ops.h): q, k and v are column blocks of one qkv row per position (NH, then
+// KVH, then KVH heads of HS), so the kernels read them, and write dq, dk and dv into
+// dqkv, with the row stride ld = (NH + 2 KVH) HS; out, dout and the dQ accumulator are
+// (B,T,NH,HS).
+//
 // RoPE (ops.h: q and k arrive unrotated, with the cos/sin tables, for Llama) is applied
 // where q and k are read, so no rotated copy goes through global memory. Tensor-core
 // path: a tile of Q or K is rotated in place in shared memory after it lands (one pass
@@ -245,9 +250,10 @@ __device__ __forceinline__ void mma_abt(float (*acc)[4], const bf16 *x, const bf
 template <int D, bool ROPE>
 __global__ void __launch_bounds__(ATT_THREADS)
 attn_fwd_mma(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
-             const float *rc, const float *rs, int B, int T, int NH, int KVH, float scale) {
-    // out (B,T,NH,D), lse (B,NH,T), q (B,T,NH,D), k and v (B,T,KVH,D); rc, rs (maxT, D/2)
-    // when ROPE
+             int ld, const float *rc, const float *rs, int B, int T, int NH, int KVH,
+             float scale) {
+    // out (B,T,NH,D), lse (B,NH,T); q, k, v: NH, KVH, KVH heads of D per position,
+    // positions ld apart; rc, rs (maxT, D/2) when ROPE
     constexpr int LD = D + ATT_PAD;
     constexpr int KT = D / 16;                  // k-chunks of Q K^T
     constexpr int NT = ATT_TILE / 8;            // n-tiles of S
@@ -262,18 +268,17 @@ attn_fwd_mma(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
     const int qb = nq - 1 - (int)(blockIdx.x / (B * NH));
     const int b = bh / NH, h = bh % NH, kvh = h / (NH / KVH);
     const int q0 = qb * ATT_TILE;
-    const size_t qs = (size_t)NH * D, kvs = (size_t)KVH * D;
-    const bf16 *qg = q + ((size_t)b * T * NH + h) * D;        // (T, D) rows qs apart
-    const bf16 *kg = k + ((size_t)b * T * KVH + kvh) * D;     // (T, D) rows kvs apart
-    const bf16 *vg = v + ((size_t)b * T * KVH + kvh) * D;     // (T, D) rows kvs apart
+    const bf16 *qg = q + (size_t)b * T * ld + (size_t)h * D;     // (T, D) rows ld apart
+    const bf16 *kg = k + (size_t)b * T * ld + (size_t)kvh * D;   // (T, D) rows ld apart
+    const bf16 *vg = v + (size_t)b * T * ld + (size_t)kvh * D;   // (T, D) rows ld apart
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t4 = lane & 3;
     const float sl2 = scale * ATT_LOG2E;        // exp(x*scale) = exp2(x*sl2)
 
-    load_tile<D>(sQ, qg, qs, q0, T);
-    load_tile<D>(sK, kg, kvs, 0, T);
-    load_tile<D>(sV, vg, kvs, 0, T);
+    load_tile<D>(sQ, qg, ld, q0, T);
+    load_tile<D>(sK, kg, ld, 0, T);
+    load_tile<D>(sV, vg, ld, 0, T);
     cp_async_commit();
 
     uint32_t qf[KT][4];
@@ -297,8 +302,8 @@ attn_fwd_mma(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
         }
         if (j + 1 < nkv) {
             const int nb = ((j + 1) & 1) * ATT_TILE * LD, row0 = (j + 1) * ATT_TILE;
-            load_tile<D>(sK + nb, kg, kvs, row0, T);
-            load_tile<D>(sV + nb, vg, kvs, row0, T);
+            load_tile<D>(sK + nb, kg, ld, row0, T);
+            load_tile<D>(sV + nb, vg, ld, row0, T);
         }
         cp_async_commit();
         const bf16 *cK = sK + (j & 1) * ATT_TILE * LD;
@@ -406,14 +411,15 @@ __global__ void attn_bwd_dot(float *Dv, const bf16 *dout, const bf16 *out, int B
     }
 }
 
-// dk, dv (B,T,KVH,D) = for one key tile; dq_acc (B,T,NH,D) += through atomics.
+// dk, dv = for one key tile; dq_acc (B,T,NH,D) += through atomics.
 template <int D, bool ROPE>
 __global__ void __launch_bounds__(ATT_THREADS)
 attn_bwd_mma(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *dout, const float *lse,
-             const float *Dv, const bf16 *q, const bf16 *k, const bf16 *v, const float *rc,
-             const float *rs, int B, int T, int NH, int KVH, float scale) {
-    // dout, q (B,T,NH,D); lse, Dv (B,NH,T); k, v (B,T,KVH,D); rc, rs (maxT, D/2) when
-    // ROPE (dq_acc then gathers the gradient w.r.t. the rotated q)
+             const float *Dv, const bf16 *q, const bf16 *k, const bf16 *v, int ld,
+             const float *rc, const float *rs, int B, int T, int NH, int KVH, float scale) {
+    // dout (B,T,NH,D); lse, Dv (B,NH,T); q, k, v and dk, dv: NH, KVH, KVH heads of D per
+    // position, positions ld apart; rc, rs (maxT, D/2) when ROPE (dq_acc then gathers
+    // the gradient w.r.t. the rotated q)
     constexpr int LD = D + ATT_PAD;
     constexpr int LDS = ATT_TILE + ATT_PAD;     // dS^T rows: 64 query columns + pad
     constexpr int NT = ATT_TILE / 8;
@@ -434,7 +440,7 @@ attn_bwd_mma(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *dout, const float *l
     const int kv0 = jb * ATT_TILE;
     const int nqt = nt_all - jb;                // query tiles jb..nt_all-1
     const int total = group * nqt;
-    const size_t qs = (size_t)NH * D, kvs = (size_t)KVH * D;
+    const size_t qs = (size_t)NH * D;           // dout and dq_acc rows
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t4 = lane & 3;
@@ -443,9 +449,9 @@ attn_bwd_mma(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *dout, const float *l
     // tile `it` of the loop: query head kvh*group + it/nqt, query tile jb + it%nqt
     auto load_q_tile = [&](int it, int buf) {
         int h = kvh * group + it / nqt, q0 = (jb + it % nqt) * ATT_TILE;
-        const bf16 *qg = q + ((size_t)b * T * NH + h) * D;
+        const bf16 *qg = q + (size_t)b * T * ld + (size_t)h * D;
         const bf16 *og = dout + ((size_t)b * T * NH + h) * D;
-        load_tile<D>(sQ + buf * ATT_TILE * LD, qg, qs, q0, T);
+        load_tile<D>(sQ + buf * ATT_TILE * LD, qg, ld, q0, T);
         load_tile<D>(sO + buf * ATT_TILE * LD, og, qs, q0, T);
         const float *src = (threadIdx.x < ATT_TILE ? lse : Dv) + ((size_t)b * NH + h) * T;
         float *dst = (threadIdx.x < ATT_TILE ? sL : sD) + buf * ATT_TILE;
@@ -453,8 +459,8 @@ attn_bwd_mma(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *dout, const float *l
         cp_async4(dst + r, src + (ok ? q0 + r : 0), ok ? 4 : 0);
     };
 
-    load_tile<D>(sK, k + ((size_t)b * T * KVH + kvh) * D, kvs, kv0, T);
-    load_tile<D>(sV, v + ((size_t)b * T * KVH + kvh) * D, kvs, kv0, T);
+    load_tile<D>(sK, k + (size_t)b * T * ld + (size_t)kvh * D, ld, kv0, T);
+    load_tile<D>(sV, v + (size_t)b * T * ld + (size_t)kvh * D, ld, kv0, T);
     load_q_tile(0, 0);
     cp_async_commit();
 
@@ -561,7 +567,7 @@ attn_bwd_mma(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *dout, const float *l
                 }
             }
         }
-        size_t off = (((size_t)b * T + row) * KVH + kvh) * D + 2 * t4;
+        size_t off = ((size_t)b * T + row) * ld + (size_t)kvh * D + 2 * t4;
         #pragma unroll
         for (int i = 0; i < DT; i++) {
             *reinterpret_cast<__nv_bfloat162 *>(dk + off + i * 8) =
@@ -572,31 +578,37 @@ attn_bwd_mma(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *dout, const float *l
     }
 }
 
-// dq (n) = acc (n), bf16 from fp32; n % 8 == 0 and both 16-byte aligned.
-__global__ void attn_dq_set(bf16 *dq, const float *acc, size_t n) {
-    const size_t stride = (size_t)gridDim.x * blockDim.x;
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n / 8; i += stride) {
+// dq = acc (B,T,NH,HS), bf16 from fp32; dq's positions ld apart. A work item is 8
+// elements of a head row (HS % 8 == 0, ld % 8 == 0, both 16-byte aligned).
+__global__ void attn_dq_set(bf16 *dq, const float *acc, size_t rows, int NH, int HS,
+                            size_t ld) {
+    const int per_row = HS / 8;
+    const size_t n = rows * per_row, stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t w = (size_t)blockIdx.x * blockDim.x + threadIdx.x; w < n; w += stride) {
+        const size_t row = w / per_row;                         // (b, t, h)
+        const int i0 = (int)(w % per_row) * 8;
+        const float *a = acc + row * HS + i0;                   // (8)
         x128<bf16> d;
-        x128<float> a0 = load128(acc + i * 8), a1 = load128(acc + i * 8 + 4);
+        x128<float> a0 = load128(a), a1 = load128(a + 4);
         for (int j = 0; j < 4; j++) {
             d[j] = __float2bfloat16(a0[j]);
             d[j + 4] = __float2bfloat16(a1[j]);
         }
-        store128(dq + i * 8, d);
+        store128(dq + (row / NH) * ld + (row % NH) * HS + i0, d);
     }
 }
 
-// dq (B,T,NH,HS) = acc (B,T,NH,HS) rotated back by RoPE's transpose at each row's
-// position. A work item is 8 pairs: 8 elements of a head's first half and their
-// partners HS/2 later (HS/2 a multiple of 8, dq and acc 16-byte aligned).
+// dq = acc (B,T,NH,HS) rotated back by RoPE's transpose at each row's position; dq's
+// positions ld apart. A work item is 8 pairs: 8 elements of a head's first half and
+// their partners HS/2 later (HS/2 a multiple of 8, dq and acc 16-byte aligned).
 __global__ void attn_dq_set_rope(bf16 *dq, const float *acc, const float *rc, const float *rs,
-                                 size_t rows, int T, int NH, int HS) {
+                                 size_t rows, int T, int NH, int HS, size_t ld) {
     const int H2 = HS / 2, per_row = H2 / 8;
     const size_t n = rows * per_row, stride = (size_t)gridDim.x * blockDim.x;
     for (size_t w = (size_t)blockIdx.x * blockDim.x + threadIdx.x; w < n; w += stride) {
         const size_t row = w / per_row;                         // (b, t, h)
         const int i0 = (int)(w % per_row) * 8, t = (int)((row / NH) % T);
-        bf16 *d1 = dq + row * HS + i0, *d2 = d1 + H2;            // (8) each half
+        bf16 *d1 = dq + (row / NH) * ld + (row % NH) * HS + i0, *d2 = d1 + H2;   // (8) each
         const float *a1 = acc + row * HS + i0, *a2 = a1 + H2;    // (8) each half
         const float *cr = rc + (size_t)t * H2 + i0, *sr = rs + (size_t)t * H2 + i0;
         x128<bf16> o1, o2;
@@ -619,21 +631,22 @@ __global__ void attn_dq_set_rope(bf16 *dq, const float *acc, const float *rc, co
 
 // Forward for query row (b, t, h). Shared per warp: q*scale (HS), acc (HS), p (32).
 __global__ void attn_fwd_generic(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
-                                 const bf16 *v, const float *rc, const float *rs, int B, int T,
-                                 int NH, int KVH, int HS, float scale) {
+                                 const bf16 *v, size_t ld, const float *rc, const float *rs,
+                                 int B, int T, int NH, int KVH, int HS, float scale) {
     extern __shared__ float gen_smem[];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     float *sq = gen_smem + (size_t)warp * (2 * HS + 32);
     float *sacc = sq + HS, *sp = sacc + HS;
-    const size_t row = (size_t)blockIdx.x * GEN_WARPS + warp;    // as in q: (b, t, h)
+    const size_t row = (size_t)blockIdx.x * GEN_WARPS + warp;    // as in out: (b, t, h)
     if (row >= (size_t)B * T * NH) return;
     const int h = (int)(row % NH), t = (int)((row / NH) % T), b = (int)(row / NH / T);
     const int kvh = h / (NH / KVH);
-    const size_t kvs = (size_t)KVH * HS;
-    const bf16 *kb = k + ((size_t)b * T * KVH + kvh) * HS;    // (T, HS) rows kvs apart
-    const bf16 *vb = v + ((size_t)b * T * KVH + kvh) * HS;    // (T, HS) rows kvs apart
+    const size_t kvs = ld;
+    const bf16 *kb = k + (size_t)b * T * ld + (size_t)kvh * HS;  // (T, HS) rows ld apart
+    const bf16 *vb = v + (size_t)b * T * ld + (size_t)kvh * HS;  // (T, HS) rows ld apart
+    const bf16 *qr = q + (row / NH) * ld + (size_t)h * HS;       // (HS)
     for (int d = lane; d < HS; d += 32) {
-        sq[d] = rope_elem(q + row * HS, d, HS, t, rc, rs) * scale;
+        sq[d] = rope_elem(qr, d, HS, t, rc, rs) * scale;
         sacc[d] = 0.0f;
     }
     __syncwarp();
@@ -671,27 +684,28 @@ __global__ void attn_fwd_generic(bf16 *out, float *lse, const bf16 *q, const bf1
 // k (HS), v (HS), dk (HS), dv (HS), p (32), ds (32).
 __global__ void attn_bwd_dkdv_generic(bf16 *dk, bf16 *dv, const bf16 *dout,
                                       const float *lse, const float *Dv, const bf16 *q,
-                                      const bf16 *k, const bf16 *v, const float *rc,
+                                      const bf16 *k, const bf16 *v, size_t ld, const float *rc,
                                       const float *rs, int B, int T, int NH, int KVH, int HS,
                                       float scale) {
     extern __shared__ float gen_smem[];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     float *sk = gen_smem + (size_t)warp * (4 * HS + 64);
     float *sv = sk + HS, *sdk = sv + HS, *sdv = sdk + HS, *sp = sdv + HS, *sds = sp + 32;
-    const size_t row = (size_t)blockIdx.x * GEN_WARPS + warp;    // as in k: (b, j, kvh)
+    const size_t row = (size_t)blockIdx.x * GEN_WARPS + warp;    // (b, j, kvh)
     if (row >= (size_t)B * T * KVH) return;
     const int kvh = (int)(row % KVH), j = (int)((row / KVH) % T), b = (int)(row / KVH / T);
     const int group = NH / KVH;
-    const size_t qs = (size_t)NH * HS;
+    const size_t qs = ld, os = (size_t)NH * HS;
+    const size_t kvo = (row / KVH) * ld + (size_t)kvh * HS;      // this key row in k, v
     for (int d = lane; d < HS; d += 32) {
-        sk[d] = rope_elem(k + row * HS, d, HS, j, rc, rs);
-        sv[d] = __bfloat162float(v[row * HS + d]);
+        sk[d] = rope_elem(k + kvo, d, HS, j, rc, rs);
+        sv[d] = __bfloat162float(v[kvo + d]);
         sdk[d] = sdv[d] = 0.0f;
     }
     __syncwarp();
     for (int h = kvh * group; h < (kvh + 1) * group; h++) {
-        const bf16 *qb = q + ((size_t)b * T * NH + h) * HS;      // (T, HS) rows qs apart
-        const bf16 *ob = dout + ((size_t)b * T * NH + h) * HS;   // (T, HS) rows qs apart
+        const bf16 *qb = q + (size_t)b * T * ld + (size_t)h * HS;   // (T, HS) rows ld apart
+        const bf16 *ob = dout + ((size_t)b * T * NH + h) * HS;      // (T, HS) rows os apart
         const float *lr = lse + ((size_t)b * NH + h) * T;        // (T)
         const float *dr = Dv + ((size_t)b * NH + h) * T;         // (T)
         for (int t0 = j; t0 < T; t0 += 32) {
@@ -701,7 +715,7 @@ __global__ void attn_bwd_dkdv_generic(bf16 *dk, bf16 *dv, const bf16 *dout,
                 float sdot = 0.0f, pdot = 0.0f;
                 for (int d = 0; d < HS; d++) {
                     sdot += rope_elem(qb + (size_t)t * qs, d, HS, t, rc, rs) * sk[d];
-                    pdot += __bfloat162float(ob[(size_t)t * qs + d]) * sv[d];
+                    pdot += __bfloat162float(ob[(size_t)t * os + d]) * sv[d];
                 }
                 p = expf(sdot * scale - lr[t]);
                 ds = p * (pdot - dr[t]);
@@ -713,7 +727,7 @@ __global__ void attn_bwd_dkdv_generic(bf16 *dk, bf16 *dv, const bf16 *dout,
             for (int d = lane; d < HS; d += 32) {
                 float a = sdv[d], c = sdk[d];
                 for (int tt = 0; tt < cnt; tt++) {
-                    a += sp[tt] * __bfloat162float(ob[(size_t)(t0 + tt) * qs + d]);
+                    a += sp[tt] * __bfloat162float(ob[(size_t)(t0 + tt) * os + d]);
                     c += sds[tt] * rope_elem(qb + (size_t)(t0 + tt) * qs, d, HS, t0 + tt, rc, rs);
                 }
                 sdv[d] = a;
@@ -724,32 +738,32 @@ __global__ void attn_bwd_dkdv_generic(bf16 *dk, bf16 *dv, const bf16 *dout,
     }
     __syncwarp();                               // every lane's sdk, for its RoPE partner
     for (int d = lane; d < HS; d += 32) {
-        size_t i = row * HS + d;
-        dk[i] = __float2bfloat16(rope_back_elem(sdk, d, HS, j, rc, rs) * scale);
-        dv[i] = __float2bfloat16(sdv[d]);
+        dk[kvo + d] = __float2bfloat16(rope_back_elem(sdk, d, HS, j, rc, rs) * scale);
+        dv[kvo + d] = __float2bfloat16(sdv[d]);
     }
 }
 
 // dq for query row (b, t, h). Shared per warp: q (HS), dout (HS), acc (HS), ds (32).
 __global__ void attn_bwd_dq_generic(bf16 *dq, const bf16 *dout, const float *lse,
                                     const float *Dv, const bf16 *q, const bf16 *k,
-                                    const bf16 *v, const float *rc, const float *rs, int B,
-                                    int T, int NH, int KVH, int HS, float scale) {
+                                    const bf16 *v, size_t ld, const float *rc, const float *rs,
+                                    int B, int T, int NH, int KVH, int HS, float scale) {
     extern __shared__ float gen_smem[];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     float *sq = gen_smem + (size_t)warp * (3 * HS + 32);
     float *so = sq + HS, *sacc = so + HS, *sds = sacc + HS;
-    const size_t row = (size_t)blockIdx.x * GEN_WARPS + warp;    // as in q: (b, t, h)
+    const size_t row = (size_t)blockIdx.x * GEN_WARPS + warp;    // as in dout: (b, t, h)
     if (row >= (size_t)B * T * NH) return;
     const int h = (int)(row % NH), t = (int)((row / NH) % T), b = (int)(row / NH / T);
     const int kvh = h / (NH / KVH);
-    const size_t kvs = (size_t)KVH * HS;
-    const bf16 *kb = k + ((size_t)b * T * KVH + kvh) * HS;    // (T, HS) rows kvs apart
-    const bf16 *vb = v + ((size_t)b * T * KVH + kvh) * HS;    // (T, HS) rows kvs apart
+    const size_t kvs = ld;
+    const bf16 *kb = k + (size_t)b * T * ld + (size_t)kvh * HS;  // (T, HS) rows ld apart
+    const bf16 *vb = v + (size_t)b * T * ld + (size_t)kvh * HS;  // (T, HS) rows ld apart
+    const size_t qo = (row / NH) * ld + (size_t)h * HS;          // this query row in q, dq
     const float lse_t = lse[((size_t)b * NH + h) * T + t];
     const float d_t = Dv[((size_t)b * NH + h) * T + t];
     for (int d = lane; d < HS; d += 32) {
-        sq[d] = rope_elem(q + row * HS, d, HS, t, rc, rs);
+        sq[d] = rope_elem(q + qo, d, HS, t, rc, rs);
         so[d] = __bfloat162float(dout[row * HS + d]);
         sacc[d] = 0.0f;
     }
@@ -778,10 +792,8 @@ __global__ void attn_bwd_dq_generic(bf16 *dq, const bf16 *dout, const float *lse
         __syncwarp();
     }
     __syncwarp();                               // every lane's sacc, for its RoPE partner
-    for (int d = lane; d < HS; d += 32) {
-        size_t i = row * HS + d;
-        dq[i] = __float2bfloat16(rope_back_elem(sacc, d, HS, t, rc, rs) * scale);
-    }
+    for (int d = lane; d < HS; d += 32)
+        dq[qo + d] = __float2bfloat16(rope_back_elem(sacc, d, HS, t, rc, rs) * scale);
 }
 
 // ---- host ---------------------------------------------------------------------------
@@ -797,38 +809,38 @@ static int att_mma_ok(int HS) { return HS == 32 || HS == 64 || HS == 96 || HS ==
 
 template <int D, bool ROPE>
 static void fwd_mma_launch(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
-                           const bf16 *v, const float *rc, const float *rs, int B, int T,
-                           int NH, int KVH, float scale) {
+                           const bf16 *v, size_t ld, const float *rc, const float *rs, int B,
+                           int T, int NH, int KVH, float scale) {
     const size_t smem = (size_t)5 * ATT_TILE * (D + ATT_PAD) * sizeof(bf16);   // Q, 2K, 2V
     const unsigned nq = (unsigned)((T + ATT_TILE - 1) / ATT_TILE);
     att_set_smem(attn_fwd_mma<D, ROPE>, smem);
     attn_fwd_mma<D, ROPE><<<nq * (unsigned)(B * NH), ATT_THREADS, smem,
-                            cuda_stream_compute>>>(out, lse, q, k, v, rc, rs, B, T, NH, KVH,
-                                                   scale);
+                            cuda_stream_compute>>>(out, lse, q, k, v, (int)ld, rc, rs, B, T, NH,
+                                                   KVH, scale);
     CUDA_LAUNCH_CHECK();
 }
 
 template <int D, bool ROPE>
 static void bwd_mma_launch(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *dout,
                            const float *lse, const float *Dv, const bf16 *q, const bf16 *k,
-                           const bf16 *v, const float *rc, const float *rs, int B, int T,
-                           int NH, int KVH, float scale) {
+                           const bf16 *v, size_t ld, const float *rc, const float *rs, int B,
+                           int T, int NH, int KVH, float scale) {
     const size_t smem = (size_t)6 * ATT_TILE * (D + ATT_PAD) * sizeof(bf16)  // K V 2Q 2dO
                         + (size_t)ATT_TILE * (ATT_TILE + ATT_PAD) * sizeof(bf16)  // dS^T
                         + (size_t)4 * ATT_TILE * sizeof(float);         // 2 lse, 2 Dv
     const unsigned nk = (unsigned)((T + ATT_TILE - 1) / ATT_TILE);
     att_set_smem(attn_bwd_mma<D, ROPE>, smem);
     attn_bwd_mma<D, ROPE><<<nk * (unsigned)(B * KVH), ATT_THREADS, smem,
-                            cuda_stream_compute>>>(dk, dv, dq_acc, dout, lse, Dv, q, k, v, rc,
-                                                   rs, B, T, NH, KVH, scale);
+                            cuda_stream_compute>>>(dk, dv, dq_acc, dout, lse, Dv, q, k, v, (int)ld,
+                                                   rc, rs, B, T, NH, KVH, scale);
     CUDA_LAUNCH_CHECK();
 }
 
-typedef void (*fwd_fn)(bf16 *, float *, const bf16 *, const bf16 *, const bf16 *,
+typedef void (*fwd_fn)(bf16 *, float *, const bf16 *, const bf16 *, const bf16 *, size_t,
                        const float *, const float *, int, int, int, int, float);
 typedef void (*bwd_fn)(bf16 *, bf16 *, float *, const bf16 *, const float *, const float *,
-                       const bf16 *, const bf16 *, const bf16 *, const float *, const float *,
-                       int, int, int, int, float);
+                       const bf16 *, const bf16 *, const bf16 *, size_t, const float *,
+                       const float *, int, int, int, int, float);
 
 // The tensor-core kernels for head size HS (att_mma_ok), with or without RoPE.
 template <bool ROPE>
@@ -856,41 +868,40 @@ extern "C" size_t cuda_attention_scratch_floats(int B, int T, int NH, int KVH, i
     return (size_t)B * T * NH * HS + (size_t)B * NH * T;
 }
 
-extern "C" void cuda_attention_forward(anv_act *out_, float *state, const anv_act *q_,
-                                       const anv_act *k_, const anv_act *v_, const float *rc,
-                                       const float *rs, int B, int T, int NH, int KVH,
-                                       int HS) {
-    // out (B,T,NH,HS), state (B,NH,T), q (B,T,NH,HS), k and v (B,T,KVH,HS); rc, rs
-    // (maxT, HS/2) or NULL
+extern "C" void cuda_attention_forward(anv_act *out_, float *state, const anv_act *qkv_,
+                                       const float *rc, const float *rs, int B, int T, int NH,
+                                       int KVH, int HS) {
+    // out (B,T,NH,HS), state (B,NH,T), qkv (B,T,NH+2KVH,HS); rc, rs (maxT, HS/2) or NULL
     bf16 *out = (bf16 *)out_;
-    const bf16 *q = (const bf16 *)q_, *k = (const bf16 *)k_, *v = (const bf16 *)v_;
+    const size_t ld = (size_t)(NH + 2 * KVH) * HS;
+    const bf16 *q = (const bf16 *)qkv_, *k = q + (size_t)NH * HS, *v = k + (size_t)KVH * HS;
     const float scale = 1.0f / sqrtf((float)HS);
     if (B <= 0 || T <= 0 || NH <= 0) return;
-    if (att_mma_ok(HS) && aligned16(out) && aligned16(q) && aligned16(k) && aligned16(v)) {
+    // HS % 8 == 0 (att_mma_ok) keeps every row of q, k, v as aligned as qkv
+    if (att_mma_ok(HS) && aligned16(out) && aligned16(q)) {
         fwd_fn fn = rc ? fwd_pick<true>(HS) : fwd_pick<false>(HS);
-        fn(out, state, q, k, v, rc, rs, B, T, NH, KVH, scale);
+        fn(out, state, q, k, v, ld, rc, rs, B, T, NH, KVH, scale);
         return;
     }
     const size_t smem = (size_t)GEN_WARPS * (2 * HS + 32) * sizeof(float);
     att_set_smem(attn_fwd_generic, smem);
     attn_fwd_generic<<<cuda_blocks((size_t)B * T * NH, GEN_WARPS), GEN_WARPS * 32, smem,
-                       cuda_stream_compute>>>(out, state, q, k, v, rc, rs, B, T, NH, KVH, HS,
-                                              scale);
+                       cuda_stream_compute>>>(out, state, q, k, v, ld, rc, rs, B, T, NH, KVH,
+                                              HS, scale);
     CUDA_LAUNCH_CHECK();
 }
 
-extern "C" void cuda_attention_backward(anv_act *dq_, anv_act *dk_, anv_act *dv_,
-                                        float *scratch, const anv_act *dout_,
+extern "C" void cuda_attention_backward(anv_act *dqkv_, float *scratch, const anv_act *dout_,
                                         const anv_act *out_, const float *state,
-                                        const anv_act *q_, const anv_act *k_,
-                                        const anv_act *v_, const float *rc, const float *rs,
+                                        const anv_act *qkv_, const float *rc, const float *rs,
                                         int B, int T, int NH, int KVH, int HS) {
-    // dq (B,T,NH,HS) =, dk and dv (B,T,KVH,HS) =, scratch: dq_acc (B,T,NH,HS) and
-    // Dv (B,NH,T) overwritten; dout, out, q (B,T,NH,HS); state (B,NH,T); k, v (B,T,KVH,HS);
-    // rc, rs (maxT, HS/2) or NULL
-    bf16 *dq = (bf16 *)dq_, *dk = (bf16 *)dk_, *dv = (bf16 *)dv_;
+    // dqkv (B,T,NH+2KVH,HS) =, scratch: dq_acc (B,T,NH,HS) and Dv (B,NH,T) overwritten;
+    // dout, out (B,T,NH,HS); state (B,NH,T); qkv (B,T,NH+2KVH,HS); rc, rs (maxT, HS/2)
+    // or NULL
+    const size_t ld = (size_t)(NH + 2 * KVH) * HS, qd = (size_t)NH * HS, kd = (size_t)KVH * HS;
+    bf16 *dq = (bf16 *)dqkv_, *dk = dq + qd, *dv = dk + kd;
     const bf16 *dout = (const bf16 *)dout_, *out = (const bf16 *)out_;
-    const bf16 *q = (const bf16 *)q_, *k = (const bf16 *)k_, *v = (const bf16 *)v_;
+    const bf16 *q = (const bf16 *)qkv_, *k = q + qd, *v = k + kd;
     const float scale = 1.0f / sqrtf((float)HS);
     if (B <= 0 || T <= 0 || NH <= 0) return;
     const size_t nq_elems = (size_t)B * T * NH * HS;
@@ -903,19 +914,18 @@ extern "C" void cuda_attention_backward(anv_act *dq_, anv_act *dk_, anv_act *dv_
         Dv, dout, out, B, T, NH, HS, vec);
     CUDA_LAUNCH_CHECK();
 
-    if (att_mma_ok(HS) && aligned16(dq) && aligned16(dk) && aligned16(dv) &&
-        aligned16(dout) && aligned16(q) && aligned16(k) && aligned16(v) &&
+    if (att_mma_ok(HS) && aligned16(dq) && aligned16(dout) && aligned16(q) &&
         aligned16(scratch)) {
         CUDA_CHECK(cudaMemsetAsync(dq_acc, 0, nq_elems * sizeof(float),
                                    cuda_stream_compute));
         bwd_fn fn = rc ? bwd_pick<true>(HS) : bwd_pick<false>(HS);
-        fn(dk, dv, dq_acc, dout, state, Dv, q, k, v, rc, rs, B, T, NH, KVH, scale);
+        fn(dk, dv, dq_acc, dout, state, Dv, q, k, v, ld, rc, rs, B, T, NH, KVH, scale);
         if (rc) {
             attn_dq_set_rope<<<cuda_blocks(nq_elems / 16, 256), 256, 0,
-                               cuda_stream_compute>>>(dq, dq_acc, rc, rs, rows, T, NH, HS);
+                               cuda_stream_compute>>>(dq, dq_acc, rc, rs, rows, T, NH, HS, ld);
         } else {
             attn_dq_set<<<cuda_blocks(nq_elems / 8, 256), 256, 0, cuda_stream_compute>>>(
-                dq, dq_acc, nq_elems);
+                dq, dq_acc, rows, NH, HS, ld);
         }
         CUDA_LAUNCH_CHECK();
         return;
@@ -925,12 +935,12 @@ extern "C" void cuda_attention_backward(anv_act *dq_, anv_act *dk_, anv_act *dv_
     att_set_smem(attn_bwd_dkdv_generic, smem_kv);
     attn_bwd_dkdv_generic<<<cuda_blocks((size_t)B * T * KVH, GEN_WARPS), GEN_WARPS * 32,
                             smem_kv, cuda_stream_compute>>>(
-        dk, dv, dout, state, Dv, q, k, v, rc, rs, B, T, NH, KVH, HS, scale);
+        dk, dv, dout, state, Dv, q, k, v, ld, rc, rs, B, T, NH, KVH, HS, scale);
     CUDA_LAUNCH_CHECK();
     const size_t smem_q = (size_t)GEN_WARPS * (3 * HS + 32) * sizeof(float);
     att_set_smem(attn_bwd_dq_generic, smem_q);
     attn_bwd_dq_generic<<<cuda_blocks(rows, GEN_WARPS), GEN_WARPS * 32, smem_q,
-                          cuda_stream_compute>>>(dq, dout, state, Dv, q, k, v, rc, rs, B, T,
-                                                 NH, KVH, HS, scale);
+                          cuda_stream_compute>>>(dq, dout, state, Dv, q, k, v, ld, rc, rs, B,
+                                                 T, NH, KVH, HS, scale);
     CUDA_LAUNCH_CHECK();
 }

@@ -69,13 +69,12 @@ void cuda_matmul_backward(anv_act *dinp, anv_grad_mode dinp_mode, float *dweight
                           const anv_act *weight, const anv_act *pre_gelu, int N, int C, int OC);
 // attention.cu (RoPE inside, see ops.h)
 size_t cuda_attention_state_floats(int B, int T, int NH, int KVH, int HS, int rope);
-void cuda_attention_forward(anv_act *out, float *state, const anv_act *q, const anv_act *k,
-                            const anv_act *v, const float *rope_cos, const float *rope_sin,
-                            int B, int T, int NH, int KVH, int HS);
+void cuda_attention_forward(anv_act *out, float *state, const anv_act *qkv,
+                            const float *rope_cos, const float *rope_sin, int B, int T, int NH,
+                            int KVH, int HS);
 size_t cuda_attention_scratch_floats(int B, int T, int NH, int KVH, int HS, int rope);
-void cuda_attention_backward(anv_act *dq, anv_act *dk, anv_act *dv, float *scratch,
-                             const anv_act *dout, const anv_act *out, const float *state,
-                             const anv_act *q, const anv_act *k, const anv_act *v,
+void cuda_attention_backward(anv_act *dqkv, float *scratch, const anv_act *dout,
+                             const anv_act *out, const float *state, const anv_act *qkv,
                              const float *rope_cos, const float *rope_sin, int B, int T,
                              int NH, int KVH, int HS);
 // gelu.cu, swiglu.cu, residual.cu

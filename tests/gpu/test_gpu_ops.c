@@ -656,22 +656,32 @@ static float *attention_lse(const float *q, const float *k, int B, int T, int NH
     return lse;
 }
 
-static void attention_backward(const anv_backend *be, pair dq, pair dk, pair dv, pair scratch,
-                               pair dout, pair out, pair state, pair q, pair k, pair v,
-                               pair ct, pair st, int B, int T, int NH, int KVH, int HS) {
-    be->attention_backward(on(dq, be), on(dk, be), on(dv, be), on(scratch, be), on(dout, be),
-                           on(out, be), on(state, be), on(q, be), on(k, be), on(v, be),
-                           on(ct, be), on(st, be), B, T, NH, KVH, HS);
+// Column block [c0, c1) of a host (rows, ld) array, as a new (rows, c1 - c0) array.
+static float *cols(const float *x, size_t rows, size_t ld, size_t c0, size_t c1) {
+    float *y = hfloats(rows * (c1 - c0));
+    for (size_t r = 0; r < rows; r++)
+        memcpy(y + r * (c1 - c0), x + r * ld + c0, (c1 - c0) * sizeof(float));
+    return y;
 }
 
-// rope: 0 none, 1 plain RoPE, 2 with Llama-3 scaling (tables longer than T)
+// rope: 0 none, 1 plain RoPE, 2 with Llama-3 scaling (tables longer than T). q, k, v
+// are packed in one qkv (B,T,NH+2KVH,HS) as ops.h lays them out; the gradients are
+// compared block by block.
 static void test_attention(int B, int T, int NH, int KVH, int HS, int rope) {
     char cs[96];
     snprintf(cs, sizeof cs, "(B,T,NH,KVH,HS)=(%d,%d,%d,%d,%d)%s", B, T, NH, KVH, HS,
              rope == 2 ? " rope llama3" : rope ? " rope" : "");
-    size_t nq = (size_t)B * T * NH * HS, nkv = (size_t)B * T * KVH * HS;
-    float *hq = hrand(nq, -2, 2), *hk = hrand(nkv, -2, 2);   // scores ~1.3 RMS: peaked
-    pair q = p_in(ACT, hq, nq), k = p_in(ACT, hk, nkv), v = p_in(ACT, hrand(nkv, -1, 1), nkv);
+    const size_t rows = (size_t)B * T, QD = (size_t)NH * HS, KD = (size_t)KVH * HS;
+    const size_t ld = QD + 2 * KD, cut[4] = {0, QD, QD + KD, ld};
+    size_t nq = rows * QD, nqkv = rows * ld;
+    float *hqkv = hfloats(nqkv);
+    for (size_t r = 0; r < rows; r++) {
+        for (size_t i = 0; i < ld; i++) {
+            float lim = i < QD + KD ? 2.0f : 1.0f;   // q, k: scores ~1.3 RMS, peaked
+            hqkv[r * ld + i] = bf16_round(lim * urand());
+        }
+    }
+    pair qkv = p_in(ACT, hqkv, nqkv);
     pair ct = NONE, st = NONE;
     float *hct = NULL, *hst = NULL;
     if (rope) {
@@ -688,13 +698,14 @@ static void test_attention(int B, int T, int NH, int KVH, int HS, int rope) {
     pair out = p_out(ACT, nq);
     for (int s = 0; s < 2; s++) {
         const anv_backend *be = both[s];
-        be->attention_forward(on(out, be), on(state, be), on(q, be), on(k, be), on(v, be),
-                              on(ct, be), on(st, be), B, T, NH, KVH, HS);
+        be->attention_forward(on(out, be), on(state, be), on(qkv, be), on(ct, be), on(st, be),
+                              B, T, NH, KVH, HS);
     }
     compare(nm("attention_forward out %s", cs), out, TOL_ATTN);
     size_t nl = (size_t)B * NH * T;
     if (sg >= nl) {
-        // the bf16 tensor-core path rounds the rotated q and k to bf16 (TOL_ATTN_LSE_ROPE)
+        // the bf16 tensor-core path rounds the rotated q and k to bf16 (TOL_ATTN_LSE_ROPE);
+        float *hq = cols(hqkv, rows, ld, 0, QD), *hk = cols(hqkv, rows, ld, QD, QD + KD);
         const float *rq = rope ? rope_host(hq, hct, hst, B, T, NH, HS) : hq;
         const float *rk = rope ? rope_host(hk, hct, hst, B, T, KVH, HS) : hk;
         compare_arrays(nm("attention_forward state = lse (B,NH,T) as ops.h says %s", cs),
@@ -711,15 +722,21 @@ static void test_attention(int B, int T, int NH, int KVH, int HS, int rope) {
     size_t xc = cpu->attention_scratch_floats(B, T, NH, KVH, HS, rope != 0);
     pair scratch = {t_new(gpu, F32, xg), t_new(cpu, F32, xc)};
     t_set(scratch.g, hconst(xg, NAN));
-    // dq, dk, dv are overwritten (ops.h): NaN on the gpu beforehand
-    pair dq = p_out(ACT, nq), dk = p_out(ACT, nkv), dv = p_out(ACT, nkv);
-    attention_backward(cpu, dq, dk, dv, scratch, dout, out, state, q, k, v, ct, st, B, T, NH,
-                       KVH, HS);
-    attention_backward(gpu, dq, dk, dv, scratch, dout, out, state, q, k, v, ct, st, B, T, NH,
-                       KVH, HS);
-    compare(nm("attention_backward dq (overwritten) %s", cs), dq, TOL_ATTN_GRAD);
-    compare(nm("attention_backward dk (overwritten) %s", cs), dk, TOL_ATTN_GRAD);
-    compare(nm("attention_backward dv (overwritten) %s", cs), dv, TOL_ATTN_GRAD);
+    // dqkv is overwritten (ops.h): NaN on the gpu beforehand
+    pair dqkv = p_out(ACT, nqkv);
+    for (int s = 0; s < 2; s++) {
+        const anv_backend *be = both[s];
+        be->attention_backward(on(dqkv, be), on(scratch, be), on(dout, be), on(out, be),
+                               on(state, be), on(qkv, be), on(ct, be), on(st, be), B, T, NH,
+                               KVH, HS);
+    }
+    const float *gg = t_get(dqkv.g), *gc = t_get(dqkv.c);
+    for (int part = 0; part < 3; part++) {
+        size_t c0 = cut[part], c1 = cut[part + 1];
+        compare_arrays(nm("attention_backward d%c (overwritten) %s", "qkv"[part], cs),
+                       cols(gg, rows, ld, c0, c1), cols(gc, rows, ld, c0, c1), NULL,
+                       rows * (c1 - c0), TOL_ATTN_GRAD);
+    }
     case_end(nm("attention %s", cs));
 }
 

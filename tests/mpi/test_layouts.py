@@ -4,7 +4,7 @@
 For a tiny model of each family, 5 training steps with a fixed seed: the loss at every
 step and the validation loss at the end (10 windows, unevenly split over dp) within
 1e-5 relative of the single-rank run, and every final parameter tensor
-within 1e-5 relative (||a - b||_2 / ||b||_2 over the whole tensor, read from
+within 3e-5 relative (WTOL; ||a - b||_2 / ||b||_2 over the whole tensor, read from
 run.final_weights), for each layout: dp2, dp2 + ZeRO-1, tp2, pp2, dp2 x tp2, tp2 x pp2, dp2 x pp2 (with
 ZeRO-1) and dp2 x tp2 x pp2 on 8 ranks, plus an uneven pipeline split; and the
 gradient all-reduce in per-layer buckets started during the backward
@@ -36,6 +36,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from tensorfile import read_tensorfile  # noqa: E402
 
 TOL = 1e-5
+# Final weights: a layout sums in another order, and AdamW divides every update by the
+# gradient's own running size, so the fp32 rounding of small gradient elements comes out
+# as lr-sized differences. Measured (2026-11-30, llama tp2, the worst layout; seeds 1, 2,
+# 3, 7, 42, 1337): 5e-7 .. 2.3e-6, and 9.9e-6 at seed 1337 (the test's), where q, k and v
+# as three matmuls gave 4.8e-6. A wrong gradient or a lost update gives 1e-2 and more.
+WTOL = 3e-5
 # bf16: 8 significant bits; a bf16 all-reduce of activations (tp) or a reordered sum
 # changes a weight by ~1e-3 relative after 5 steps, a bias (all of it updates) more:
 # measured under tests/emu, worst 1.6e-2 (gpt2 tp2, a norm bias), losses <= 6e-5; a
@@ -93,6 +99,7 @@ def main():
     anvil = os.path.abspath(sys.argv[1])
     cuda = sys.argv[2:] == ["--device", "cuda"]
     tol = TOL_CUDA if cuda else TOL
+    wtol = TOL_CUDA if cuda else WTOL
     layouts = [l for l in LAYOUTS if l[0] in CUDA_LAYOUTS] if cuda else LAYOUTS
     fails = 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,12 +140,12 @@ def main():
                               max(np.linalg.norm(b.astype(np.float64)), 1e-30))
                     if e > werr:
                         werr, worst = e, k
-                ok = (len(got) == len(ref_loss) == STEPS + 1 and lerr < tol and werr < tol
+                ok = (len(got) == len(ref_loss) == STEPS + 1 and lerr < tol and werr < wtol
                       and drift_ok and set(w) == set(ref_w))
                 fails += not ok
                 print(f"{'ok  ' if ok else 'FAIL'} {fam:5} {name:10} {ranks} ranks: loss max rel "
-                      f"err {lerr:.2e}, final weights max rel err {werr:.2e} ({worst}) "
-                      f"(tol {tol})")
+                      f"err {lerr:.2e} (tol {tol}), final weights max rel err {werr:.2e} "
+                      f"({worst}) (tol {wtol})")
         if cuda:
             print(f"layouts (device=cuda): {'all passed' if not fails else f'{fails} failed'}")
             return 1 if fails else 0
@@ -153,7 +160,7 @@ def main():
         lerr = max(abs(a - b) / abs(b) for a, b in zip(losses(d), losses(ref_dir)))
         werr = max(float(np.linalg.norm(w[k].astype(np.float64) - b) / np.linalg.norm(b))
                    for k, b in ref_w.items())
-        ok = set(w) == set(ref_w) and lerr < TOL and werr < TOL
+        ok = set(w) == set(ref_w) and lerr < TOL and werr < WTOL
         fails += not ok
         print(f"{'ok  ' if ok else 'FAIL'} llama 3 layers, tp2 x pp2 with pp_layers 2,1: loss "
               f"max rel err {lerr:.2e}, final weights max rel err {werr:.2e}")

@@ -32,6 +32,7 @@ from model import Reference, Shape, lr_cosine, read_tensorfile  # noqa: E402
 
 TOL = 1e-4          # relative Frobenius error, fp32 model against a float64 reference
 LR_TOL = 1e-5       # learning rates are computed in fp32 by anvil
+KEY_BIAS_FINAL_TOL = 1e-3   # llama's key bias after the 10 steps (near_zero_gradient)
 STEPS = 10          # AdamW steps that test_model_dump runs
 
 # Shape keys common to every case: 2 layers, C=64, 4 query heads, T=16.
@@ -93,6 +94,19 @@ def zero_in_exact_arithmetic(shape, name):
     rounding noise (which AdamW then normalises into small random updates). Llama's key
     bias is rotated by RoPE differently at each position, so it does get a gradient."""
     return shape.family == "gpt2" and name.endswith(".attn.wk.bias")
+
+
+def near_zero_gradient(shape, name):
+    """Llama's key bias does get a gradient, but only through RoPE: its pairs of low
+    frequency barely rotate over the test's T positions (angle t * theta^(-2i/HS)), so
+    their gradient is nearly GPT-2's exact zero and of the size of fp32 rounding, which
+    AdamW's normalisation turns into updates of about lr. Its final values then depend
+    on the order of fp32 sums: 5.3e-5 and 7.2e-5 with q, k and v as three matmuls,
+    1.0e-4 and 7.3e-5 with the stacked projection (2026-11-30), both correct; the
+    difference sits in the lowest-frequency pair (elements 7 and 15 of each 16-wide
+    head), whose reference gradient is below 1e-7. The gradient itself is checked at
+    TOL like every other."""
+    return shape.family == "llama" and name.endswith(".attn.wk.bias")
 
 
 class Checker:
@@ -255,7 +269,8 @@ def run_case(ck, exe, tmp, case, overrides, extra, clip):
                      f"no gradient: max |final - init| = {drift:.3e} (bound 2*sum(lr) = "
                      f"{bound:.3e})")
             continue
-        ck.rel(case, "final", "final." + n, d["final." + n], ref.params[n])
+        ck.rel(case, "final", "final." + n, d["final." + n], ref.params[n],
+               tol=KEY_BIAS_FINAL_TOL if near_zero_gradient(shape, n) else TOL)
 
 
 def main():

@@ -260,39 +260,31 @@ static size_t emu_attention_scratch_floats(int B, int T, int NH, int KVH, int HS
     return ref()->attention_scratch_floats(B, T, NH, KVH, HS, rope);
 }
 
-static void emu_attention_forward(anv_act *out, float *state, const anv_act *q,
-                                  const anv_act *k, const anv_act *v, const float *rope_cos,
-                                  const float *rope_sin, int B, int T, int NH, int KVH,
-                                  int HS) {
-    const size_t nq = (size_t)B * T * NH * HS, nkv = (size_t)B * T * KVH * HS;
-    float *fq = widen(q, nq), *fk = widen(k, nkv), *fv = widen(v, nkv);
+static void emu_attention_forward(anv_act *out, float *state, const anv_act *qkv,
+                                  const float *rope_cos, const float *rope_sin, int B, int T,
+                                  int NH, int KVH, int HS) {
+    const size_t nq = (size_t)B * T * NH * HS, nqkv = (size_t)B * T * (NH + 2 * KVH) * HS;
+    float *fqkv = widen(qkv, nqkv);
     float *fout = widen(out, nq);                    // (B,T,NH,HS)
-    ref()->attention_forward(fout, state, fq, fk, fv, rope_cos, rope_sin, B, T, NH, KVH, HS);
+    ref()->attention_forward(fout, state, fqkv, rope_cos, rope_sin, B, T, NH, KVH, HS);
     narrow(out, fout, nq);
-    free(fq);
-    free(fk);
-    free(fv);
+    free(fqkv);
 }
 
-static void emu_attention_backward(anv_act *dq, anv_act *dk, anv_act *dv, float *scratch,
-                                   const anv_act *dout, const anv_act *out, const float *state,
-                                   const anv_act *q, const anv_act *k, const anv_act *v,
+static void emu_attention_backward(anv_act *dqkv, float *scratch, const anv_act *dout,
+                                   const anv_act *out, const float *state, const anv_act *qkv,
                                    const float *rope_cos, const float *rope_sin, int B, int T,
                                    int NH, int KVH, int HS) {
-    const size_t nq = (size_t)B * T * NH * HS, nkv = (size_t)B * T * KVH * HS;
-    float *fdq = widen(dq, nq), *fdk = widen(dk, nkv), *fdv = widen(dv, nkv);  // overwritten
+    const size_t nq = (size_t)B * T * NH * HS, nqkv = (size_t)B * T * (NH + 2 * KVH) * HS;
+    float *fdqkv = widen(dqkv, nqkv);                // overwritten
     float *fdout = widen(dout, nq), *fout = widen(out, nq);
-    float *fq = widen(q, nq), *fk = widen(k, nkv), *fv = widen(v, nkv);
-    ref()->attention_backward(fdq, fdk, fdv, scratch, fdout, fout, state, fq, fk, fv,
-                              rope_cos, rope_sin, B, T, NH, KVH, HS);
-    narrow(dq, fdq, nq);
-    narrow(dk, fdk, nkv);
-    narrow(dv, fdv, nkv);
+    float *fqkv = widen(qkv, nqkv);
+    ref()->attention_backward(fdqkv, scratch, fdout, fout, state, fqkv, rope_cos, rope_sin, B,
+                              T, NH, KVH, HS);
+    narrow(dqkv, fdqkv, nqkv);
     free(fdout);
     free(fout);
-    free(fq);
-    free(fk);
-    free(fv);
+    free(fqkv);
 }
 
 // ----------------------------------------------------------------------------

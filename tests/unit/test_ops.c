@@ -113,14 +113,17 @@ void check_true(const char *name, int ok) {
 }
 
 
-// Normalized error of the analytic gradient g of L w.r.t. x (n) against central
-// differences, over all elements or FD_SAMPLES random ones. x is restored afterwards.
-double fd_error(float *x, size_t n, const float *g, loss_fn loss, void *ctx,
-                       uint64_t *s) {
+// Normalized error of the analytic gradient g of L w.r.t. the column block [c0, c1) of
+// x's `rows` rows of ld elements, against central differences, over all its elements
+// or FD_SAMPLES random ones. x is restored afterwards.
+double fd_error_block(float *x, size_t rows, size_t ld, size_t c0, size_t c1, const float *g,
+                      loss_fn loss, void *ctx, uint64_t *s) {
+    const size_t w = c1 - c0, n = rows * w;
     size_t count = n <= FD_SAMPLES ? n : FD_SAMPLES;
     double num = 0.0, den = 0.0;
     for (size_t j = 0; j < count; j++) {
-        size_t i = n <= FD_SAMPLES ? j : (size_t)(rng_next(s) % n);
+        size_t k = n <= FD_SAMPLES ? j : (size_t)(rng_next(s) % n);
+        size_t i = k / w * ld + c0 + k % w;
         float x0 = x[i];
         x[i] = x0 + FD_H;
         float xp = x[i];
@@ -134,6 +137,11 @@ double fd_error(float *x, size_t n, const float *g, loss_fn loss, void *ctx,
         den += fd * fd;
     }
     return den > 0.0 ? sqrt(num / den) : sqrt(num);
+}
+
+// The same over all of x (n).
+double fd_error(float *x, size_t n, const float *g, loss_fn loss, void *ctx, uint64_t *s) {
+    return fd_error_block(x, 1, n, 0, n, g, loss, ctx, s);
 }
 
 // ----------------------------------------------------------------------------
@@ -464,15 +472,15 @@ static void test_rope_tables(void) {
 
 struct attention_case {
     int B, T, NH, KVH, HS;
-    float *q, *k, *v;                  // (B,T,NH,HS), (B,T,KVH,HS), (B,T,KVH,HS)
+    float *qkv;                        // (B,T,NH+2*KVH,HS): q, k, v heads per position
     float *out, *state, *R;            // (B,T,NH,HS), state floats, (B,T,NH,HS)
     float *cos_tab, *sin_tab;          // (maxT, HS/2), or NULL: no RoPE
 };
 
 static double attention_loss(void *p) {
     struct attention_case *c = p;
-    be->attention_forward(c->out, c->state, c->q, c->k, c->v, c->cos_tab, c->sin_tab, c->B,
-                          c->T, c->NH, c->KVH, c->HS);
+    be->attention_forward(c->out, c->state, c->qkv, c->cos_tab, c->sin_tab, c->B, c->T, c->NH,
+                          c->KVH, c->HS);
     return dot_d(c->out, c->R, (size_t)c->B * c->T * c->NH * c->HS);
 }
 
@@ -492,22 +500,22 @@ static void ref_rope_row(double *y, const float *x, int t, int HS, int rope) {
 static void test_attention(int NH, int KVH, int rope, uint64_t *s) {
     struct attention_case c = {.B = 2, .T = 7, .NH = NH, .KVH = KVH, .HS = 8};
     int B = c.B, T = c.T, HS = c.HS, maxT = T + 2;
-    size_t nq = (size_t)B * T * NH * HS, nkv = (size_t)B * T * KVH * HS;
+    const size_t ld = (size_t)(NH + 2 * KVH) * HS, QD = (size_t)NH * HS, KD = (size_t)KVH * HS;
+    size_t nq = (size_t)B * T * NH * HS, nqkv = (size_t)B * T * ld;
     if (rope) {
         rope_params rp = {.theta = 10000.0f};
         c.cos_tab = falloc((size_t)maxT * (HS / 2));
         c.sin_tab = falloc((size_t)maxT * (HS / 2));
         rope_tables_fill(c.cos_tab, c.sin_tab, maxT, HS, &rp);
     }
-    c.q = frand(nq, -1, 1, s);
-    c.k = frand(nkv, -1, 1, s);
-    c.v = frand(nkv, -1, 1, s);
+    c.qkv = frand(nqkv, -1, 1, s);
     c.out = frand(nq, -1, 1, s);                  // garbage: forward must overwrite
     c.state = falloc(be->attention_state_floats(B, T, NH, KVH, HS, rope));
     c.R = frand(nq, -1, 1, s);
     attention_loss(&c);
 
-    // naive O(T^2) reference in double, rotating q and k itself
+    // naive O(T^2) reference in double, rotating q and k itself; q, k and v of position
+    // (b, t) are the column blocks [0, QD), [QD, QD+KD), [QD+KD, ld) of qkv's row
     double *ref = malloc(nq * sizeof(double));
     double *p = malloc((size_t)T * sizeof(double));
     double *qt = malloc((size_t)HS * sizeof(double)), *ku = malloc((size_t)HS * sizeof(double));
@@ -515,11 +523,11 @@ static void test_attention(int NH, int KVH, int rope, uint64_t *s) {
         for (int h = 0; h < NH; h++) {
             int kvh = h / (NH / KVH);
             for (int t = 0; t < T; t++) {
-                ref_rope_row(qt, c.q + (((size_t)b * T + t) * NH + h) * HS, t, HS, rope);
+                ref_rope_row(qt, c.qkv + ((size_t)b * T + t) * ld + (size_t)h * HS, t, HS, rope);
                 double mx = -INFINITY, sum = 0.0;
                 for (int u = 0; u <= t; u++) {
-                    ref_rope_row(ku, c.k + (((size_t)b * T + u) * KVH + kvh) * HS, u, HS,
-                                 rope);
+                    ref_rope_row(ku, c.qkv + ((size_t)b * T + u) * ld + QD + (size_t)kvh * HS,
+                                 u, HS, rope);
                     double d = 0.0;
                     for (int i = 0; i < HS; i++) d += qt[i] * ku[i];
                     p[u] = d / sqrt((double)HS);
@@ -529,7 +537,8 @@ static void test_attention(int NH, int KVH, int rope, uint64_t *s) {
                 for (int i = 0; i < HS; i++) {
                     double acc = 0.0;
                     for (int u = 0; u <= t; u++) {
-                        acc += p[u] / sum * c.v[(((size_t)b * T + u) * KVH + kvh) * HS + i];
+                        acc += p[u] / sum *
+                               c.qkv[((size_t)b * T + u) * ld + QD + KD + (size_t)kvh * HS + i];
                     }
                     ref[(((size_t)b * T + t) * NH + h) * HS + i] = acc;
                 }
@@ -542,26 +551,23 @@ static void test_attention(int NH, int KVH, int rope, uint64_t *s) {
              T, rs);
     check(name, rel_err(c.out, ref, nq), REF_TOL);
 
-    // dq, dk, dv are overwritten (ops.h): they start as NaN
-    float *gq = falloc(nq), *gk = falloc(nkv), *gv = falloc(nkv);
-    for (size_t i = 0; i < nq; i++) gq[i] = NAN;
-    for (size_t i = 0; i < nkv; i++) gk[i] = gv[i] = NAN;
+    // dqkv is overwritten (ops.h): it starts as NaN
+    float *g = falloc(nqkv);
+    for (size_t i = 0; i < nqkv; i++) g[i] = NAN;
     float *scratch = frand(be->attention_scratch_floats(B, T, NH, KVH, HS, rope), -1, 1, s);
-    be->attention_backward(gq, gk, gv, scratch, c.R, c.out, c.state, c.q, c.k, c.v, c.cos_tab,
-                           c.sin_tab, B, T, NH, KVH, HS);
-    snprintf(name, sizeof name, "attention_backward dq NH=%d KVH=%d%s vs finite diff", NH,
-             KVH, rs);
-    check(name, fd_error(c.q, nq, gq, attention_loss, &c, s), FD_TOL);
-    snprintf(name, sizeof name, "attention_backward dk NH=%d KVH=%d%s vs finite diff", NH,
-             KVH, rs);
-    check(name, fd_error(c.k, nkv, gk, attention_loss, &c, s), FD_TOL);
-    snprintf(name, sizeof name, "attention_backward dv NH=%d KVH=%d%s vs finite diff", NH,
-             KVH, rs);
-    check(name, fd_error(c.v, nkv, gv, attention_loss, &c, s), FD_TOL);
+    be->attention_backward(g, scratch, c.R, c.out, c.state, c.qkv, c.cos_tab, c.sin_tab, B, T,
+                           NH, KVH, HS);
+    const size_t rows = (size_t)B * T, cut[4] = {0, QD, QD + KD, ld};
+    for (int part = 0; part < 3; part++) {   // dq, dk, dv: dqkv's column blocks
+        snprintf(name, sizeof name, "attention_backward d%c NH=%d KVH=%d%s vs finite diff",
+                 "qkv"[part], NH, KVH, rs);
+        check(name, fd_error_block(c.qkv, rows, ld, cut[part], cut[part + 1], g,
+                                   attention_loss, &c, s), FD_TOL);
+    }
     free(ref); free(p); free(qt); free(ku);
     be->free(c.cos_tab); be->free(c.sin_tab);
-    be->free(scratch); be->free(gq); be->free(gk); be->free(gv);
-    be->free(c.q); be->free(c.k); be->free(c.v); be->free(c.out); be->free(c.state);
+    be->free(scratch); be->free(g);
+    be->free(c.qkv); be->free(c.out); be->free(c.state);
     be->free(c.R);
 }
 

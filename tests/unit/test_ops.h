@@ -32,6 +32,9 @@ void check_true(const char *name, int ok);
 // Normalized error of the analytic gradient g of L w.r.t. x (n) against central
 // differences (test_ops.c says how).
 double fd_error(float *x, size_t n, const float *g, loss_fn loss, void *ctx, uint64_t *s);
+// The same for the column block [c0, c1) of x's rows (rows of ld elements).
+double fd_error_block(float *x, size_t rows, size_t ld, size_t c0, size_t c1, const float *g,
+                      loss_fn loss, void *ctx, uint64_t *s);
 
 // test_ops_vocab.c
 void test_encoder(int with_wpe, int v0, int Vs, uint64_t *s);
