@@ -20,7 +20,7 @@
 //   once per step) and into the input gradients of the norms and the residual (the
 //   residual stream's gradient). Input gradients that start a buffer are OVERWRITTEN,
 //   so the model never zeroes them first: attention_backward's dqkv,
-//   swiglu_backward's dgate, dup, crossentropy_stats / _combine / _backward, and
+//   swiglu_backward's dgate, dup, crossentropy_stats / _combine / _backward / _fused, and
 //   matmul_backward's dinp when asked (anv_grad_mode). Each member's comment says which.
 // - A NULL gradient pointer means "not needed" (a frozen weight, the first layer's
 //   input) wherever the comment says "or NULL".
@@ -237,6 +237,12 @@ typedef struct anv_backend {
     void (*crossentropy_backward)(anv_act *dlogits, const anv_act *logits, const float *lse,
                                   const int32_t *targets, int N, int v0, int Vv, int Vs,
                                   float dloss);
+    // The three at once when the vocabulary is not sharded (P = 1, v0 = 0) and the
+    // gradient is wanted now (training): losses (N) OVERWRITTEN as crossentropy_combine's,
+    // dlogits (N,Vs) OVERWRITTEN as crossentropy_backward's with that dloss; dlogits may
+    // alias logits. One pass: an implementation may read each row of logits once.
+    void (*crossentropy_fused)(anv_act *dlogits, float *losses, const anv_act *logits,
+                               const int32_t *targets, int N, int Vv, int Vs, float dloss);
     // ---- optimizer (multi-tensor: one launch for all segments) --------------------------
     // Sum of squares of x over the nseg segments (host array), accumulated in double
     // (cpu) or fp32 per block and double across blocks (cuda); for the global grad norm.

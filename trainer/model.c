@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/fatal.h"
 #include "trainer/rng.h"
 
 #define MAX_TENSORS_PER_LAYER 20
@@ -614,7 +615,7 @@ anv_act *model_slot_output(model *m, int slot) { return m->slots[slot].res_out; 
 anv_act *model_input_grad(model *m) { return m->d_res; }
 
 double model_forward_slot(model *m, int slot, const int32_t *inputs,
-                          const int32_t *targets, int B, int T) {
+                          const int32_t *targets, int B, int T, float dloss) {
     const anv_backend *be = m->be;
     const int N = B * T, C = m->C, F = m->F;
     const int gpt2 = m->cfg.family == MODEL_FAMILY_GPT2;
@@ -623,6 +624,7 @@ double model_forward_slot(model *m, int slot, const int32_t *inputs,
     sl->curB = B;
     sl->curT = T;
     sl->have_targets = targets != NULL;
+    sl->ce_dloss = 0.0f;
     anv_act *x = model_slot_input(m, slot);   // (B,T,C)
 
     if (m->sh.first) {
@@ -668,13 +670,20 @@ double model_forward_slot(model *m, int slot, const int32_t *inputs,
     if (!targets) return 0.0;
 
     be->copy_from_host(sl->targets, targets, (size_t)N * sizeof(int32_t));
-    be->crossentropy_stats(sl->stats, sl->logits, sl->targets, N, m->v0, m->Vv, m->Vp);
-    const float *stats = sl->stats;
-    if (m->sh.tp > 1) {
-        m->tp_comm->all_gather(m->tp_comm->ctx, sl->stats, m->stats_all, (size_t)N * 3);
-        stats = m->stats_all;
+    if (dloss != 0.0f && m->sh.tp == 1) {
+        // training, whole vocabulary here: losses and dlogits (in place) in one pass
+        be->crossentropy_fused(sl->logits, sl->losses, sl->logits, sl->targets, N, m->Vv,
+                               m->Vp, dloss);
+        sl->ce_dloss = dloss;
+    } else {
+        be->crossentropy_stats(sl->stats, sl->logits, sl->targets, N, m->v0, m->Vv, m->Vp);
+        const float *stats = sl->stats;
+        if (m->sh.tp > 1) {
+            m->tp_comm->all_gather(m->tp_comm->ctx, sl->stats, m->stats_all, (size_t)N * 3);
+            stats = m->stats_all;
+        }
+        be->crossentropy_combine(sl->losses, sl->lse, stats, sl->targets, N, m->sh.tp);
     }
-    be->crossentropy_combine(sl->losses, sl->lse, stats, sl->targets, N, m->sh.tp);
     be->copy_to_host(sl->losses_host, sl->losses, (size_t)N * sizeof(float));
     double sum = 0.0;
     for (int i = 0; i < N; i++)
@@ -683,7 +692,7 @@ double model_forward_slot(model *m, int slot, const int32_t *inputs,
 }
 
 double model_forward(model *m, const int32_t *inputs, const int32_t *targets, int B, int T) {
-    return model_forward_slot(m, 0, inputs, targets, B, T);
+    return model_forward_slot(m, 0, inputs, targets, B, T, 0.0f);
 }
 
 // ----------------------------------------------------------------------------
@@ -703,9 +712,15 @@ void model_backward_slot(model *m, int slot, float dloss) {
     // backward is fused into every norm backward. Stages other than the last receive
     // it from the next stage.
     if (m->sh.last) {
-        // logits -> dlogits in place, then into the final norm's output
-        be->crossentropy_backward(sl->logits, sl->logits, sl->lse, sl->targets, N, m->v0,
-                                  m->Vv, m->Vp, dloss);
+        // logits -> dlogits in place (unless the forward did it), then into the final
+        // norm's output
+        if (sl->ce_dloss == 0.0f)
+            be->crossentropy_backward(sl->logits, sl->logits, sl->lse, sl->targets, N, m->v0,
+                                      m->Vv, m->Vp, dloss);
+        else if (sl->ce_dloss != dloss)   // the caller broke model.h's contract
+            anv_fatal(__FILE__, __LINE__, "model_backward_slot",
+                      "dloss differs from the one its forward was given");
+        sl->ce_dloss = 0.0f;
         be->matmul_backward(m->d_norm, ANV_GRAD_MODE_SET, m->g.lm_head, NULL, sl->logits,
                             sl->normf, m->p.lm_head, NULL, N, C, m->Vp);
         tp_sum(m, m->d_norm, NC);

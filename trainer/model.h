@@ -122,6 +122,7 @@ typedef struct model_slot {
     float *losses_host;         // (B,T) host copy of losses
     int curB, curT;             // shape of the slot's last forward
     int have_targets;           // the slot's last forward had targets
+    float ce_dloss;             // != 0: its forward left dlogits (this dloss) in logits
 } model_slot;
 
 // How this rank's model is cut out of the global one. model_init(..., NULL) means the
@@ -235,12 +236,14 @@ int model_init_weights(model *m, unsigned long long seed);  // 0, or 1 out of me
 // Last stage with targets (host (B,T), < 0 = ignored): computes the per-token losses
 // and returns their sum over valid targets; without targets it leaves logits
 // (B,T,Vp) in the slot. Other stages return 0 and leave their output in
-// model_slot_output(m, slot).
+// model_slot_output(m, slot). dloss: the scale the slot's backward will be called with
+// (training), or 0 when no backward follows (evaluation); with it, an unsharded head
+// forms the logits' gradient in the same pass as the losses (crossentropy_fused).
 double model_forward_slot(model *m, int slot, const int32_t *inputs,
-                          const int32_t *targets, int B, int T);
+                          const int32_t *targets, int B, int T, float dloss);
 // Backward of the slot's last forward: accumulates into m->grads the gradient of
 // dloss * sum(valid losses). Last stage: the forward must have had targets (the
-// slot's logits are overwritten). Other stages: the gradient of the loss w.r.t. the
+// slot's logits are overwritten), and a nonzero dloss of the forward must be this one. Other stages: the gradient of the loss w.r.t. the
 // stage's output must be in model_input_grad(m) first. On return model_input_grad(m)
 // holds the gradient w.r.t. the stage's input (valid until the next backward).
 void model_backward_slot(model *m, int slot, float dloss);
@@ -251,7 +254,8 @@ anv_act *model_input_grad(model *m);              // (B,T,C) on the backend
 anv_act *model_param_ptr(const model *m, const param_tensor *t);
 float *model_grad_ptr(const model *m, const param_tensor *t);
 
-// The whole model on one device: model_forward_slot / model_backward_slot on slot 0.
+// The whole model on one device: model_forward_slot (dloss 0) / model_backward_slot on
+// slot 0.
 double model_forward(model *m, const int32_t *inputs, const int32_t *targets, int B, int T);
 void model_backward(model *m, float dloss);
 

@@ -298,6 +298,12 @@ static void w_crossentropy_backward(anv_act *dlogits, const anv_act *logits, con
           P.in->crossentropy_backward(dlogits, logits, lse, targets, N, v0, Vv, Vs, dloss));
 }
 
+static void w_crossentropy_fused(anv_act *dlogits, float *losses, const anv_act *logits,
+                                 const int32_t *targets, int N, int Vv, int Vs, float dloss) {
+    TIMED("crossentropy_fused", 2.0 * N * Vs * AB,
+          P.in->crossentropy_fused(dlogits, losses, logits, targets, N, Vv, Vs, dloss));
+}
+
 static double seg_elems(const anv_seg *segs, int nseg) {
     double n = 0.0;
     for (int i = 0; i < nseg; i++) n += (double)segs[i].n;
@@ -354,6 +360,7 @@ const anv_backend *profile_wrap(const anv_backend *be) {
     w->crossentropy_stats = w_crossentropy_stats;
     w->crossentropy_combine = w_crossentropy_combine;
     w->crossentropy_backward = w_crossentropy_backward;
+    w->crossentropy_fused = w_crossentropy_fused;
     w->sum_squares = w_sum_squares;
     w->scale = w_scale;
     w->add_f32 = w_add_f32;

@@ -233,7 +233,7 @@ static void step_forward(void *ctx, int micro, int slot) {
     step_ctx *c = ctx;
     const int b = micro_rows(c, micro);
     split_windows(c->windows + (size_t)micro * c->B * (c->T + 1), b, c->T, c->inp, c->tgt);
-    c->loss_sum += model_forward_slot(c->m, slot, c->inp, c->tgt, b, c->T);
+    c->loss_sum += model_forward_slot(c->m, slot, c->inp, c->tgt, b, c->T, c->dloss);
     c->n_tokens += (double)b * c->T;
 }
 

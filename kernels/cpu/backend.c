@@ -160,6 +160,7 @@ static const anv_backend cpu_backend = {
     .crossentropy_stats = cpu_crossentropy_stats,
     .crossentropy_combine = cpu_crossentropy_combine,
     .crossentropy_backward = cpu_crossentropy_backward,
+    .crossentropy_fused = cpu_crossentropy_fused,
 
     .sum_squares = cpu_sum_squares,
     .scale = cpu_scale,

@@ -136,6 +136,8 @@ void cpu_crossentropy_combine(float *losses, float *lse, const float *stats,
 void cpu_crossentropy_backward(anv_act *dlogits, const anv_act *logits, const float *lse,
                                const int32_t *targets, int N, int v0, int Vv, int Vs,
                                float dloss);
+void cpu_crossentropy_fused(anv_act *dlogits, float *losses, const anv_act *logits,
+                            const int32_t *targets, int N, int Vv, int Vs, float dloss);
 
 // ---- adamw.c (optimizer helpers) ----------------------------------------------------
 double cpu_sum_squares(const float *x, const anv_seg *segs, int nseg);

@@ -28,6 +28,10 @@
 // Backward overwrites dlogits; dlogits may alias logits: each element is read just
 // before the same element is written, and the row is not read again, so no pointer is
 // restrict-qualified. Rows are split over threads in all three steps.
+//
+// Fused (P = 1, training): the three steps one row at a time, through the same row
+// functions, so its losses and gradient are the three ops' bit for bit; the row is
+// still in cache for the backward's pass.
 #include <math.h>
 
 #include "kernels/cpu/cpu_ops.h"
@@ -45,59 +49,79 @@ static float crossentropy_block_max(const float *x, int n) {
     return maxval;
 }
 
+// {m, s, z} of one row (Vs columns, Vv real) whose target sits at column ix (any
+// value: outside [0, Vv) gives z = 0).
+static void ce_row_stats(float *st, const float *logits_n, int ix, int Vv) {
+    float m = -INFINITY;
+    double s = 0.0;
+    for (int i0 = 0; i0 < Vv; i0 += CE_BLOCK) {
+        const float *blk = logits_n + i0;                     // (len)
+        int len = Vv - i0 < CE_BLOCK ? Vv - i0 : CE_BLOCK;
+        float bm = crossentropy_block_max(blk, len);
+        if (bm > m) {
+            s *= exp((double)m - (double)bm);                 // first block: 0 * 0
+            m = bm;
+        }
+        float bs = 0.0f;
+        #pragma omp simd reduction(+:bs)
+        for (int i = 0; i < len; i++) bs += cpu_expf(blk[i] - m);
+        s += bs;
+    }
+    st[0] = m;
+    st[1] = (float)s;
+    st[2] = ix >= 0 && ix < Vv ? logits_n[ix] : 0.0f;
+}
+
+// Row n's loss and lse from the P shards' stats (P,N,3).
+static void ce_row_combine(float *loss, float *lse, const float *stats, int n, int N, int P,
+                           int target) {
+    double M = -INFINITY;
+    for (int p = 0; p < P; p++) {
+        double m = stats[((size_t)p * N + n) * 3];
+        M = m > M ? m : M;
+    }
+    double S = 0.0, Z = 0.0;
+    for (int p = 0; p < P; p++) {                             // rank order: deterministic
+        const float *st = stats + ((size_t)p * N + n) * 3;    // (3)
+        Z += st[2];
+        // a shard without real columns has m = -inf and s = 0; skipping it avoids
+        // exp(-inf - M), which is NaN when M is -inf too
+        if (st[0] == -INFINITY) continue;
+        S += (double)st[1] * exp((double)st[0] - M);
+    }
+    double l = M + log(S);                                    // S >= 1 unless V = 0
+    *lse = (float)l;
+    *loss = target >= 0 ? (float)(l - Z) : 0.0f;
+}
+
+// One row's gradient; dlogits_n may be logits_n.
+static void ce_row_backward(float *dlogits_n, const float *logits_n, float lse_n, int target,
+                            int ix, int Vv, int Vs, float dloss) {
+    if (target < 0) {
+        for (int i = 0; i < Vs; i++) dlogits_n[i] = 0.0f;
+        return;
+    }
+    // element i reads only logits_n[i]: safe to vectorize even when aliased
+    #pragma omp simd
+    for (int i = 0; i < Vv; i++) dlogits_n[i] = dloss * cpu_expf(logits_n[i] - lse_n);
+    if (ix >= 0 && ix < Vv) dlogits_n[ix] -= dloss;
+    for (int i = Vv; i < Vs; i++) dlogits_n[i] = 0.0f;
+}
+
 void cpu_crossentropy_stats(float *stats, const anv_act *logits_, const int32_t *targets,
                             int N, int v0, int Vv, int Vs) {
     const float *logits = logits_;
     // stats (N,3) overwritten, logits (N,Vs) with Vv real columns, targets (N)
     #pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
-        const float *logits_n = logits + (size_t)n * Vs;          // (Vs)
-        float m = -INFINITY;
-        double s = 0.0;
-        for (int i0 = 0; i0 < Vv; i0 += CE_BLOCK) {
-            const float *blk = logits_n + i0;                     // (len)
-            int len = Vv - i0 < CE_BLOCK ? Vv - i0 : CE_BLOCK;
-            float bm = crossentropy_block_max(blk, len);
-            if (bm > m) {
-                s *= exp((double)m - (double)bm);                 // first block: 0 * 0
-                m = bm;
-            }
-            float bs = 0.0f;
-            #pragma omp simd reduction(+:bs)
-            for (int i = 0; i < len; i++) bs += cpu_expf(blk[i] - m);
-            s += bs;
-        }
-        int ix = targets[n] - v0;                                 // target's column here
-        float *stats_n = stats + (size_t)n * 3;                   // (3)
-        stats_n[0] = m;
-        stats_n[1] = (float)s;
-        stats_n[2] = ix >= 0 && ix < Vv ? logits_n[ix] : 0.0f;
-    }
+    for (int n = 0; n < N; n++)
+        ce_row_stats(stats + (size_t)n * 3, logits + (size_t)n * Vs, targets[n] - v0, Vv);
 }
 
 void cpu_crossentropy_combine(float *losses, float *lse, const float *stats,
                               const int32_t *targets, int N, int P) {
     // losses (N), lse (N) overwritten; stats (P,N,3) in rank order; targets (N)
     #pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
-        double M = -INFINITY;
-        for (int p = 0; p < P; p++) {
-            double m = stats[((size_t)p * N + n) * 3];
-            M = m > M ? m : M;
-        }
-        double S = 0.0, Z = 0.0;
-        for (int p = 0; p < P; p++) {                             // rank order: deterministic
-            const float *st = stats + ((size_t)p * N + n) * 3;    // (3)
-            Z += st[2];
-            // a shard without real columns has m = -inf and s = 0; skipping it avoids
-            // exp(-inf - M), which is NaN when M is -inf too
-            if (st[0] == -INFINITY) continue;
-            S += (double)st[1] * exp((double)st[0] - M);
-        }
-        double l = M + log(S);                                    // S >= 1 unless V = 0
-        lse[n] = (float)l;
-        losses[n] = targets[n] >= 0 ? (float)(l - Z) : 0.0f;
-    }
+    for (int n = 0; n < N; n++) ce_row_combine(&losses[n], &lse[n], stats, n, N, P, targets[n]);
 }
 
 void cpu_crossentropy_backward(anv_act *dlogits_, const anv_act *logits_, const float *lse,
@@ -107,20 +131,24 @@ void cpu_crossentropy_backward(anv_act *dlogits_, const anv_act *logits_, const 
     const float *logits = logits_;
     // dlogits (N,Vs) overwritten (may alias logits), logits (N,Vs), lse (N), targets (N)
     #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++)
+        ce_row_backward(dlogits + (size_t)n * Vs, logits + (size_t)n * Vs, lse[n], targets[n],
+                        targets[n] - v0, Vv, Vs, dloss);
+}
+
+void cpu_crossentropy_fused(anv_act *dlogits_, float *losses, const anv_act *logits_,
+                            const int32_t *targets, int N, int Vv, int Vs, float dloss) {
+    float *dlogits = dlogits_;
+    const float *logits = logits_;
+    // dlogits (N,Vs) overwritten (may alias logits), losses (N) overwritten, logits (N,Vs),
+    // targets (N); unsharded (P = 1, v0 = 0)
+    #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
-        const float *logits_n = logits + (size_t)n * Vs;          // (Vs)
-        float *dlogits_n = dlogits + (size_t)n * Vs;              // (Vs)
-        int target = targets[n];
-        if (target < 0) {
-            for (int i = 0; i < Vs; i++) dlogits_n[i] = 0.0f;
-            continue;
-        }
-        float lse_n = lse[n];
-        // element i reads only logits_n[i]: safe to vectorize even when aliased
-        #pragma omp simd
-        for (int i = 0; i < Vv; i++) dlogits_n[i] = dloss * cpu_expf(logits_n[i] - lse_n);
-        int ix = target - v0;                                     // target's column here
-        if (ix >= 0 && ix < Vv) dlogits_n[ix] -= dloss;
-        for (int i = Vv; i < Vs; i++) dlogits_n[i] = 0.0f;
+        const float *logits_n = logits + (size_t)n * Vs;
+        float st[3], lse_n;
+        ce_row_stats(st, logits_n, targets[n], Vv);
+        ce_row_combine(&losses[n], &lse_n, st, 0, 1, 1, targets[n]);
+        ce_row_backward(dlogits + (size_t)n * Vs, logits_n, lse_n, targets[n], targets[n], Vv,
+                        Vs, dloss);
     }
 }

@@ -175,8 +175,8 @@ sumsq_final_kernel(double *out, const float *partial, unsigned n) {
     if (threadIdx.x == 0) *out = sh[0];
 }
 
-static float *opt_partial;               // (chunks) per-chunk sums
-static size_t opt_partial_cap;
+static void *opt_partial;                // (chunks) fp32 per-chunk sums
+static size_t opt_partial_bytes;
 static double *opt_result;               // (1) the final sum, device
 
 extern "C" double cuda_sum_squares(const float *x, const anv_seg *segs, int nseg) {
@@ -187,21 +187,15 @@ extern "C" double cuda_sum_squares(const float *x, const anv_seg *segs, int nseg
     if (chunks == 0) return 0.0;
     const opt_seg *dtab = opt_table_upload(&opt_sumsq_table, nseg);
 
-    if (chunks > opt_partial_cap) {
-        if (opt_partial != NULL) {
-            CUDA_CHECK(cudaStreamSynchronize(cuda_stream_compute));
-            CUDA_CHECK(cudaFree(opt_partial));
-        }
-        CUDA_CHECK(cudaMalloc(&opt_partial, chunks * sizeof(float)));
-        opt_partial_cap = chunks;
-    }
+    float *partial = (float *)cuda_scratch(&opt_partial, &opt_partial_bytes,
+                                           chunks * sizeof(float));   // (chunks)
     if (opt_result == NULL) CUDA_CHECK(cudaMalloc(&opt_result, sizeof(double)));
 
     sumsq_chunks_kernel<<<opt_grid(chunks), OPT_THREADS, 0, cuda_stream_compute>>>(
-        opt_partial, x, dtab, nseg, (unsigned)chunks);
+        partial, x, dtab, nseg, (unsigned)chunks);
     CUDA_LAUNCH_CHECK();
     sumsq_final_kernel<<<1, OPT_FINAL_THREADS, 0, cuda_stream_compute>>>(
-        opt_result, opt_partial, (unsigned)chunks);
+        opt_result, partial, (unsigned)chunks);
     CUDA_LAUNCH_CHECK();
     double sum = 0.0;
     CUDA_CHECK(cudaMemcpyAsync(&sum, opt_result, sizeof sum, cudaMemcpyDeviceToHost,

@@ -137,6 +137,18 @@ extern "C" void cuda_free(void *p) {
     CUDA_CHECK(cudaFree(p));
 }
 
+void *cuda_scratch(void **buf, size_t *cap, size_t need) {
+    if (need > *cap) {
+        if (*buf != NULL) {
+            CUDA_CHECK(cudaStreamSynchronize(cuda_stream_compute));
+            CUDA_CHECK(cudaFree(*buf));
+        }
+        CUDA_CHECK(cudaMalloc(buf, need));
+        *cap = need;
+    }
+    return *buf;
+}
+
 extern "C" void cuda_zero(void *p, size_t bytes) {
     if (bytes == 0) return;
     CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, cuda_stream_compute));
@@ -392,6 +404,7 @@ static const anv_backend cuda_backend = {
     .crossentropy_stats = cuda_crossentropy_stats,
     .crossentropy_combine = cuda_crossentropy_combine,
     .crossentropy_backward = cuda_crossentropy_backward,
+    .crossentropy_fused = cuda_crossentropy_fused,
 
     .sum_squares = cuda_sum_squares,
     .scale = cuda_scale,

@@ -27,6 +27,17 @@
 // Both row kernels use 16-byte vectors when Vs % 8 == 0 and the buffers are 16-byte
 // aligned (every row then starts aligned; the chunk holding column Vv - 1 ends at or
 // before Vs, so a vector never leaves the row), else scalar accesses.
+//
+// fused (P = 1, training): one block per row does all three, reading the row from
+// memory once. Its first pass loads the row in 16-byte vectors, keeps each in shared
+// memory and folds it into the thread's online max and sum as the stats kernel does;
+// the block then forms M, S, lse and the loss exactly as stats + combine would (the
+// same fp32 block reduction, the same double formula); the second pass reads the row
+// back from shared memory and writes the gradient. Global memory sees one read and one
+// write of the row (the three kernels: two reads and one write). Used when the row fits
+// in shared memory with two blocks per multiprocessor, so one block's loads overlap the
+// other's arithmetic (GPT-2's 50304 columns: 98 KiB; an H100 has 228 KiB per SM);
+// otherwise (Llama 3's 128256 columns), or without vector access, the three kernels run.
 #include <math.h>
 
 #include "kernels/cuda/cuda_common.cuh"
@@ -35,6 +46,50 @@
 // threads let 4 blocks share an SM for latency hiding
 #define CE_THREADS 512
 #define CE_COMBINE_THREADS 256
+
+// Folds chunk v (columns c0 .. c0+7 of a row with Vv real columns) into a thread's
+// online max m and sum s = sum exp(x - m) over its columns.
+__device__ __forceinline__ void ce_fold(const x128<bf16> &v, int c0, int Vv, float &m,
+                                        float &s) {
+    float x[8], cm = -INFINITY;
+    #pragma unroll
+    for (int i = 0; i < 8; i++) {
+        x[i] = c0 + i < Vv ? __bfloat162float(v[i]) : -INFINITY;
+        cm = fmaxf(cm, x[i]);
+    }
+    if (cm > m) {
+        s *= expf(m - cm);                                       // first chunk: 0 * 0
+        m = cm;
+    }
+    if (m > -INFINITY) {
+        #pragma unroll
+        for (int i = 0; i < 8; i++) s += expf(x[i] - m);         // masked: exp(-inf) = 0
+    }
+}
+
+// The gradient of chunk v (columns c0 .. c0+7): dloss * (exp(x - lse) - [column == ix])
+// on real columns, 0 on padding; rounded once.
+__device__ __forceinline__ x128<bf16> ce_grad(const x128<bf16> &v, int c0, int Vv, int ix,
+                                              float lse, float dloss) {
+    x128<bf16> o;
+    #pragma unroll
+    for (int i = 0; i < 8; i++) {
+        float d = 0.0f;
+        if (c0 + i < Vv) {
+            d = dloss * expf(__bfloat162float(v[i]) - lse);
+            if (c0 + i == ix) d -= dloss;
+        }
+        o[i] = __float2bfloat16_rn(d);
+    }
+    return o;
+}
+
+__device__ __forceinline__ x128<bf16> ce_zeros() {
+    x128<bf16> o;
+    #pragma unroll
+    for (int i = 0; i < 8; i++) o[i] = __float2bfloat16_rn(0.0f);
+    return o;
+}
 
 // stats (N,3) overwritten; logits (N,Vs) with Vv real columns; targets (N).
 // One block per row.
@@ -49,23 +104,8 @@ __global__ void __launch_bounds__(CE_THREADS)
     if (VEC) {
         const int nchunks = (Vv + 7) / 8;
         #pragma unroll 4
-        for (int k = threadIdx.x; k < nchunks; k += blockDim.x) {
-            x128<bf16> v = load128(row + 8 * k);
-            float x[8], cm = -INFINITY;
-            #pragma unroll
-            for (int i = 0; i < 8; i++) {
-                x[i] = 8 * k + i < Vv ? __bfloat162float(v[i]) : -INFINITY;
-                cm = fmaxf(cm, x[i]);
-            }
-            if (cm > m) {
-                s *= expf(m - cm);                               // first chunk: 0 * 0
-                m = cm;
-            }
-            if (m > -INFINITY) {
-                #pragma unroll
-                for (int i = 0; i < 8; i++) s += expf(x[i] - m); // masked: exp(-inf) = 0
-            }
-        }
+        for (int k = threadIdx.x; k < nchunks; k += blockDim.x)
+            ce_fold(load128(row + 8 * k), 8 * k, Vv, m, s);
     } else {
         for (int c = threadIdx.x; c < Vv; c += blockDim.x) {
             float x = __bfloat162float(row[c]);
@@ -130,23 +170,9 @@ __global__ void __launch_bounds__(CE_THREADS)
         #pragma unroll 4
         for (int k = threadIdx.x; k < nchunks; k += blockDim.x) {
             const int c0 = 8 * k;
-            x128<bf16> o;
-            if (keep && c0 < Vv) {
-                x128<bf16> v = load128(in + c0);
-                #pragma unroll
-                for (int i = 0; i < 8; i++) {
-                    float d = 0.0f;
-                    if (c0 + i < Vv) {
-                        d = dloss * expf(__bfloat162float(v[i]) - lse_n);
-                        if (c0 + i == ix) d -= dloss;
-                    }
-                    o[i] = __float2bfloat16_rn(d);
-                }
-            } else {
-                #pragma unroll
-                for (int i = 0; i < 8; i++) o[i] = __float2bfloat16_rn(0.0f);
-            }
-            store128(out + c0, o);
+            store128(out + c0, keep && c0 < Vv ? ce_grad(load128(in + c0), c0, Vv, ix, lse_n,
+                                                         dloss)
+                                               : ce_zeros());
         }
     } else {
         for (int c = threadIdx.x; c < Vs; c += blockDim.x) {
@@ -157,6 +183,50 @@ __global__ void __launch_bounds__(CE_THREADS)
             }
             out[c] = __float2bfloat16_rn(d);
         }
+    }
+}
+
+// dlogits (N,Vs) overwritten, may alias logits (N,Vs); losses (N) overwritten; targets
+// (N). One block per row; dynamic shared memory holds the row (Vs bf16). Vs % 8 == 0,
+// 16-byte aligned rows.
+__global__ void __launch_bounds__(CE_THREADS)
+    crossentropy_fused_kernel(bf16 *dlogits, float *losses, const bf16 *logits,
+                              const int32_t *targets, int Vv, int Vs, float dloss) {
+    extern __shared__ __align__(16) unsigned char ce_smem[];
+    bf16 *srow = (bf16 *)ce_smem;                                // (Vs)
+    __shared__ float sh[32];
+    __shared__ float lse_sh;
+    const int n = blockIdx.x;
+    const bf16 *row = logits + (size_t)n * Vs;                   // (Vs)
+    const int nreal = (Vv + 7) / 8, nchunks = Vs / 8;            // chunks with real columns
+    float m = -INFINITY, s = 0.0f;                               // as the stats kernel
+    #pragma unroll 4
+    for (int k = threadIdx.x; k < nreal; k += blockDim.x) {
+        x128<bf16> v = load128(row + 8 * k);
+        store128(srow + 8 * k, v);
+        ce_fold(v, 8 * k, Vv, m, s);
+    }
+    const float M = block_max(m, sh);                            // ends with a barrier:
+    const float S = block_sum(m > -INFINITY ? s * expf(m - M) : 0.0f, sh);   // srow complete
+    const int target = targets[n];
+    if (threadIdx.x == 0) {
+        // crossentropy_combine_kernel with P = 1, from the stats {M, S, z}
+        float z = target >= 0 && target < Vv ? __bfloat162float(srow[target]) : 0.0f;
+        double Sd = M == -INFINITY ? 0.0 : (double)S * exp((double)M - (double)M);
+        double l = (double)M + log(Sd);
+        lse_sh = (float)l;
+        losses[n] = target >= 0 ? (float)(l - (double)z) : 0.0f;
+    }
+    __syncthreads();
+    const float lse_n = lse_sh;
+    const bool keep = target >= 0;
+    bf16 *out = dlogits + (size_t)n * Vs;                        // (Vs)
+    #pragma unroll 4
+    for (int k = threadIdx.x; k < nchunks; k += blockDim.x) {   // the backward kernel's
+        const int c0 = 8 * k;
+        store128(out + c0, keep && c0 < Vv ? ce_grad(load128(srow + c0), c0, Vv, target,
+                                                     lse_n, dloss)
+                                           : ce_zeros());
     }
 }
 
@@ -200,4 +270,42 @@ void cuda_crossentropy_backward(anv_act *dlogits_, const anv_act *logits_, const
             dlogits, logits, lse, targets, v0, Vv, Vs, dloss);
     }
     CUDA_LAUNCH_CHECK();
+}
+
+void cuda_crossentropy_fused(anv_act *dlogits_, float *losses, const anv_act *logits_,
+                             const int32_t *targets, int N, int Vv, int Vs, float dloss) {
+    // losses (N) overwritten, targets (N)
+    bf16 *dlogits = (bf16 *)dlogits_;                            // (N,Vs) overwritten
+    const bf16 *logits = (const bf16 *)logits_;                  // (N,Vs), may be dlogits
+    if (N <= 0 || Vs <= 0) return;
+    const size_t smem = (size_t)Vs * sizeof(bf16);
+    // blocks of this kernel one multiprocessor holds at smem bytes each (per Vs seen)
+    static int last_vs = -1, per_sm = 0;
+    if (Vs % 8 == 0 && aligned16(logits) && aligned16(dlogits) && Vs != last_vs) {
+        per_sm = 0;
+        if (smem <= (size_t)227 * 1024) {
+            if (smem > 48 * 1024)
+                CUDA_CHECK(cudaFuncSetAttribute(crossentropy_fused_kernel,
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                (int)smem));
+            CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                &per_sm, crossentropy_fused_kernel, CE_THREADS, smem));
+        }
+        last_vs = Vs;
+    }
+    if (Vs % 8 == 0 && aligned16(logits) && aligned16(dlogits) && per_sm >= 2) {
+        crossentropy_fused_kernel<<<N, CE_THREADS, smem, cuda_stream_compute>>>(
+            dlogits, losses, logits, targets, Vv, Vs, dloss);
+        CUDA_LAUNCH_CHECK();
+        return;
+    }
+    // the three kernels, with the stats and lse in a scratch of this file's
+    static void *scratch = NULL;
+    static size_t scratch_bytes = 0;
+    float *stats = (float *)cuda_scratch(&scratch, &scratch_bytes,
+                                         (size_t)N * 4 * sizeof(float));   // (N,3), lse (N)
+    float *lse = stats + (size_t)N * 3;
+    cuda_crossentropy_stats(stats, logits_, targets, N, 0, Vv, Vs);
+    cuda_crossentropy_combine(losses, lse, stats, targets, N, 1);
+    cuda_crossentropy_backward(dlogits_, logits_, lse, targets, N, 0, Vv, Vs, dloss);
 }

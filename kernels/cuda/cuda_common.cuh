@@ -70,6 +70,11 @@ extern size_t cuda_lt_workspace_bytes;
 extern int cuda_sm_count;                    // multiprocessors of the device
 extern int cuda_cc;                          // compute capability, e.g. 90
 
+// A device scratch buffer an op keeps between calls: *buf (of *cap bytes) is replaced
+// by one of `need` bytes when it is smaller, after the queued work that may still read
+// the old one; it never shrinks. Returns *buf.
+void *cuda_scratch(void **buf, size_t *cap, size_t need);
+
 // ---- helpers -----------------------------------------------------------------------
 static inline unsigned cuda_blocks(size_t n, unsigned threads) {
     size_t b = (n + threads - 1) / threads;

@@ -95,6 +95,8 @@ void cuda_crossentropy_combine(float *losses, float *lse, const float *stats,
 void cuda_crossentropy_backward(anv_act *dlogits, const anv_act *logits, const float *lse,
                                 const int32_t *targets, int N, int v0, int Vv, int Vs,
                                 float dloss);
+void cuda_crossentropy_fused(anv_act *dlogits, float *losses, const anv_act *logits,
+                             const int32_t *targets, int N, int Vv, int Vs, float dloss);
 // adamw.cu
 double cuda_sum_squares(const float *x, const anv_seg *segs, int nseg);
 void cuda_scale(float *x, float s, size_t n);

@@ -282,8 +282,8 @@ __global__ void dbias_final_kernel(float *dbias, const float *partial, int rows,
 // ...but gives each block at least this many rows, so pass 2 stays small.
 #define MM_DBIAS_MIN_ROWS 64
 
-static float *mm_dbias_scratch;          // (rows, OC) partial sums of pass 1
-static size_t mm_dbias_scratch_floats;
+static void *mm_dbias_scratch;           // (rows, OC) fp32 partial sums of pass 1
+static size_t mm_dbias_scratch_bytes;
 
 static void dbias_accumulate(float *dbias, const bf16 *dout, int N, int OC) {
     // dbias (OC) +=, dout (N,OC)
@@ -296,26 +296,16 @@ static void dbias_accumulate(float *dbias, const bf16 *dout, int N, int OC) {
     if (gy > 65535) gy = 65535;          // gridDim.y limit
     if (gy < 1) gy = 1;
 
-    size_t need = (size_t)gy * OC;
-    if (need > mm_dbias_scratch_floats) {
-        // grow once to the largest shape seen; queued work may still read the old one
-        if (mm_dbias_scratch != NULL) {
-            CUDA_CHECK(cudaStreamSynchronize(cuda_stream_compute));
-            CUDA_CHECK(cudaFree(mm_dbias_scratch));
-        }
-        CUDA_CHECK(cudaMalloc(&mm_dbias_scratch, need * sizeof(float)));
-        mm_dbias_scratch_floats = need;
-    }
+    float *part = (float *)cuda_scratch(&mm_dbias_scratch, &mm_dbias_scratch_bytes,
+                                        (size_t)gy * OC * sizeof(float));   // (gy, OC)
     dim3 grid((unsigned)gx, (unsigned)gy), block(32, MM_DBIAS_LANES);
     if (vec == 8)
-        dbias_partial_kernel<8><<<grid, block, 0, cuda_stream_compute>>>(mm_dbias_scratch,
-                                                                          dout, N, OC);
+        dbias_partial_kernel<8><<<grid, block, 0, cuda_stream_compute>>>(part, dout, N, OC);
     else
-        dbias_partial_kernel<1><<<grid, block, 0, cuda_stream_compute>>>(mm_dbias_scratch,
-                                                                          dout, N, OC);
+        dbias_partial_kernel<1><<<grid, block, 0, cuda_stream_compute>>>(part, dout, N, OC);
     CUDA_LAUNCH_CHECK();
     dbias_final_kernel<<<cuda_blocks((size_t)OC, 256), 256, 0, cuda_stream_compute>>>(
-        dbias, mm_dbias_scratch, gy, OC);
+        dbias, part, gy, OC);
     CUDA_LAUNCH_CHECK();
 }
 

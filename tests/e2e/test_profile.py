@@ -8,7 +8,8 @@ For a tiny model of each family, 3 steps of 2 micro-batches with run.profile_ste
   matmul_forward and matmul_backward M (P L + 1) (P = 4 matmuls per GPT-2 layer: the
   stacked q, k, v, then o, fc, proj; 5 per Llama layer: q k v, o, gate, up, down; plus
   the head),
-  attention_forward / _backward M L, crossentropy_stats M, adamw_update 1 (M = 2
+  attention_forward / _backward M L, crossentropy_fused M (training at tp 1: loss and
+  gradient in one op), adamw_update 1 (M = 2
   micro-batches, L layers);
 - the times add up: every op's time >= 0, the rows sum to the ops' total, which is no
   more than the span from the first op to the last, which is no more than the step's
@@ -98,7 +99,7 @@ def main():
             want = {"matmul_forward": M * (per_layer * L + 1),
                     "matmul_backward": M * (per_layer * L + 1),
                     "attention_forward": M * L, "attention_backward": M * L,
-                    "crossentropy_stats": M, "adamw_update": 1}
+                    "crossentropy_fused": M, "adamw_update": 1}
             got = {k: calls(rows, k) for k in want}
             n_ops, ops_ms, span = int(h.group(3)), float(h.group(4)), float(h.group(5))
             step_ms = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl"))

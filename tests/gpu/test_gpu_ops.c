@@ -984,6 +984,10 @@ int main(void) {
     test_crossentropy(64, 50257, 1, 50304);       // GPT-2
     test_crossentropy(64, 50257, 2, 25152);
     test_crossentropy(8, 128256, 1, 128256);      // Llama 3: long rows, no padding
+    test_crossentropy_fused(9, 13, 16);           // one kernel, 3 padding columns
+    test_crossentropy_fused(33, 50257, 50304);    // GPT-2: one kernel, the row in smem
+    test_crossentropy_fused(6, 128256, 128256);   // Llama 3: too long, the three kernels
+    test_crossentropy_fused(5, 99, 101);          // Vs % 8 != 0: the three kernels
 
     test_sum_squares_scale();
     test_adamw();

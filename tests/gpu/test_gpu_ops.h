@@ -136,5 +136,6 @@ float *prefill(pair x);
 // test_gpu_ops_vocab.c
 void test_encoder(int B, int T, int C, int v0, int Vs, int V, int with_wpe);
 void test_crossentropy(int N, int V, int P, int Vs);
+void test_crossentropy_fused(int N, int V, int Vs);
 
 #endif

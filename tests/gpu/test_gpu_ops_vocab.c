@@ -158,3 +158,45 @@ void test_crossentropy(int N, int V, int P, int Vs) {
     }
     case_end(nm("crossentropy %s", cs));
 }
+
+// crossentropy_fused (P = 1) against the cpu's on the same bf16 logits: losses and
+// dlogits, into poisoned outputs and in place (dlogits = logits). Every 4th row is
+// ignored; padding columns hold large logits that must get no mass. Which cuda path
+// runs depends on the row: one kernel when it fits in shared memory twice per SM
+// (GPT-2's 50304 columns), else the three kernels (Llama 3's 128256, or Vs % 8 != 0).
+void test_crossentropy_fused(int N, int V, int Vs) {
+    char cs[64];
+    snprintf(cs, sizeof cs, "N=%d V=%d Vs=%d", N, V, Vs);
+    const float dloss = 0.125f;
+    size_t nl = (size_t)N * Vs;
+    int32_t *tg = hmalloc((size_t)N * sizeof(int32_t));
+    for (int i = 0; i < N; i++) tg[i] = i % 4 == 3 ? -1 : (int32_t)(rng_next() % (uint64_t)V);
+    pair targets = p_i32(tg, (size_t)N);
+    float *hl = hrand(nl, -6, 6);
+    for (int r = 0; r < N; r++)
+        for (int i = V; i < Vs; i++) hl[(size_t)r * Vs + i] = 20.0f;
+    pair logits = p_in(ACT, hl, nl);
+    for (int alias = 0; alias < 2; alias++) {
+        pair losses = p_out(F32, (size_t)N);
+        pair dl = alias ? p_in(ACT, hl, nl) : p_out(ACT, nl);
+        pair src = alias ? dl : logits;
+        for (int s = 0; s < 2; s++) {
+            const anv_backend *be = both[s];
+            be->crossentropy_fused(on(dl, be), on(losses, be), on(src, be), on(targets, be),
+                                   N, V, Vs, dloss);
+        }
+        const char *an = alias ? " (in place)" : "";
+        compare(nm("crossentropy_fused losses%s %s", an, cs), losses, TOL_F32);
+        compare(nm("crossentropy_fused dlogits%s %s", an, cs), dl, TOL_CE_DLOGITS);
+        const float *g = t_get(dl.g), *lg = t_get(losses.g);
+        int ok = 1;
+        for (int r = 0; r < N; r++) {
+            ok &= tg[r] >= 0 || lg[r] == 0.0f;
+            for (int i = tg[r] < 0 ? 0 : V; i < Vs; i++) ok &= g[(size_t)r * Vs + i] == 0.0f;
+        }
+        report(ok, "crossentropy_fused%s %s: padding, ignored rows and their losses 0", an,
+               cs);
+    }
+    case_end(nm("crossentropy_fused %s", cs));
+}
+

@@ -368,6 +368,15 @@ static void emu_crossentropy_backward(anv_act *dlogits, const anv_act *logits, c
     free(fl);
 }
 
+static void emu_crossentropy_fused(anv_act *dlogits, float *losses, const anv_act *logits,
+                                   const int32_t *targets, int N, int Vv, int Vs, float dloss) {
+    const size_t n = (size_t)N * Vs;
+    float *fl = widen(logits, n), *fd = widen(dlogits, n);   // may alias: both read first
+    ref()->crossentropy_fused(fd, losses, fl, targets, N, Vv, Vs, dloss);
+    narrow(dlogits, fd, n);
+    free(fl);
+}
+
 // ----------------------------------------------------------------------------
 // optimizer: grads, moments and master weights are fp32; only param is bf16
 
@@ -447,6 +456,7 @@ static const anv_backend bf16_backend = {
     .crossentropy_stats = emu_crossentropy_stats,
     .crossentropy_combine = emu_crossentropy_combine,
     .crossentropy_backward = emu_crossentropy_backward,
+    .crossentropy_fused = emu_crossentropy_fused,
 
     .sum_squares = emu_sum_squares,
     .scale = emu_scale,

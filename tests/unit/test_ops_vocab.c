@@ -220,6 +220,25 @@ void test_crossentropy(int V, int Vp, int use_fd, uint64_t *s) {
     be->crossentropy_backward(alias, alias, c.lse, c.targets, N, 0, V, Vp, c.dloss);
     check_true("crossentropy_backward with dlogits aliasing logits: identical result",
                memcmp(alias, dlogits, n * sizeof(float)) == 0);
+
+    // crossentropy_fused: the reference's losses and gradient, into garbage outputs and
+    // in place; on the cpu the very bits of stats + combine + backward (same row code)
+    float *fl = frand(N, -1, 1, s), *fd = frand(n, 5, 7, s), *fa = fdup(c.logits, n);
+    be->crossentropy_fused(fd, fl, c.logits, c.targets, N, V, Vp, c.dloss);
+    snprintf(name, sizeof name, "crossentropy_fused V=%d losses vs reference", V);
+    check(name, rel_err(fl, ref_loss, N), REF_TOL);
+    double *refd = malloc(n * sizeof(double));
+    for (size_t k = 0; k < n; k++) refd[k] = dlogits[k];   // checked against ref above
+    snprintf(name, sizeof name, "crossentropy_fused V=%d dlogits = backward's", V);
+    check(name, rel_err(fd, refd, n), 0.0);
+    free(refd);
+    float *fl2 = frand(N, -1, 1, s);
+    be->crossentropy_fused(fa, fl2, fa, c.targets, N, V, Vp, c.dloss);
+    check_true("crossentropy_fused in place and not: the same bits, losses = combine's",
+               memcmp(fa, fd, n * sizeof(float)) == 0 &&
+               memcmp(fl2, fl, N * sizeof(float)) == 0 &&
+               memcmp(fl, c.losses, N * sizeof(float)) == 0);
+    be->free(fl); be->free(fd); be->free(fa); be->free(fl2);
     be->free(alias); be->free(dlogits); be->free(c.logits); be->free(c.stats);
     be->free(c.losses); be->free(c.lse);
 }

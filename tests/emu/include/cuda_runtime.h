@@ -28,14 +28,19 @@ static inline cudaError_t cudaGetSymbolAddress(void **p, T &symbol) {
     *p = (void *)&symbol;
     return cudaSuccess;
 }
-// occupancy: an H100-like multiprocessor (2048 threads, at most 32 blocks)
+// occupancy: an H100-like multiprocessor (2048 threads, at most 32 blocks, 228 KiB of
+// shared memory of which a block may have 227 KiB; registers not counted)
 template <typename K>
 static inline cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int *n, K kernel,
                                                                         int threads,
                                                                         size_t smem) {
-    (void)kernel, (void)smem;
+    (void)kernel;
     int b = threads > 0 ? 2048 / threads : 1;
-    *n = b < 1 ? 1 : b > 32 ? 32 : b;
+    if (smem > 0) {
+        int bs = smem > (size_t)227 * 1024 ? 0 : (int)(((size_t)228 * 1024) / smem);
+        b = bs < b ? bs : b;
+    }
+    *n = b < 0 ? 0 : b > 32 ? 32 : b;
     return cudaSuccess;
 }
 
