@@ -17,12 +17,18 @@
 #   model.log      20 steps, both families, GPU against CPU (tests/gpu/test_model_gpu.py)
 #   bench.log      tests/bench/gpu_bench.sh (anvil vs the PyTorch baseline), unless
 #                  NO_BENCH=1; BENCH_ARGS are passed on (e.g. "--only gpt2")
+#   memcheck.log, racecheck.log   with SANITIZE=1: the op test under compute-sanitizer
+#                  (memcheck: every op; racecheck, slower: the kernels that share
+#                  memory between threads: norm, attention, crossentropy). Seen working
+#                  on the Firecracker machines only (KINDS.md); elsewhere they say so.
 #   summary.txt    one line per part with its exit code and seconds
 # The device tool ends a command after 10 minutes: every part has a timeout, and the
 # benchmark gets what is left of BUDGET_S (default 540 s) after the tests. The whole
 # benchmark (both models) takes ~5-6 minutes and a task has 15 minutes of device time
 # in all (start-up included), so a first call is best BENCH_ARGS="--only gpt2", and a
-# second, only if 6 minutes are left, NO_TESTS=1 BUDGET_S=300 BENCH_ARGS="--only llama".
+# second, only if 6 minutes are left, NO_TESTS=1 BUDGET_S=300 BENCH_ARGS="--only llama"
+# (or, with ~5 minutes, NO_TESTS=1 NO_BENCH=1 SANITIZE=1: races and bad accesses that
+# the host emulation cannot show).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 mode=${1:-}
@@ -72,6 +78,13 @@ if [ "${NO_TESTS:-0}" != 1 ]; then
     part gpu_ops timeout 180 "$gb/bin/test_gpu_ops"
     part nccl timeout 60 "$gb/bin/mpirun" -n 1 "$gb/bin/test_nccl"
     part model timeout 240 python3 tests/gpu/test_model_gpu.py "$gb/bin/anvil"
+fi
+if [ "${SANITIZE:-0}" = 1 ]; then
+    san=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+    part memcheck timeout 150 "$san" --tool memcheck --leak-check no --error-exitcode 9 \
+        "$gb/bin/test_gpu_ops"
+    part racecheck timeout 150 env GPU_OPS_ONLY=norm,attention,crossentropy \
+        "$san" --tool racecheck --error-exitcode 9 "$gb/bin/test_gpu_ops"
 fi
 left=$(( ${BUDGET_S:-540} - ($(date +%s) - t_start) ))
 if [ "${NO_BENCH:-0}" != 1 ] && [ "$left" -gt 60 ]; then

@@ -599,147 +599,6 @@ static void test_matmul(int N, int C, int OC, int bias, int gelu, int nulls) {
     case_end(nm("matmul %s", cs));
 }
 
-// ---- attention -----------------------------------------------------------------------
-
-// RoPE tables (maxT, HS/2): plain (rope 1) or with Llama-3 scaling (rope 2)
-static void rope_tables(float **ct, float **st, int maxT, int HS, int rope) {
-    size_t nt = (size_t)maxT * (HS / 2);
-    *ct = hfloats(nt);
-    *st = hfloats(nt);
-    rope_params rp = {rope == 2 ? 500000.0f : 10000.0f, rope == 2, 32.0f, 1.0f, 4.0f, 8192};
-    rope_tables_fill(*ct, *st, maxT, HS, &rp);
-}
-
-// x (B,T,H,HS) rotated in double by the tables (the formula of ops.h), as a new array
-static float *rope_host(const float *x, const float *ct, const float *st, int B, int T, int H,
-                        int HS) {
-    size_t n = (size_t)B * T * H * HS;
-    int half = HS / 2;
-    float *y = hfloats(n);
-    for (size_t r = 0; r < n / HS; r++) {
-        int t = (int)((r / H) % T);
-        const float *xr = x + r * HS;
-        for (int i = 0; i < half; i++) {
-            double c = ct[(size_t)t * half + i], sn = st[(size_t)t * half + i];
-            y[r * HS + i] = (float)(xr[i] * c - xr[i + half] * sn);
-            y[r * HS + i + half] = (float)(xr[i + half] * c + xr[i] * sn);
-        }
-    }
-    return y;
-}
-
-// lse (B,NH,T) of the scaled causal scores, in double from the same bf16 q, k (rotated
-// by the caller when RoPE is on)
-static float *attention_lse(const float *q, const float *k, int B, int T, int NH, int KVH,
-                            int HS) {
-    float *lse = hfloats((size_t)B * NH * T);
-    double *sc = hmalloc((size_t)T * sizeof(double));
-    double scale = 1.0 / sqrt((double)HS);
-    for (int b = 0; b < B; b++) {
-        for (int h = 0; h < NH; h++) {
-            int kvh = h / (NH / KVH);
-            for (int t = 0; t < T; t++) {
-                const float *qt = q + (((size_t)b * T + t) * NH + h) * HS;     // (HS)
-                double m = -INFINITY, sum = 0.0;
-                for (int u = 0; u <= t; u++) {
-                    const float *ku = k + (((size_t)b * T + u) * KVH + kvh) * HS;   // (HS)
-                    double d = 0.0;
-                    for (int i = 0; i < HS; i++) d += (double)qt[i] * ku[i];
-                    sc[u] = d * scale;
-                    m = fmax(m, sc[u]);
-                }
-                for (int u = 0; u <= t; u++) sum += exp(sc[u] - m);
-                lse[((size_t)b * NH + h) * T + t] = (float)(m + log(sum));
-            }
-        }
-    }
-    return lse;
-}
-
-// Column block [c0, c1) of a host (rows, ld) array, as a new (rows, c1 - c0) array.
-static float *cols(const float *x, size_t rows, size_t ld, size_t c0, size_t c1) {
-    float *y = hfloats(rows * (c1 - c0));
-    for (size_t r = 0; r < rows; r++)
-        memcpy(y + r * (c1 - c0), x + r * ld + c0, (c1 - c0) * sizeof(float));
-    return y;
-}
-
-// rope: 0 none, 1 plain RoPE, 2 with Llama-3 scaling (tables longer than T). q, k, v
-// are packed in one qkv (B,T,NH+2KVH,HS) as ops.h lays them out; the gradients are
-// compared block by block.
-static void test_attention(int B, int T, int NH, int KVH, int HS, int rope) {
-    char cs[96];
-    snprintf(cs, sizeof cs, "(B,T,NH,KVH,HS)=(%d,%d,%d,%d,%d)%s", B, T, NH, KVH, HS,
-             rope == 2 ? " rope llama3" : rope ? " rope" : "");
-    const size_t rows = (size_t)B * T, QD = (size_t)NH * HS, KD = (size_t)KVH * HS;
-    const size_t ld = QD + 2 * KD, cut[4] = {0, QD, QD + KD, ld};
-    size_t nq = rows * QD, nqkv = rows * ld;
-    float *hqkv = hfloats(nqkv);
-    for (size_t r = 0; r < rows; r++) {
-        for (size_t i = 0; i < ld; i++) {
-            float lim = i < QD + KD ? 2.0f : 1.0f;   // q, k: scores ~1.3 RMS, peaked
-            hqkv[r * ld + i] = bf16_round(lim * urand());
-        }
-    }
-    pair qkv = p_in(ACT, hqkv, nqkv);
-    pair ct = NONE, st = NONE;
-    float *hct = NULL, *hst = NULL;
-    if (rope) {
-        int maxT = T + 5;
-        size_t nt = (size_t)maxT * (HS / 2);
-        rope_tables(&hct, &hst, maxT, HS, rope);
-        ct = p_in(F32, hct, nt);
-        st = p_in(F32, hst, nt);
-    }
-    size_t sg = gpu->attention_state_floats(B, T, NH, KVH, HS, rope != 0);
-    size_t sc = cpu->attention_state_floats(B, T, NH, KVH, HS, rope != 0);
-    pair state = {t_new(gpu, F32, sg), t_new(cpu, F32, sc)};
-    t_set(state.g, hconst(sg, NAN));
-    pair out = p_out(ACT, nq);
-    for (int s = 0; s < 2; s++) {
-        const anv_backend *be = both[s];
-        be->attention_forward(on(out, be), on(state, be), on(qkv, be), on(ct, be), on(st, be),
-                              B, T, NH, KVH, HS);
-    }
-    compare(nm("attention_forward out %s", cs), out, TOL_ATTN);
-    size_t nl = (size_t)B * NH * T;
-    if (sg >= nl) {
-        // the bf16 tensor-core path rounds the rotated q and k to bf16 (TOL_ATTN_LSE_ROPE);
-        float *hq = cols(hqkv, rows, ld, 0, QD), *hk = cols(hqkv, rows, ld, QD, QD + KD);
-        const float *rq = rope ? rope_host(hq, hct, hst, B, T, NH, HS) : hq;
-        const float *rk = rope ? rope_host(hk, hct, hst, B, T, KVH, HS) : hk;
-        compare_arrays(nm("attention_forward state = lse (B,NH,T) as ops.h says %s", cs),
-                       t_get(state.g), attention_lse(rq, rk, B, T, NH, KVH, HS), NULL, nl,
-                       rope ? TOL_ATTN_LSE_ROPE : TOL_ATTN_LSE);
-    } else {
-        report(0, "attention_state_floats %s = %zu, below B*NH*T = %zu", cs, sg, nl);
-    }
-
-    // backward, each backend on its own forward's out and state; the scratch the op
-    // overwrites holds NaN on the gpu, so an op that assumes it zeroed fails
-    pair dout = p_in(ACT, hrand(nq, -1, 1), nq);
-    size_t xg = gpu->attention_scratch_floats(B, T, NH, KVH, HS, rope != 0);
-    size_t xc = cpu->attention_scratch_floats(B, T, NH, KVH, HS, rope != 0);
-    pair scratch = {t_new(gpu, F32, xg), t_new(cpu, F32, xc)};
-    t_set(scratch.g, hconst(xg, NAN));
-    // dqkv is overwritten (ops.h): NaN on the gpu beforehand
-    pair dqkv = p_out(ACT, nqkv);
-    for (int s = 0; s < 2; s++) {
-        const anv_backend *be = both[s];
-        be->attention_backward(on(dqkv, be), on(scratch, be), on(dout, be), on(out, be),
-                               on(state, be), on(qkv, be), on(ct, be), on(st, be), B, T, NH,
-                               KVH, HS);
-    }
-    const float *gg = t_get(dqkv.g), *gc = t_get(dqkv.c);
-    for (int part = 0; part < 3; part++) {
-        size_t c0 = cut[part], c1 = cut[part + 1];
-        compare_arrays(nm("attention_backward d%c (overwritten) %s", "qkv"[part], cs),
-                       cols(gg, rows, ld, c0, c1), cols(gc, rows, ld, c0, c1), NULL,
-                       rows * (c1 - c0), TOL_ATTN_GRAD);
-    }
-    case_end(nm("attention %s", cs));
-}
-
 // ---- pointwise ---------------------------------------------------------------------------
 
 static void test_gelu_swiglu(size_t n) {
@@ -907,6 +766,22 @@ static void test_adamw(void) {
 
 // ----------------------------------------------------------------------------------------
 
+// The environment's GPU_OPS_ONLY, a comma-separated list of groups (memory, encoder,
+// norm, matmul, attention, pointwise, crossentropy, optimizer), selects what runs (all
+// when unset): a sanitizer run (tests/gpu/device_check.sh) takes a subset.
+static int want(const char *group) {
+    const char *only = getenv("GPU_OPS_ONLY");
+    if (only == NULL || *only == '\0') return 1;
+    const size_t n = strlen(group);
+    for (const char *p = only; *p != '\0';) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == n && strncmp(p, group, n) == 0) return 1;
+        p += len + (end != NULL);
+    }
+    return 0;
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     int ndev = anv_cuda_device_count();
@@ -925,18 +800,22 @@ int main(void) {
     printf("test_gpu_ops: %s backend (%zu-byte act) vs %s backend, %d GPU(s) seen\n", gpu->name,
            gpu->act_bytes, cpu->name, ndev);
 
-    test_memory();
-    test_conversions();
+    if (want("memory")) {
+        test_memory();
+        test_conversions();
+    }
 
-    test_encoder(1, 1, 8, 0, 3, 3, 1);
-    test_encoder(2, 7, 33, 4, 5, 12, 0);          // tokens below and above the shard
-    test_encoder(2, 7, 33, 4, 5, 12, 1);
-    test_encoder(4, 64, 768, 0, 5, 9, 1);         // ~28 tokens per row: a contended scatter
-    test_encoder(2, 100, 2048, 1000, 3000, 5000, 0);
-    test_encoder(4, 64, 768, 0, 50304, 50257, 1); // GPT-2's table: most rows untouched
+    if (want("encoder")) {
+        test_encoder(1, 1, 8, 0, 3, 3, 1);
+        test_encoder(2, 7, 33, 4, 5, 12, 0);          // tokens below and above the shard
+        test_encoder(2, 7, 33, 4, 5, 12, 1);
+        test_encoder(4, 64, 768, 0, 5, 9, 1);         // ~28 tokens per row: a contended scatter
+        test_encoder(2, 100, 2048, 1000, 3000, 5000, 0);
+        test_encoder(4, 64, 768, 0, 50304, 50257, 1); // GPT-2's table: most rows untouched
+    }
 
     static const int norm_n[] = {1, 5, 300}, norm_c[] = {8, 33, 768, 2048};
-    for (int rms = 0; rms < 2; rms++) {
+    for (int rms = 0; rms < 2 && want("norm"); rms++) {
         for (int i = 0; i < 3; i++) {
             for (int j = 0; j < 4; j++) test_norm(rms, norm_n[i], norm_c[j]);
         }
@@ -949,7 +828,7 @@ int main(void) {
     }
 
     static const int mm[][3] = {{1, 8, 8}, {7, 33, 65}, {100, 96, 200}, {256, 768, 2304}};
-    for (int si = 0; si < 4; si++) {
+    for (int si = 0; si < 4 && want("matmul"); si++) {
         for (int bias = 1; bias >= 0; bias--) {
             for (int gelu = 0; gelu < 2; gelu++) {
                 int nulls = 0;
@@ -965,7 +844,7 @@ int main(void) {
     static const int at[][5] = {{1, 1, 1, 1, 8},   {2, 7, 4, 2, 16},   {1, 33, 4, 1, 64},
                                 {2, 100, 6, 3, 64}, {1, 257, 8, 2, 128}, {1, 200, 4, 4, 32},
                                 {1, 130, 2, 1, 96}};
-    for (int i = 0; i < 7; i++) {
+    for (int i = 0; i < 7 && want("attention"); i++) {
         for (int rope = 0; rope < 2; rope++) {
             test_attention(at[i][0], at[i][1], at[i][2], at[i][3], at[i][4],
                            rope ? 1 + i % 2 : 0);
@@ -973,24 +852,28 @@ int main(void) {
     }
 
     static const size_t pn[] = {7, 1001, 65537, 1048583};      // none a multiple of 8
-    for (int i = 0; i < 4; i++) test_gelu_swiglu(pn[i]);
+    for (int i = 0; i < 4 && want("pointwise"); i++) test_gelu_swiglu(pn[i]);
     static const size_t rsn[] = {1, 7, 1001, 1048583};
-    for (int i = 0; i < 4; i++) test_residual(rsn[i]);
+    for (int i = 0; i < 4 && want("pointwise"); i++) test_residual(rsn[i]);
 
-    test_crossentropy(1, 8, 1, 8);
-    test_crossentropy(5, 13, 1, 16);              // 3 padding columns
-    test_crossentropy(37, 1000, 2, 512);          // shard 1: 488 real, 24 padding
-    test_crossentropy(6, 9, 3, 5);                // shard 2 has no real column
-    test_crossentropy(64, 50257, 1, 50304);       // GPT-2
-    test_crossentropy(64, 50257, 2, 25152);
-    test_crossentropy(8, 128256, 1, 128256);      // Llama 3: long rows, no padding
-    test_crossentropy_fused(9, 13, 16);           // one kernel, 3 padding columns
-    test_crossentropy_fused(33, 50257, 50304);    // GPT-2: one kernel, the row in smem
-    test_crossentropy_fused(6, 128256, 128256);   // Llama 3: too long, the three kernels
-    test_crossentropy_fused(5, 99, 101);          // Vs % 8 != 0: the three kernels
+    if (want("crossentropy")) {
+        test_crossentropy(1, 8, 1, 8);
+        test_crossentropy(5, 13, 1, 16);              // 3 padding columns
+        test_crossentropy(37, 1000, 2, 512);          // shard 1: 488 real, 24 padding
+        test_crossentropy(6, 9, 3, 5);                // shard 2 has no real column
+        test_crossentropy(64, 50257, 1, 50304);       // GPT-2
+        test_crossentropy(64, 50257, 2, 25152);
+        test_crossentropy(8, 128256, 1, 128256);      // Llama 3: long rows, no padding
+        test_crossentropy_fused(9, 13, 16);           // one kernel, 3 padding columns
+        test_crossentropy_fused(33, 50257, 50304);    // GPT-2: one kernel, the row in smem
+        test_crossentropy_fused(6, 128256, 128256);   // Llama 3: too long, the three kernels
+        test_crossentropy_fused(5, 99, 101);          // Vs % 8 != 0: the three kernels
+    }
 
-    test_sum_squares_scale();
-    test_adamw();
+    if (want("optimizer")) {
+        test_sum_squares_scale();
+        test_adamw();
+    }
 
     printf("%d passed, %d failed\n", passed, failed);
     return failed > 0 ? 1 : 0;

@@ -138,4 +138,7 @@ void test_encoder(int B, int T, int C, int v0, int Vs, int V, int with_wpe);
 void test_crossentropy(int N, int V, int P, int Vs);
 void test_crossentropy_fused(int N, int V, int Vs);
 
+// test_gpu_ops_attention.c; rope: 0 none, 1 plain RoPE, 2 with Llama-3 scaling
+void test_attention(int B, int T, int NH, int KVH, int HS, int rope);
+
 #endif
