@@ -75,6 +75,14 @@ static float *cols(const float *x, size_t rows, size_t ld, size_t c0, size_t c1)
     return y;
 }
 
+// An fp32 buffer of g floats on the gpu (NaN: whatever the op reads unwritten shows)
+// and c on the cpu: the state and scratch, whose sizes differ by backend.
+static pair f32_sized(size_t g, size_t c) {
+    pair p = {t_new(gpu, F32, g), t_new(cpu, F32, c)};
+    t_set(p.g, hconst(g, NAN));
+    return p;
+}
+
 // rope: 0 none, 1 plain RoPE, 2 with Llama-3 scaling (tables longer than T). q, k, v
 // are packed in one qkv (B,T,NH+2KVH,HS) as ops.h lays them out; the gradients are
 // compared block by block.
@@ -103,9 +111,7 @@ void test_attention(int B, int T, int NH, int KVH, int HS, int rope) {
         st = p_in(F32, hst, nt);
     }
     size_t sg = gpu->attention_state_floats(B, T, NH, KVH, HS, rope != 0);
-    size_t sc = cpu->attention_state_floats(B, T, NH, KVH, HS, rope != 0);
-    pair state = {t_new(gpu, F32, sg), t_new(cpu, F32, sc)};
-    t_set(state.g, hconst(sg, NAN));
+    pair state = f32_sized(sg, cpu->attention_state_floats(B, T, NH, KVH, HS, rope != 0));
     pair out = p_out(ACT, nq);
     for (int s = 0; s < 2; s++) {
         const anv_backend *be = both[s];
@@ -129,10 +135,8 @@ void test_attention(int B, int T, int NH, int KVH, int HS, int rope) {
     // backward, each backend on its own forward's out and state; the scratch the op
     // overwrites holds NaN on the gpu, so an op that assumes it zeroed fails
     pair dout = p_in(ACT, hrand(nq, -1, 1), nq);
-    size_t xg = gpu->attention_scratch_floats(B, T, NH, KVH, HS, rope != 0);
-    size_t xc = cpu->attention_scratch_floats(B, T, NH, KVH, HS, rope != 0);
-    pair scratch = {t_new(gpu, F32, xg), t_new(cpu, F32, xc)};
-    t_set(scratch.g, hconst(xg, NAN));
+    pair scratch = f32_sized(gpu->attention_scratch_floats(B, T, NH, KVH, HS, rope != 0),
+                             cpu->attention_scratch_floats(B, T, NH, KVH, HS, rope != 0));
     // dqkv is overwritten (ops.h): NaN on the gpu beforehand
     pair dqkv = p_out(ACT, nqkv);
     for (int s = 0; s < 2; s++) {
