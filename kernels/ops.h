@@ -20,7 +20,7 @@
 //   once per step) and into the input gradients of the norms and the residual (the
 //   residual stream's gradient). Input gradients that start a buffer are OVERWRITTEN,
 //   so the model never zeroes them first: attention_backward's dqkv,
-//   swiglu_backward's dgate, dup, crossentropy_stats / _combine / _backward / _fused, and
+//   swiglu_backward's dgu, crossentropy_stats / _combine / _backward / _fused, and
 //   matmul_backward's dinp when asked (anv_grad_mode). Each member's comment says which.
 // - A NULL gradient pointer means "not needed" (a frozen weight, the first layer's
 //   input) wherever the comment says "or NULL".
@@ -202,10 +202,12 @@ typedef struct anv_backend {
     // GELU, tanh approximation (GPT-2): out (n) overwritten, dinp (n) accumulated.
     void (*gelu_forward)(anv_act *out, const anv_act *inp, size_t n);
     void (*gelu_backward)(anv_act *dinp, const anv_act *inp, const anv_act *dout, size_t n);
-    // SwiGLU: out = silu(gate) * up; dgate, dup OVERWRITTEN.
-    void (*swiglu_forward)(anv_act *out, const anv_act *gate, const anv_act *up, size_t n);
-    void (*swiglu_backward)(anv_act *dgate, anv_act *dup, const anv_act *dout,
-                            const anv_act *gate, const anv_act *up, size_t n);
+    // SwiGLU over the stacked gate / up projection: gu (N,2F) holds at each row the F
+    // gate values, then the F up values (one matmul by the stacked weights makes it);
+    // out (N,F) = silu(gate) * up overwritten. dgu (N,2F), laid out as gu, OVERWRITTEN.
+    void (*swiglu_forward)(anv_act *out, const anv_act *gu, int N, int F);
+    void (*swiglu_backward)(anv_act *dgu, const anv_act *dout, const anv_act *gu, int N,
+                            int F);
     // residual: out = a + b (out may alias a); backward: da += dout, db += dout
     // (da or db may be NULL).
     void (*residual_forward)(anv_act *out, const anv_act *a, const anv_act *b, size_t n);

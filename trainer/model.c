@@ -170,7 +170,9 @@ static void build_table(model *m) {
             add_tensor(&tb, NAME("mlp.proj.weight"), C, F, 1, 1, 0, std_res, 0);
             add_tensor(&tb, NAME("mlp.proj.bias"), C, 0, -1, 0, 0, 0, 0);
         } else {
+            tb.glue = 1;   // gate and up stacked: one matmul makes SwiGLU's gu
             add_tensor(&tb, NAME("mlp.gate.weight"), F, C, 0, 1, 0, std, 0);
+            tb.glue = 0;
             add_tensor(&tb, NAME("mlp.up.weight"), F, C, 0, 1, 0, std, 0);
             add_tensor(&tb, NAME("mlp.down.weight"), C, F, 1, 1, 0, std_res, 0);
         }
@@ -293,8 +295,7 @@ static void carve_layer(model *m, layer_acts *a, carver *c, int shared_sel) {
     a->res_mid = carve_a(c, N * C);
     a->n2_mean = gpt2 ? carve(c, N) : NULL;
     a->n2_rstd = carve(c, N);
-    a->fc = carve_a(c, N * F);
-    a->up = gpt2 ? NULL : carve_a(c, N * F);
+    a->fc = carve_a(c, N * F * (gpt2 ? 1 : 2));
 }
 
 // What one micro-batch's forward keeps for its backward: each layer's input, and what
@@ -352,8 +353,7 @@ static void carve_acts(model *m, carver *c) {
     m->d_att = carve_a(c, N * QD);
     m->att_scratch = carve(c, m->be->attention_scratch_floats(m->B, m->T, m->NH, m->KVH,
                                                               m->HS, !gpt2));
-    m->d_fc = carve_a(c, N * F);
-    m->d_up = gpt2 ? NULL : carve_a(c, N * F);
+    m->d_fc = carve_a(c, N * F * (gpt2 ? 1 : 2));
     m->d_act = carve_a(c, N * F);
 }
 
@@ -602,9 +602,9 @@ static void layer_forward_to_act(const model *m, const layer_params *w, layer_ac
         // fc through the GELU epilogue: fc keeps the pre-GELU values for backward
         be->matmul_forward(a->act, a->fc, a->norm2, w->w_fc, w->b_fc, N, C, F);  // (B,T,F)
     } else {
-        be->matmul_forward(a->fc, NULL, a->norm2, w->w_fc, NULL, N, C, F);
-        be->matmul_forward(a->up, NULL, a->norm2, w->w_up, NULL, N, C, F);
-        be->swiglu_forward(a->act, a->fc, a->up, (size_t)N * F);
+        // gate and up in one matmul by the stacked weights: fc = gu (B,T,2F)
+        be->matmul_forward(a->fc, NULL, a->norm2, w->w_fc, NULL, N, C, 2 * F);
+        be->swiglu_forward(a->act, a->fc, N, F);
     }
 }
 
@@ -745,7 +745,7 @@ void model_backward_slot(model *m, int slot, float dloss) {
             if (gpt2)
                 be->gelu_forward(a->act, a->fc, (size_t)N * F);
             else
-                be->swiglu_forward(a->act, a->fc, a->up, (size_t)N * F);
+                be->swiglu_forward(a->act, a->fc, N, F);
         }
 
         // MLP block (proj/down is row-parallel: its input gradient is local, its bias
@@ -758,12 +758,10 @@ void model_backward_slot(model *m, int slot, float dloss) {
         } else {
             be->matmul_backward(m->d_act, ANV_GRAD_MODE_SET, g->w_proj, g->b_proj, m->d_res,
                                 a->act, w->w_proj, NULL, N, F, C);
-            be->swiglu_backward(m->d_fc, m->d_up, m->d_act, a->fc, a->up, (size_t)N * F);
-            be->matmul_backward(m->d_norm, ANV_GRAD_MODE_SET, g->w_up, NULL, m->d_up, a->norm2,
-                                w->w_up, NULL, N, C, F);
+            be->swiglu_backward(m->d_fc, m->d_act, a->fc, N, F);   // d_fc = dgu (B,T,2F)
         }
-        be->matmul_backward(m->d_norm, gpt2 ? ANV_GRAD_MODE_SET : ANV_GRAD_MODE_ADD, g->w_fc,
-                            g->b_fc, m->d_fc, a->norm2, w->w_fc, NULL, N, C, F);
+        be->matmul_backward(m->d_norm, ANV_GRAD_MODE_SET, g->w_fc, g->b_fc, m->d_fc, a->norm2,
+                            w->w_fc, NULL, N, C, gpt2 ? F : 2 * F);
         tp_sum(m, m->d_norm, NC);   // fc (gate, up) are column-parallel
         norm_backward(m, m->d_res, g->norm2_w, g->norm2_b, m->d_norm, a->res_mid, w->norm2_w,
                       a->n2_mean, a->n2_rstd, N);

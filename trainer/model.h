@@ -5,7 +5,8 @@
 // second one of the same layout, so one buffer is zeroed, reduced and saved. A layer's
 // q, k and v weights follow each other with no gap, and so do their biases: together
 // they are one (NH+2*KVH)*HS x C matrix, so the projection is one matmul whose output
-// is the attention's packed qkv (kernels/ops.h), and its backward one matmul too. Every
+// is the attention's packed qkv (kernels/ops.h), and its backward one matmul too. The
+// same holds for llama's gate and up: one 2F x C matrix, whose output is SwiGLU's gu. Every
 // tensor has a global name (below) and its init is drawn from an RNG stream keyed by
 // (seed, name), so the initial weights do not depend on how a later issue shards the
 // model. Activations are sized for (B, T) once in model_init; forward and backward
@@ -81,8 +82,8 @@ typedef struct layer_params {
     void *wv, *bv;              // (KVH*HS, C), (KVH*HS)   ((NH+2*KVH)*HS, C) matrix
     void *wo, *bo;              // (C, NH*HS), (C)
     void *norm2_w, *norm2_b;    // (C)
-    void *w_fc, *b_fc;          // gpt2: (F, C), (F)        llama: gate (F, C)
-    void *w_up;                 // llama: up (F, C)
+    void *w_fc, *b_fc;          // gpt2: (F, C), (F)        llama: gate (F, C), up follows
+    void *w_up;                 // llama: up (F, C)         at once: (2F, C) stacked
     void *w_proj, *b_proj;      // gpt2: (C, F), (C)        llama: down (C, F)
 } layer_params;
 
@@ -105,7 +106,8 @@ typedef struct layer_acts {
     anv_act *res_mid;           // (B,T,C) residual after attention
     anv_act *norm2;             // (B,T,C)
     float *n2_mean, *n2_rstd;   // (B,T), (B,T)
-    anv_act *fc, *up, *act;     // (B,T,F): gpt2 fc pre-GELU / llama gate; llama up; GELU/SwiGLU out
+    anv_act *fc, *act;          // gpt2: fc (B,T,F) pre-GELU; llama: fc = gu (B,T,2F), gate
+                                // then up per row; act (B,T,F) GELU / SwiGLU out
 } layer_acts;
 
 // One activation set: everything a micro-batch's backward needs from its forward. A
@@ -193,7 +195,7 @@ typedef struct model {
     anv_act *d_qkv;             // like qkv
     anv_act *d_att;             // (B,T,NH*HS)
     float *att_scratch;         // attention_scratch_floats
-    anv_act *d_fc, *d_up, *d_act;   // (B,T,F)
+    anv_act *d_fc, *d_act;      // like fc, and (B,T,F)
 } model;
 
 // Fill the zeros of `mc` (shape keys no preset or key set) from the family rules and

@@ -266,12 +266,12 @@ static void w_gelu_forward(anv_act *out, const anv_act *inp, size_t n) {
 static void w_gelu_backward(anv_act *dinp, const anv_act *inp, const anv_act *dout, size_t n) {
     TIMED("gelu_backward", 4.0 * n * AB, P.in->gelu_backward(dinp, inp, dout, n));
 }
-static void w_swiglu_forward(anv_act *out, const anv_act *gate, const anv_act *up, size_t n) {
-    TIMED("swiglu_forward", 3.0 * n * AB, P.in->swiglu_forward(out, gate, up, n));
+static void w_swiglu_forward(anv_act *out, const anv_act *gu, int N, int F) {
+    TIMED("swiglu_forward", 3.0 * N * F * AB, P.in->swiglu_forward(out, gu, N, F));
 }
-static void w_swiglu_backward(anv_act *dgate, anv_act *dup, const anv_act *dout,
-                              const anv_act *gate, const anv_act *up, size_t n) {
-    TIMED("swiglu_backward", 5.0 * n * AB, P.in->swiglu_backward(dgate, dup, dout, gate, up, n));
+static void w_swiglu_backward(anv_act *dgu, const anv_act *dout, const anv_act *gu, int N,
+                              int F) {
+    TIMED("swiglu_backward", 5.0 * N * F * AB, P.in->swiglu_backward(dgu, dout, gu, N, F));
 }
 static void w_residual_forward(anv_act *out, const anv_act *a, const anv_act *b, size_t n) {
     TIMED("residual_forward", 3.0 * n * AB, P.in->residual_forward(out, a, b, n));

@@ -122,9 +122,8 @@ void cpu_attention_backward(anv_act *dqkv, float *scratch, const anv_act *dout,
 void cpu_gelu_forward(anv_act *out, const anv_act *inp, size_t n);
 void cpu_gelu_backward_inplace(float *d, const float *x, size_t n);   // d *= gelu'(x)
 void cpu_gelu_backward(anv_act *dinp, const anv_act *inp, const anv_act *dout, size_t n);
-void cpu_swiglu_forward(anv_act *out, const anv_act *gate, const anv_act *up, size_t n);
-void cpu_swiglu_backward(anv_act *dgate, anv_act *dup, const anv_act *dout, const anv_act *gate,
-                         const anv_act *up, size_t n);
+void cpu_swiglu_forward(anv_act *out, const anv_act *gu, int N, int F);
+void cpu_swiglu_backward(anv_act *dgu, const anv_act *dout, const anv_act *gu, int N, int F);
 void cpu_residual_forward(anv_act *out, const anv_act *a, const anv_act *b, size_t n);
 void cpu_residual_backward(anv_act *da, anv_act *db, const anv_act *dout, size_t n);
 

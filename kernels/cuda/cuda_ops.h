@@ -82,9 +82,8 @@ void cuda_gelu_forward(anv_act *out, const anv_act *inp, size_t n);
 void cuda_gelu_backward(anv_act *dinp, const anv_act *inp, const anv_act *dout, size_t n);
 // not a backend member: d (n) *= gelu'(x (n)) in place (matmul.cu's dGELU fallback)
 void cuda_gelu_backward_inplace(anv_act *d, const anv_act *x, size_t n);
-void cuda_swiglu_forward(anv_act *out, const anv_act *gate, const anv_act *up, size_t n);
-void cuda_swiglu_backward(anv_act *dgate, anv_act *dup, const anv_act *dout,
-                          const anv_act *gate, const anv_act *up, size_t n);
+void cuda_swiglu_forward(anv_act *out, const anv_act *gu, int N, int F);
+void cuda_swiglu_backward(anv_act *dgu, const anv_act *dout, const anv_act *gu, int N, int F);
 void cuda_residual_forward(anv_act *out, const anv_act *a, const anv_act *b, size_t n);
 void cuda_residual_backward(anv_act *da, anv_act *db, const anv_act *dout, size_t n);
 // crossentropy.cu

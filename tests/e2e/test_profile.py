@@ -5,9 +5,9 @@ For a tiny model of each family, 3 steps of 2 micro-batches with run.profile_ste
 - the table is printed once, for step 2, and written to run.dir/profile_step2_rank0.txt
   with the same text;
 - the calls per op are what the model's structure gives, counted here from the config:
-  matmul_forward and matmul_backward M (P L + 1) (P = 4 matmuls per GPT-2 layer: the
-  stacked q, k, v, then o, fc, proj; 5 per Llama layer: q k v, o, gate, up, down; plus
-  the head),
+  matmul_forward and matmul_backward M (P L + 1) (P = 4 matmuls per layer: the stacked
+  q, k, v, then o, then fc and proj (GPT-2) or the stacked gate, up and down (Llama);
+  plus the head),
   attention_forward / _backward M L, crossentropy_fused M (training at tp 1: loss and
   gradient in one op), adamw_update 1 (M = 2
   micro-batches, L layers);
@@ -29,7 +29,7 @@ import tempfile
 
 FAMILIES = {
     "gpt2": (["model.preset=gpt2-tiny"], 4),
-    "llama": (["model.preset=llama-tiny", "model.n_kv_head=2"], 5),
+    "llama": (["model.preset=llama-tiny", "model.n_kv_head=2"], 4),
 }
 M, B, T, STEPS, PROFILED = 2, 4, 32, 3, 2
 fails = 0

@@ -601,31 +601,38 @@ static void test_matmul(int N, int C, int OC, int bias, int gelu, int nulls) {
 
 // ---- pointwise ---------------------------------------------------------------------------
 
-static void test_gelu_swiglu(size_t n) {
-    pair x = p_in(ACT, hrand(n, -4, 4), n), up = p_in(ACT, hrand(n, -2, 2), n);
-    pair dout = p_in(ACT, hrand(n, -1, 1), n);
-    pair out = p_out(ACT, n), out2 = p_out(ACT, n);
-    for (int s = 0; s < 2; s++) {
-        const anv_backend *be = both[s];
-        be->gelu_forward(on(out, be), on(x, be), n);
-        be->swiglu_forward(on(out2, be), on(x, be), on(up, be), n);
-    }
+static void test_gelu(size_t n) {
+    pair x = p_in(ACT, hrand(n, -4, 4), n), dout = p_in(ACT, hrand(n, -1, 1), n);
+    pair out = p_out(ACT, n);
+    for (int s = 0; s < 2; s++) both[s]->gelu_forward(on(out, both[s]), on(x, both[s]), n);
     compare(nm("gelu_forward n=%zu", n), out, TOL_POINTWISE);
-    compare(nm("swiglu_forward n=%zu", n), out2, TOL_POINTWISE);
-
-    // gelu_backward accumulates; swiglu_backward overwrites (NaN on the gpu beforehand)
-    pair dx = p_zero(ACT, n), dg = p_out(ACT, n), du = p_out(ACT, n);
+    // gelu_backward accumulates
+    pair dx = p_zero(ACT, n);
     cpu->gelu_backward(on(dx, cpu), on(x, cpu), on(dout, cpu), n);
     float *px = prefill(dx);
+    for (int s = 0; s < 2; s++)
+        both[s]->gelu_backward(on(dx, both[s]), on(x, both[s]), on(dout, both[s]), n);
+    compare_acc(nm("gelu_backward n=%zu", n), dx, px, TOL_POINTWISE);
+    case_end(nm("gelu n=%zu", n));
+}
+
+// SwiGLU on gu (N,2F): gate in [-4, 4), up in [-2, 2); dgu overwritten (NaN on the gpu
+// beforehand)
+static void test_swiglu(int N, int F) {
+    const size_t n = (size_t)N * F;
+    float *h = hfloats(2 * n);
+    for (size_t i = 0; i < 2 * n; i++)
+        h[i] = bf16_round((i / F) % 2 == 0 ? 4.0f * urand() : 2.0f * urand());
+    pair gu = p_in(ACT, h, 2 * n), dout = p_in(ACT, hrand(n, -1, 1), n);
+    pair out = p_out(ACT, n), dgu = p_out(ACT, 2 * n);
     for (int s = 0; s < 2; s++) {
         const anv_backend *be = both[s];
-        be->gelu_backward(on(dx, be), on(x, be), on(dout, be), n);
-        be->swiglu_backward(on(dg, be), on(du, be), on(dout, be), on(x, be), on(up, be), n);
+        be->swiglu_forward(on(out, be), on(gu, be), N, F);
+        be->swiglu_backward(on(dgu, be), on(dout, be), on(gu, be), N, F);
     }
-    compare_acc(nm("gelu_backward n=%zu", n), dx, px, TOL_POINTWISE);
-    compare(nm("swiglu_backward dgate (overwritten) n=%zu", n), dg, TOL_POINTWISE);
-    compare(nm("swiglu_backward dup (overwritten) n=%zu", n), du, TOL_POINTWISE);
-    case_end(nm("gelu, swiglu n=%zu", n));
+    compare(nm("swiglu_forward N=%d F=%d", N, F), out, TOL_POINTWISE);
+    compare(nm("swiglu_backward dgu (overwritten) N=%d F=%d", N, F), dgu, TOL_POINTWISE);
+    case_end(nm("swiglu N=%d F=%d", N, F));
 }
 
 static void test_residual(size_t n) {
@@ -852,7 +859,10 @@ int main(void) {
     }
 
     static const size_t pn[] = {7, 1001, 65537, 1048583};      // none a multiple of 8
-    for (int i = 0; i < 4 && want("pointwise"); i++) test_gelu_swiglu(pn[i]);
+    for (int i = 0; i < 4 && want("pointwise"); i++) test_gelu(pn[i]);
+    // F % 8 != 0 (the scalar kernel) and F % 8 == 0 (vectors), up to ~1M elements
+    static const int sw[][2] = {{1, 7}, {7, 143}, {31, 2114}, {3, 8}, {128, 8192}};
+    for (int i = 0; i < 5 && want("pointwise"); i++) test_swiglu(sw[i][0], sw[i][1]);
     static const size_t rsn[] = {1, 7, 1001, 1048583};
     for (int i = 0; i < 4 && want("pointwise"); i++) test_residual(rsn[i]);
 

@@ -306,25 +306,23 @@ static void emu_gelu_backward(anv_act *dinp, const anv_act *inp, const anv_act *
     free(fdout);
 }
 
-static void emu_swiglu_forward(anv_act *out, const anv_act *gate, const anv_act *up,
-                               size_t n) {
-    float *fg = widen(gate, n), *fu = widen(up, n), *fout = widen(out, n);
-    ref()->swiglu_forward(fout, fg, fu, n);
+static void emu_swiglu_forward(anv_act *out, const anv_act *gu, int N, int F) {
+    const size_t n = (size_t)N * F;
+    float *fgu = widen(gu, 2 * n), *fout = widen(out, n);
+    ref()->swiglu_forward(fout, fgu, N, F);
     narrow(out, fout, n);
-    free(fg);
-    free(fu);
+    free(fgu);
 }
 
-static void emu_swiglu_backward(anv_act *dgate, anv_act *dup, const anv_act *dout,
-                                const anv_act *gate, const anv_act *up, size_t n) {
-    float *fdg = widen(dgate, n), *fdu = widen(dup, n);   // overwritten
-    float *fdout = widen(dout, n), *fg = widen(gate, n), *fu = widen(up, n);
-    ref()->swiglu_backward(fdg, fdu, fdout, fg, fu, n);
-    narrow(dgate, fdg, n);
-    narrow(dup, fdu, n);
+static void emu_swiglu_backward(anv_act *dgu, const anv_act *dout, const anv_act *gu, int N,
+                                int F) {
+    const size_t n = (size_t)N * F;
+    float *fdgu = widen(dgu, 2 * n);                  // overwritten
+    float *fdout = widen(dout, n), *fgu = widen(gu, 2 * n);
+    ref()->swiglu_backward(fdgu, fdout, fgu, N, F);
+    narrow(dgu, fdgu, 2 * n);
     free(fdout);
-    free(fg);
-    free(fu);
+    free(fgu);
 }
 
 static void emu_residual_forward(anv_act *out, const anv_act *a, const anv_act *b, size_t n) {

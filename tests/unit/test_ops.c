@@ -586,9 +586,11 @@ static double gelu_loss(void *p) {
     return dot_d(c->out, c->R, c->n);
 }
 
+// swiglu over gu (N,2F): a holds gu, n = N*F; N = SWIGLU_N rows
+#define SWIGLU_N 5
 static double swiglu_loss(void *p) {
     struct pointwise_case *c = p;
-    be->swiglu_forward(c->out, c->a, c->b, c->n);
+    be->swiglu_forward(c->out, c->a, SWIGLU_N, (int)c->n / SWIGLU_N);
     return dot_d(c->out, c->R, c->n);
 }
 
@@ -620,20 +622,29 @@ static void test_pointwise(uint64_t *s) {
     for (size_t i = 0; i < n; i++) ga[i] = da[i] - da0[i];
     check("gelu_backward vs finite diff", fd_error(c.a, n, ga, gelu_loss, &c, s), FD_TOL);
 
-    // swiglu
-    swiglu_loss(&c);
+    // swiglu on gu (N,2F): each row's gate (c.a's values) then up (c.b's)
+    struct pointwise_case sw = c;
+    const int N = SWIGLU_N, F = (int)n / N;
+    sw.a = falloc(2 * n);
+    for (int r = 0; r < N; r++) {
+        memcpy(sw.a + (size_t)r * 2 * F, c.a + (size_t)r * F, (size_t)F * sizeof(float));
+        memcpy(sw.a + (size_t)r * 2 * F + F, c.b + (size_t)r * F, (size_t)F * sizeof(float));
+    }
+    swiglu_loss(&sw);
     for (size_t i = 0; i < n; i++) ref[i] = c.a[i] / (1.0 + exp(-(double)c.a[i])) * c.b[i];
-    check("swiglu_forward vs reference", rel_err(c.out, ref, n), REF_TOL);
-    // swiglu_backward overwrites (ops.h): NaN-filled gradients are written over
-    float *db = frand(n, -1, 1, s), *db0 = fdup(db, n);
-    for (size_t i = 0; i < n; i++) ga[i] = gb[i] = NAN;
-    be->swiglu_backward(ga, gb, c.R, c.a, c.b, n);
+    check("swiglu_forward (gu packed) vs reference", rel_err(sw.out, ref, n), REF_TOL);
+    // swiglu_backward overwrites (ops.h): a NaN-filled dgu is written over
+    float *dgu = falloc(2 * n);
+    for (size_t i = 0; i < 2 * n; i++) dgu[i] = NAN;
+    be->swiglu_backward(dgu, sw.R, sw.a, N, F);
     check("swiglu_backward dgate (overwritten) vs finite diff",
-          fd_error(c.a, n, ga, swiglu_loss, &c, s), FD_TOL);
+          fd_error_block(sw.a, N, 2 * F, 0, F, dgu, swiglu_loss, &sw, s), FD_TOL);
     check("swiglu_backward dup (overwritten) vs finite diff",
-          fd_error(c.b, n, gb, swiglu_loss, &c, s), FD_TOL);
+          fd_error_block(sw.a, N, 2 * F, F, 2 * F, dgu, swiglu_loss, &sw, s), FD_TOL);
+    be->free(sw.a); be->free(dgu);
 
     // residual, forward in place (out aliases a) as the model uses it
+    float *db = frand(n, -1, 1, s), *db0 = fdup(db, n);
     float *a_copy = fdup(c.a, n);
     be->residual_forward(a_copy, a_copy, c.b, n);
     for (size_t i = 0; i < n; i++) ref[i] = (double)c.a[i] + c.b[i];
