@@ -4,7 +4,9 @@
 // signature that calls the real op between prof_open and prof_close. Outside the
 // profiled step those two return at once; inside it they record a stamp before and
 // after the op (and remember which table row the op belongs to), so the host does no
-// waiting during the step: the stamps are read once, by profile_end. Memory
+// waiting during the step: the stamps are read once, by profile_end. The stamps (CUDA
+// events) and records are made by profile_begin, enough for a large model's step, so
+// the step itself only records them (a pool that runs out doubles, rarely). Memory
 // management, sizes and the stamps themselves are not wrapped.
 //
 // Rows: an op's name, plus the shape for matmuls and attention (a step holds several
@@ -25,6 +27,8 @@
 #include <string.h>
 
 #define PROF_MAX_ROWS 96         // the last one gathers what does not fit
+#define PROF_START_OPS 8192      // records made ready by profile_begin (GPT-2 124M, 8
+                                 // micro-batches: ~2200 ops per step)
 
 typedef struct prof_row {
     char name[96];
@@ -45,15 +49,38 @@ static struct {
     int n_rows;
     prof_rec *recs;
     size_t n_recs, cap_recs;
+    void **pool;                 // stamps made ahead; [0, n_used) hold this step's
+    size_t n_pool, n_used;
     void *first, *last;          // the step's first and last stamps
 } P;
 
+// Grow the records to `ops` and the stamp pool to 2 ops. Returns 0, or 1 (out of memory
+// or device events: nothing is lost, what exists stays usable).
+static int reserve(size_t ops) {
+    if (ops > P.cap_recs) {
+        prof_rec *g = realloc(P.recs, ops * sizeof *g);
+        if (g == NULL) return 1;
+        P.recs = g, P.cap_recs = ops;
+    }
+    if (2 * ops > P.n_pool) {
+        void **g = realloc(P.pool, 2 * ops * sizeof *g);
+        if (g == NULL) return 1;
+        P.pool = g;
+        while (P.n_pool < 2 * ops) {
+            if ((P.pool[P.n_pool] = P.in->stamp_new()) == NULL) return 1;
+            P.n_pool++;
+        }
+    }
+    return 0;
+}
+
+// The next stamp of the pool, recorded now; NULL after marking the profile failed.
 static void *stamp(void) {
-    void *s = P.in->stamp_new();
-    if (s == NULL) {
+    if (P.n_used == P.n_pool && reserve(P.n_pool)) {   // doubles the pool
         P.failed = 1;
         return NULL;
     }
+    void *s = P.pool[P.n_used++];
     P.in->stamp_record(s);
     return s;
 }
@@ -69,14 +96,9 @@ static long prof_open(const char *name, double flops, double bytes) {
         if (r < PROF_MAX_ROWS) snprintf(P.rows[P.n_rows++].name, sizeof P.rows[r].name, "%s", name);
         else r = PROF_MAX_ROWS - 1;
     }
-    if (P.n_recs == P.cap_recs) {
-        size_t cap = P.cap_recs ? 2 * P.cap_recs : 4096;
-        prof_rec *g = realloc(P.recs, cap * sizeof *g);
-        if (g == NULL) {
-            P.failed = 1;
-            return -1;
-        }
-        P.recs = g, P.cap_recs = cap;
+    if (P.n_recs == P.cap_recs && reserve(2 * P.cap_recs)) {
+        P.failed = 1;
+        return -1;
     }
     prof_rec *rec = &P.recs[P.n_recs];
     rec->row = r;
@@ -233,15 +255,23 @@ static void w_matmul_backward(anv_act *dinp, anv_grad_mode dinp_mode, float *dwe
 static double attention_flops(int B, int T, int NH, int HS) {
     return 2.0 * 2.0 * B * NH * ((double)T * (T + 1) / 2.0) * HS;
 }
+// Open attention's row: op at this shape, `passes` products of the scores (forward 2,
+// backward 5), `acts` activation-sized arrays of the query width and as many of the
+// kv width moved (forward: qkv read, out written; backward: dout, out, qkv read, dqkv
+// written).
+static long attention_open(const char *op, int B, int T, int NH, int KVH, int HS, int rope,
+                           double passes, double acts) {
+    char nm[96];
+    const double nq = (double)B * T * NH * HS, nk = (double)B * T * KVH * HS;
+    return prof_open(shaped(nm, sizeof nm, "%s B=%d T=%d heads %d/%d x %d%s", op, B, T, NH,
+                            KVH, HS, rope ? " rope" : ""),
+                     passes / 2.0 * attention_flops(B, T, NH, HS), acts * (nq + nk) * AB);
+}
 static void w_attention_forward(anv_act *out, float *state, const anv_act *qkv,
                                 const float *rope_cos, const float *rope_sin, int B, int T,
                                 int NH, int KVH, int HS) {
-    char nm[96];
-    // qkv read, out written
-    const double nq = (double)B * T * NH * HS, nk = (double)B * T * KVH * HS;
-    const long r = prof_open(shaped(nm, sizeof nm, "attention_forward B=%d T=%d heads %d/%d "
-                                    "x %d%s", B, T, NH, KVH, HS, rope_cos ? " rope" : ""),
-                             attention_flops(B, T, NH, HS), (2 * nq + 2 * nk) * AB);
+    const long r = attention_open("attention_forward", B, T, NH, KVH, HS, rope_cos != NULL,
+                                  2.0, 2.0);
     P.in->attention_forward(out, state, qkv, rope_cos, rope_sin, B, T, NH, KVH, HS);
     prof_close(r);
 }
@@ -249,12 +279,8 @@ static void w_attention_backward(anv_act *dqkv, float *scratch, const anv_act *d
                                  const anv_act *out, const float *state, const anv_act *qkv,
                                  const float *rope_cos, const float *rope_sin, int B, int T,
                                  int NH, int KVH, int HS) {
-    char nm[96];
-    // dout, out, qkv read; dqkv written
-    const double nq = (double)B * T * NH * HS, nk = (double)B * T * KVH * HS;
-    const long r = prof_open(shaped(nm, sizeof nm, "attention_backward B=%d T=%d heads %d/%d "
-                                    "x %d%s", B, T, NH, KVH, HS, rope_cos ? " rope" : ""),
-                             2.5 * attention_flops(B, T, NH, HS), (4 * nq + 4 * nk) * AB);
+    const long r = attention_open("attention_backward", B, T, NH, KVH, HS, rope_cos != NULL,
+                                  5.0, 4.0);
     P.in->attention_backward(dqkv, scratch, dout, out, state, qkv, rope_cos, rope_sin, B, T,
                              NH, KVH, HS);
     prof_close(r);
@@ -370,6 +396,7 @@ const anv_backend *profile_wrap(const anv_backend *be) {
 
 void profile_begin(void) {
     if (P.in == NULL) return;
+    P.failed = reserve(PROF_START_OPS);
     P.on = 1;
 }
 
@@ -379,13 +406,12 @@ static int by_ms_desc(const void *a, const void *b) {
 }
 
 static void free_stamps(void) {
-    for (size_t i = 0; i < P.n_recs; i++) {
-        P.in->stamp_free(P.recs[i].a);
-        P.in->stamp_free(P.recs[i].b);
-    }
+    for (size_t i = 0; i < P.n_pool; i++) P.in->stamp_free(P.pool[i]);
+    free(P.pool);
     free(P.recs);
+    P.pool = NULL;
     P.recs = NULL;
-    P.n_recs = P.cap_recs = 0;
+    P.n_pool = P.n_used = P.n_recs = P.cap_recs = 0;
     P.first = P.last = NULL;
     P.n_rows = 0;
     memset(P.rows, 0, sizeof P.rows);

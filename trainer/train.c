@@ -686,10 +686,10 @@ int train_main(int argc, char **argv) {
         watchdog_beat("in a training step");
         if (hooks.hang_at == step + 1 && grid.rank == grid.world - 1)
             for (;;) pause();
+        const int profiled = step + 1 == cfg.run.profile_step;
+        if (profiled) profile_begin();   // makes its stamps before the step's clock starts
         double t0 = now_s();
         uint64_t bytes0 = grid_bytes_sent(&grid);
-        const int profiled = step + 1 == cfg.run.profile_step;
-        if (profiled) profile_begin();
         // This rank's part of the step's global batch: G samples from the data position
         // (samples consumed so far, whatever layout consumed them), dp rank r's Gr of
         // them from position + r*Gr.

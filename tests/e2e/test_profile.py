@@ -27,6 +27,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
+from corpus import prepare_corpus  # noqa: E402
+
 FAMILIES = {
     "gpt2": (["model.preset=gpt2-tiny"], 4),
     "llama": (["model.preset=llama-tiny", "model.n_kv_head=2"], 4),
@@ -73,12 +76,7 @@ def main():
     anvil = os.path.abspath(sys.argv[1])
     device = ["device=cuda"] if sys.argv[2:] == ["--device", "cuda"] else []
     with tempfile.TemporaryDirectory() as tmp:
-        text = os.path.join(tmp, "t.txt")
-        with open(text, "w") as f:
-            f.write(" ".join(f"word{(i * 7919) % 97} of line {i % 13}." for i in range(3000)))
-        subprocess.run([anvil, "prepare", "text", "--out", os.path.join(tmp, "data"),
-                        "--val-frac", "0", text], check=True, capture_output=True)
-        common = device + [f"data.train={tmp}/data/train_*.bin", "data.val=",
+        common = device + [f"data.train={prepare_corpus(anvil, tmp, 3000)}", "data.val=",
                            f"train.seq_len={T}", f"train.micro_batch={B}",
                            f"train.global_batch_tokens={M * B * T}", f"train.steps={STEPS}"]
         for fam, (args, per_layer) in FAMILIES.items():

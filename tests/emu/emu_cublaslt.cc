@@ -64,6 +64,14 @@ float gelu_grad(float x) {
     return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * s * (1.0f + 3.0f * 0.044715f * x * x);
 }
 
+// An attribute's value of type T from (buf, size); false when the size is not T's.
+template <typename T>
+bool attr_value(const void *buf, size_t size, T *v) {
+    if (size != sizeof *v) return false;
+    memcpy(v, buf, sizeof *v);
+    return true;
+}
+
 }   // namespace
 
 cublasStatus_t cublasLtCreate(cublasLtHandle_t *handle) {
@@ -88,42 +96,31 @@ cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t desc) {
 cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc,
                                               cublasLtMatmulDescAttributes_t attr,
                                               const void *buf, size_t size) {
+    int32_t i32;
+    uint32_t u32;
+    const void *p;
     switch (attr) {
     case CUBLASLT_MATMUL_DESC_TRANSA:
-    case CUBLASLT_MATMUL_DESC_TRANSB: {
-        int32_t v;
-        if (size != sizeof v) return CUBLAS_STATUS_INVALID_VALUE;
-        memcpy(&v, buf, sizeof v);
-        (attr == CUBLASLT_MATMUL_DESC_TRANSA ? desc->transa : desc->transb) = v;
+    case CUBLASLT_MATMUL_DESC_TRANSB:
+        if (!attr_value(buf, size, &i32)) break;
+        (attr == CUBLASLT_MATMUL_DESC_TRANSA ? desc->transa : desc->transb) = i32;
         return CUBLAS_STATUS_SUCCESS;
-    }
-    case CUBLASLT_MATMUL_DESC_EPILOGUE: {
-        uint32_t v;
-        if (size != sizeof v) return CUBLAS_STATUS_INVALID_VALUE;
-        memcpy(&v, buf, sizeof v);
-        desc->epilogue = (int)v;
+    case CUBLASLT_MATMUL_DESC_EPILOGUE:
+        if (!attr_value(buf, size, &u32)) break;
+        desc->epilogue = (int)u32;
         return CUBLAS_STATUS_SUCCESS;
-    }
-    case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: {
-        int32_t v;
-        if (size != sizeof v) return CUBLAS_STATUS_INVALID_VALUE;
-        memcpy(&v, buf, sizeof v);
-        desc->bias_type = v;
+    case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE:
+        if (!attr_value(buf, size, &i32)) break;
+        desc->bias_type = i32;
         return CUBLAS_STATUS_SUCCESS;
-    }
     case CUBLASLT_MATMUL_DESC_BIAS_POINTER:
-    case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER: {
-        const void *p;
-        if (size != sizeof p) return CUBLAS_STATUS_INVALID_VALUE;
-        memcpy(&p, buf, sizeof p);
+    case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER:
+        if (!attr_value(buf, size, &p)) break;
         (attr == CUBLASLT_MATMUL_DESC_BIAS_POINTER ? desc->bias : desc->aux) = p;
         return CUBLAS_STATUS_SUCCESS;
-    }
-    case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD: {
-        if (size != sizeof desc->aux_ld) return CUBLAS_STATUS_INVALID_VALUE;
-        memcpy(&desc->aux_ld, buf, sizeof desc->aux_ld);
+    case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD:
+        if (!attr_value(buf, size, &desc->aux_ld)) break;
         return CUBLAS_STATUS_SUCCESS;
-    }
     }
     return CUBLAS_STATUS_INVALID_VALUE;
 }

@@ -52,6 +52,7 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
+from corpus import prepare_corpus  # noqa: E402
 from tensorfile import read_tensorfile  # noqa: E402
 
 TOL = 1e-5
@@ -582,12 +583,7 @@ def main():
     anvil = os.path.abspath(sys.argv[1])
     cuda = sys.argv[2:] == ["--device", "cuda"]
     with tempfile.TemporaryDirectory() as tmp:
-        text = os.path.join(tmp, "t.txt")
-        with open(text, "w") as f:
-            f.write(" ".join(f"word{(i * 7919) % 97} of line {i % 13}." for i in range(4000)))
-        subprocess.run([anvil, "prepare", "text", "--out", os.path.join(tmp, "data"),
-                        "--val-frac", "0", text], check=True, capture_output=True)
-        base = [f"data.train={tmp}/data/train_*.bin", "data.val=", "train.seq_len=32",
+        base = [f"data.train={prepare_corpus(anvil, tmp)}", "data.val=", "train.seq_len=32",
                 "train.micro_batch=2", "train.global_batch_tokens=512", f"train.lr={LR}",
                 "train.warmup_steps=2", "optim.grad_clip=0.5"]
         if cuda:

@@ -33,6 +33,7 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
+from corpus import prepare_corpus  # noqa: E402
 from tensorfile import read_tensorfile  # noqa: E402
 
 TOL = 1e-5
@@ -105,12 +106,8 @@ def main():
     layouts = [l for l in LAYOUTS if l[0] in CUDA_LAYOUTS] if cuda else LAYOUTS
     fails = 0
     with tempfile.TemporaryDirectory() as tmp:
-        text = os.path.join(tmp, "t.txt")
-        with open(text, "w") as f:
-            f.write(" ".join(f"word{(i * 7919) % 97} of line {i % 13}." for i in range(4000)))
-        subprocess.run([anvil, "prepare", "text", "--out", os.path.join(tmp, "data"),
-                        "--val-frac", "0", text], check=True, capture_output=True)
-        common = [f"data.train={tmp}/data/train_*.bin", f"data.val={tmp}/data/train_*.bin",
+        shards = prepare_corpus(anvil, tmp)
+        common = [f"data.train={shards}", f"data.val={shards}",
                   f"train.steps={STEPS}", f"train.eval_every={STEPS}", "train.eval_tokens=320",
                   "train.seq_len=32", "train.micro_batch=2", "train.global_batch_tokens=512",
                   f"train.lr={LR}", "train.warmup_steps=2", "optim.grad_clip=0.5"]

@@ -209,7 +209,6 @@ void test_crossentropy(int V, int Vp, int use_fd, uint64_t *s) {
     }
     snprintf(name, sizeof name, "crossentropy_backward V=%d vs reference", V);
     check(name, rel_err(dlogits, ref, n), 1e-4);
-    free(ref);
     if (use_fd) {
         snprintf(name, sizeof name, "crossentropy_backward V=%d vs finite diff of stats + combine", V);
         check(name, fd_error(c.logits, n, dlogits, ce_loss, &c, s), FD_TOL);
@@ -227,16 +226,15 @@ void test_crossentropy(int V, int Vp, int use_fd, uint64_t *s) {
     be->crossentropy_fused(fd, fl, c.logits, c.targets, N, V, Vp, c.dloss);
     snprintf(name, sizeof name, "crossentropy_fused V=%d losses vs reference", V);
     check(name, rel_err(fl, ref_loss, N), REF_TOL);
-    double *refd = malloc(n * sizeof(double));
-    for (size_t k = 0; k < n; k++) refd[k] = dlogits[k];   // checked against ref above
-    snprintf(name, sizeof name, "crossentropy_fused V=%d dlogits = backward's", V);
-    check(name, rel_err(fd, refd, n), 0.0);
-    free(refd);
+    snprintf(name, sizeof name, "crossentropy_fused V=%d dlogits vs reference", V);
+    check(name, rel_err(fd, ref, n), 1e-4);
+    free(ref);
     float *fl2 = frand(N, -1, 1, s);
     be->crossentropy_fused(fa, fl2, fa, c.targets, N, V, Vp, c.dloss);
-    check_true("crossentropy_fused in place and not: the same bits, losses = combine's",
+    check_true("crossentropy_fused in place and not: the same bits, and those of the three ops",
                memcmp(fa, fd, n * sizeof(float)) == 0 &&
                memcmp(fl2, fl, N * sizeof(float)) == 0 &&
+               memcmp(fd, dlogits, n * sizeof(float)) == 0 &&
                memcmp(fl, c.losses, N * sizeof(float)) == 0);
     be->free(fl); be->free(fd); be->free(fa); be->free(fl2);
     be->free(alias); be->free(dlogits); be->free(c.logits); be->free(c.stats);
