@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """cu2emu.py IN.cu OUT.cc: a cuda backend source file as host C++ for tests/emu.
 
-Four rewrites, nothing else changes (the kernels' code is compiled as written):
+Five rewrites, nothing else changes (the kernels' code is compiled as written):
 - a launch `kernel<targs><<<grid, block, smem, stream>>>(args);` becomes
   `emu::launch(emu::launch_cfg(grid, block, smem, stream), [&] { kernel<targs>(args); });`
 - `extern __shared__ [__align__(n)] TYPE NAME[];` (dynamic shared memory) becomes
   `TYPE *NAME = (TYPE *)emu::dyn_smem();`
+- `__shared__ TYPE NAME[dims];` (static shared memory, a function static on the host)
+  becomes `static TYPE NAME[dims]; emu::shared_decl(&NAME, sizeof NAME);`, which poisons
+  it when the first thread of each block gets there: what one block (or launch) left
+  there is not what the next one finds
 - the block between "// ---- PTX helpers" and "// ---- end of PTX helpers" (inline PTX
   assembly, attention.cu) becomes `#include "tests/emu/emu_ptx.h"`.
 A `#line` directive keeps compiler messages pointing at the .cu file. Exit 1 with a
@@ -67,6 +71,8 @@ def convert(inp):
         src = src[:start] + '#include "tests/emu/emu_ptx.h"\n' + blank + src[end:]
     src = re.sub(r"extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?([A-Za-z_][\w ]*?)\s+(\w+)\[\];",
                  r"\1 *\2 = (\1 *)emu::dyn_smem();", src)
+    src = re.sub(r"^(\s*)__shared__\s+([A-Za-z_][\w ]*?)\s+(\w+)((?:\[[^\]]*\])*);",
+                 r"\1static \2 \3\4; emu::shared_decl(&\3, sizeof \3);", src, flags=re.M)
     try:
         src = rewrite_launches(src)
     except ValueError as err:

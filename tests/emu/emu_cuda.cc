@@ -9,6 +9,16 @@
 // pass of the scheduler in which nothing finished and no barrier opened is a deadlock:
 // reported with the kernel's block and the waiting threads, then abort().
 //
+// Orders (EMU_SCHEDULE, read once): `forward` (the default: blocks x fastest, fibers
+// by thread index), `reverse` (both backwards), `random` (blocks, and the fibers of
+// every pass, in a fresh pseudo-random order from EMU_SEED, default 1). On a GPU the
+// order is unspecified, so every order must give the same result; a missing barrier
+// that one order hides (the writer happens to run before the reader) the others show.
+// EMU_CP_ASYNC=deferred makes cp.async asynchronous: the destination is poisoned
+// (0xff) when the copy is issued and written only at the issuing thread's
+// cp.async.wait_all (or when it ends), so a read that does not wait, or a copy into a
+// tile other threads still read, changes the result.
+//
 // Switching fibers: on x86-64 a few lines of assembly save the callee-saved registers
 // and the stack pointer (emu_ctx_switch), about 20x cheaper than ucontext's
 // swapcontext, which also saves the FP environment and makes a sigprocmask system call
@@ -17,6 +27,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <ucontext.h>
 
 #if defined(__x86_64__)
@@ -57,13 +68,23 @@ constexpr size_t STACK_BYTES = 256 * 1024;   // kernels keep fragments in locals
 constexpr int MAX_WARPS = 32;                // 1024 threads
 constexpr size_t SLOT_BYTES = 64;            // the largest exchange: an mma's operands
 
+// a deferred cp.async: the source's bytes as read when it was issued
+struct pending_copy {
+    void *dst;
+    int size, src_bytes;
+    unsigned char data[16];
+};
+
 struct fiber {
     ucontext_t ctx;                    // without EMU_ASM_SWITCH
     void *sp;                          // with it: the saved stack pointer
     uint3 tid;
     int warp, lane;
     bool done;
+    std::vector<pending_copy> copies;  // EMU_CP_ASYNC=deferred
 };
+
+enum order { ORDER_FORWARD, ORDER_REVERSE, ORDER_RANDOM };
 
 struct state {
     std::vector<fiber> f;
@@ -83,8 +104,69 @@ struct state {
     int wlive[MAX_WARPS], wcount[MAX_WARPS];
     unsigned wgen[MAX_WARPS];
     alignas(16) unsigned char slots[MAX_WARPS][32][SLOT_BYTES];
+    // EMU_SCHEDULE / EMU_SEED / EMU_CP_ASYNC, read by the first launch
+    bool configured = false;
+    order ord = ORDER_FORWARD;
+    unsigned long long rng = 1;
+    bool deferred = false;
+    std::vector<int> perm;             // the order of this pass (fibers) or launch (blocks)
+    unsigned long block_serial = 0;    // blocks run so far, all launches
+    std::vector<std::pair<void *, unsigned long>> statics;   // shared_decl: last block
 };
 state S;
+
+void fail(const char *what);
+
+void configure() {
+    S.configured = true;
+    const char *o = getenv("EMU_SCHEDULE");
+    if (!o || !*o || !strcmp(o, "forward")) S.ord = ORDER_FORWARD;
+    else if (!strcmp(o, "reverse")) S.ord = ORDER_REVERSE;
+    else if (!strcmp(o, "random")) S.ord = ORDER_RANDOM;
+    else {
+        fprintf(stderr, "emu: EMU_SCHEDULE=%s: expected forward, reverse or random\n", o);
+        exit(2);
+    }
+    const char *seed = getenv("EMU_SEED");
+    if (seed && *seed) S.rng = strtoull(seed, nullptr, 10);
+    S.rng = S.rng * 0x9e3779b97f4a7c15ull + 1;    // never 0 (xorshift's fixed point)
+    const char *c = getenv("EMU_CP_ASYNC");
+    if (!c || !*c || !strcmp(c, "immediate")) S.deferred = false;
+    else if (!strcmp(c, "deferred")) S.deferred = true;
+    else {
+        fprintf(stderr, "emu: EMU_CP_ASYNC=%s: expected immediate or deferred\n", c);
+        exit(2);
+    }
+}
+
+unsigned long long next_random() {    // xorshift64
+    S.rng ^= S.rng << 13;
+    S.rng ^= S.rng >> 7;
+    S.rng ^= S.rng << 17;
+    return S.rng;
+}
+
+// S.perm = 0..n-1 in this schedule's order (a fresh shuffle each call when random)
+void order_of(int n) {
+    S.perm.resize((size_t)n);
+    for (int i = 0; i < n; i++) S.perm[(size_t)i] = S.ord == ORDER_REVERSE ? n - 1 - i : i;
+    if (S.ord == ORDER_RANDOM)
+        for (int i = n - 1; i > 0; i--) {
+            int j = (int)(next_random() % (unsigned long long)(i + 1));
+            int t = S.perm[(size_t)i];
+            S.perm[(size_t)i] = S.perm[(size_t)j];
+            S.perm[(size_t)j] = t;
+        }
+}
+
+// Lands the calling fiber's deferred copies (cp.async.wait_all, or the thread's end).
+void land_copies(fiber &me) {
+    for (const pending_copy &c : me.copies) {
+        memset(c.dst, 0, (size_t)c.size);
+        memcpy(c.dst, c.data, (size_t)c.src_bytes);
+    }
+    me.copies.clear();
+}
 
 void yield() {
 #ifdef EMU_ASM_SWITCH
@@ -113,6 +195,7 @@ void warp_check(int w) {
 void trampoline() {
     (*S.body)();
     fiber &me = S.f[S.cur];
+    land_copies(me);
     me.done = true;
     S.live--;
     S.wlive[me.warp]--;
@@ -166,11 +249,15 @@ void run_block() {
         makecontext(&f.ctx, trampoline, 0);
 #endif
     }
-    // the contents of shared memory do not survive a block (NaN-like garbage)
+    // the contents of shared memory do not survive a block (NaN-like garbage); static
+    // __shared__ arrays are poisoned by shared_decl
     memset(S.smem.data(), 0xff, S.smem.size());
+    S.block_serial++;
     while (S.live > 0) {
         long before = S.progress;
-        for (int i = 0; i < n; i++) {
+        order_of(n);
+        for (int k = 0; k < n; k++) {
+            const int i = S.perm[(size_t)k];
             if (S.f[i].done) continue;
             S.cur = i;
 #ifdef EMU_ASM_SWITCH
@@ -192,6 +279,19 @@ const dim3 &block_dim() { return S.block; }
 const dim3 &grid_dim() { return S.grid; }
 int lane() { return S.f[S.cur].lane; }
 unsigned char *dyn_smem() { return S.smem.data(); }
+
+void shared_decl(void *p, size_t bytes) {
+    for (auto &d : S.statics)
+        if (d.first == p) {
+            if (d.second != S.block_serial) {
+                memset(p, 0xff, bytes);
+                d.second = S.block_serial;
+            }
+            return;
+        }
+    memset(p, 0xff, bytes);
+    S.statics.emplace_back(p, S.block_serial);
+}
 
 void syncthreads() {
     unsigned gen = S.bar_gen;
@@ -219,6 +319,28 @@ void publish(const void *src, size_t bytes) {
 
 const void *slot(int l) { return S.slots[S.f[S.cur].warp][l & 31]; }
 
+void cp_async(void *dst, const void *src, int size, int src_bytes) {
+    if (size != 4 && size != 8 && size != 16) fail("cp.async cp-size other than 4, 8, 16");
+    if (src_bytes < 0 || src_bytes > size) fail("cp.async src-size outside 0..cp-size");
+    if (!S.deferred) {
+        memset(dst, 0, (size_t)size);
+        if (src_bytes > 0) memcpy(dst, src, (size_t)src_bytes);
+        return;
+    }
+    pending_copy c;
+    c.dst = dst;
+    c.size = size;
+    c.src_bytes = src_bytes;
+    if (src_bytes > 0) memcpy(c.data, src, (size_t)src_bytes);
+    memset(dst, 0xff, (size_t)size);                  // undefined until the wait
+    S.f[S.cur].copies.push_back(c);
+}
+
+void cp_async_wait_all() {
+    if (S.cur < 0) fail("cp.async.wait_all outside a kernel");
+    land_copies(S.f[S.cur]);
+}
+
 void launch(const launch_cfg &cfg, const std::function<void()> &body) {
     if (S.cur >= 0) fail("launch from inside a kernel");
     if (cfg.block.x * cfg.block.y * cfg.block.z == 0 ||
@@ -228,12 +350,17 @@ void launch(const launch_cfg &cfg, const std::function<void()> &body) {
     S.block = cfg.block;
     S.body = &body;
     S.smem.assign(cfg.smem > 0 ? cfg.smem : 16, 0);
-    for (unsigned z = 0; z < cfg.grid.z; z++)
-        for (unsigned y = 0; y < cfg.grid.y; y++)
-            for (unsigned x = 0; x < cfg.grid.x; x++) {
-                S.bidx = uint3{x, y, z};
-                run_block();
-            }
+    if (!S.configured) configure();
+    const unsigned long long nb = (unsigned long long)cfg.grid.x * cfg.grid.y * cfg.grid.z;
+    if (nb > 0x7fffffffull) fail("grid of more than 2^31-1 blocks");
+    order_of((int)nb);
+    const std::vector<int> blocks = S.perm;          // run_block reuses S.perm
+    for (int b : blocks) {
+        const unsigned x = (unsigned)b % cfg.grid.x, y = (unsigned)b / cfg.grid.x % cfg.grid.y,
+                       z = (unsigned)b / (cfg.grid.x * cfg.grid.y);
+        S.bidx = uint3{x, y, z};
+        run_block();
+    }
 }
 
 }   // namespace emu

@@ -7,15 +7,18 @@
 // collective: __shfl_xor_sync, ldmatrix, mma), where it yields until every live thread
 // of its block (or warp) has arrived. That gives what the kernels rely on: shared memory
 // per block (static __shared__ variables are function statics, valid because blocks run
-// one at a time; dynamic shared memory is emu::dyn_smem()), private registers and
+// one at a time, poisoned for each block by emu::shared_decl; dynamic shared memory is
+// emu::dyn_smem(), poisoned the same way), private registers and
 // stacks per thread, barriers, and the warp-wide data exchange of shuffles and tensor-
 // core fragments (tests/emu/emu_ptx.h), with the register layouts the PTX manual gives.
 // A barrier that can never complete (some threads of a block at __syncthreads, others
 // finished or at another barrier) is reported and aborts, instead of hanging.
 //
-// What it cannot show: races between threads (a fiber runs alone until it yields, so
-// a missing barrier often goes unnoticed), asynchronous copies (cp.async completes at
-// once), the timing of anything, and whatever the compiler does differently for the
+// What it cannot show on its own: races between threads (a fiber runs alone until it
+// yields, so a missing barrier goes unnoticed when the writer happens to run first;
+// EMU_SCHEDULE=reverse / random run the blocks and threads in other orders, and
+// EMU_CP_ASYNC=deferred delays cp.async to its wait, which shows most of them: see
+// emu_cuda.cc), the timing of anything, and whatever the compiler does differently for the
 // device (fast-math contractions). cuBLASLt is not emulated.
 //
 // tests/emu/include/ holds the CUDA headers' stand-ins (cuda_runtime.h, cuda_bf16.h,
@@ -64,6 +67,14 @@ void warp_barrier();                     // every live lane of the warp arrives
 void publish(const void *src, size_t bytes);
 const void *slot(int lane);
 unsigned char *dyn_smem();
+// A static __shared__ array (tests/emu/cu2emu.py): filled with 0xff bytes the first
+// time a thread of the running block declares it, as shared memory does not survive a
+// block.
+void shared_decl(void *p, size_t bytes);
+// cp.async of cp-size `size` (4, 8, 16): src_bytes copied, the rest zero-filled; at once,
+// or under EMU_CP_ASYNC=deferred (emu_cuda.cc) at the thread's cp_async_wait_all.
+void cp_async(void *dst, const void *src, int size, int src_bytes);
+void cp_async_wait_all();
 
 struct launch_cfg {
     dim3 grid, block;

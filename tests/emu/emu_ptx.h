@@ -20,20 +20,17 @@
 
 #include <string.h>
 
-// cp.async with cp-size 4 or 16: src_bytes copied, the rest of the cp-size zero-filled.
-// Completes at once (the emulation has no asynchrony).
-static inline void emu_cp_async(void *dst, const void *src, int size, int src_bytes) {
-    memset(dst, 0, (size_t)size);
-    if (src_bytes > 0) memcpy(dst, src, (size_t)src_bytes);
-}
+// cp.async with cp-size 4 or 16: src_bytes copied, the rest of the cp-size zero-filled,
+// at once or at the wait (EMU_CP_ASYNC, emu_cuda.cc). The kernels wait for all groups,
+// so a commit marks nothing the emulation needs.
 static inline void cp_async16(void *dst, const void *src, int src_bytes) {
-    emu_cp_async(dst, src, 16, src_bytes);
+    emu::cp_async(dst, src, 16, src_bytes);
 }
 static inline void cp_async4(void *dst, const void *src, int src_bytes) {
-    emu_cp_async(dst, src, 4, src_bytes);
+    emu::cp_async(dst, src, 4, src_bytes);
 }
 static inline void cp_async_commit() {}
-static inline void cp_async_wait_all() {}
+static inline void cp_async_wait_all() { emu::cp_async_wait_all(); }
 
 static inline uint32_t emu_pack2(bf16 lo, bf16 hi) {
     return (uint32_t)lo.bits | ((uint32_t)hi.bits << 16);

@@ -720,10 +720,12 @@ static void compare_inside(const char *name, const float *g, const float *c,
 // GPU: fp32 master + bf16 param; CPU: master NULL, fp32 param. 3 steps with fresh
 // gradients, a weight decay per segment, grad_scale 0.5.
 static void test_adamw(void) {
+    // 13 chunks of 16384: more than a block each on a machine of 1 multiprocessor
+    // (EMU_SM_COUNT=1), so the grid-stride loop is run too
     static const anv_seg segs[] = {{0, 1, 0.1f}, {3, 1000, 0.0f}, {1005, 4099, 0.1f},
-                                   {5107, 60001, 0.5f}};
+                                   {5107, 150001, 0.5f}};
     const int nseg = 4;
-    size_t n = 65111;                             // 3 elements past the last segment
+    size_t n = 155111;                            // 3 elements past the last segment
     char *inside = hmalloc(n);
     memset(inside, 0, n);
     for (int k = 0; k < nseg; k++) memset(inside + segs[k].off, 1, segs[k].n);

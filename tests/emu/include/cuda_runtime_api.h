@@ -79,7 +79,12 @@ static inline cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int d
     (void)dev;
     switch (a) {
     case cudaDevAttrClockRate: *v = 1980000; break;            /* kHz */
-    case cudaDevAttrMultiProcessorCount: *v = 16; break;
+    case cudaDevAttrMultiProcessorCount: {          /* EMU_SM_COUNT, default 16 */
+        const char *e = getenv("EMU_SM_COUNT");
+        int n = e && *e ? atoi(e) : 16;
+        *v = n > 0 && n <= 1024 ? n : 16;
+        break;
+    }
     case cudaDevAttrComputeCapabilityMajor: *v = 9; break;
     case cudaDevAttrComputeCapabilityMinor: *v = 0; break;
     }
