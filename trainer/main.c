@@ -20,6 +20,8 @@ static void usage(FILE *f) {
             "\n"
             "commands:\n"
             "  train [CONFIG] [section.key=value ...]   train a model (see `anvil help train`)\n"
+            "  plan [CONFIG] [section.key=value ...]    the memory train would need per rank;\n"
+            "                                          exit 2 if it does not fit the device\n"
             "  prepare text --out DIR FILES...         turn text into token shards\n"
             "  tokenizer encode|decode|train ...       byte-level BPE tokenizer (HF tokenizer.json)\n"
             "  sample CKPT [--prompt TEXT] [options]    generate text from a checkpoint\n"
@@ -106,9 +108,11 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "tokenizer") == 0) return tokenizer_main(argc - 2, argv + 2);
     if (strcmp(cmd, "config") == 0) return config_main(argc - 2, argv + 2);
     if (strcmp(cmd, "ckpt") == 0) return ckpt_main(argc - 2, argv + 2);
-    if (strcmp(cmd, "train") == 0 || strcmp(cmd, "sample") == 0) {
+    if (strcmp(cmd, "train") == 0 || strcmp(cmd, "sample") == 0 || strcmp(cmd, "plan") == 0) {
         MPI_Init(&argc, &argv);
-        int rc = cmd[0] == 't' ? train_main(argc - 2, argv + 2) : sample_main(argc - 2, argv + 2);
+        int rc = cmd[0] == 't'   ? train_main(argc - 2, argv + 2)
+                 : cmd[0] == 'p' ? plan_main(argc - 2, argv + 2)
+                                 : sample_main(argc - 2, argv + 2);
         MPI_Finalize();
         return rc;
     }

@@ -482,10 +482,12 @@ static int setup(int argc, char **argv, anvil_config *cfg, tokenizer **tok, int 
     return 0;
 }
 
-int train_main(int argc, char **argv) {
+// train_main and plan_main: plan_only stops after the memory plan (no data, no NCCL,
+// no watchdog, nothing allocated on the device).
+static int train_or_plan(int argc, char **argv, int plan_only) {
     // From the first moment: a stop signal during setup, evaluation or the first steps
     // is honoured at the next step boundary (checkpoint, then exit 75).
-    install_stop_handlers();
+    if (!plan_only) install_stop_handlers();
     int rc = 0, G = 0;
     anvil_config cfg;
     tokenizer *tok = NULL;
@@ -502,7 +504,7 @@ int train_main(int argc, char **argv) {
         tokenizer_free(tok);
         return 2;
     }
-    if (cfg.run.profile_step > 0) be = profile_wrap(be);   // times the ops of that step
+    if (cfg.run.profile_step > 0 && !plan_only) be = profile_wrap(be);   // times step N's ops
     model_config mc = cfg.model;
     const train_config *tc = &cfg.train;
     const int B = tc->micro_batch, T = tc->seq_len;
@@ -512,10 +514,12 @@ int train_main(int argc, char **argv) {
     parallel_grid grid;
     if ((rc = parallel_grid_init(&grid, &cfg.parallel, mc.n_head, mc.n_kv_head, G, B)) != 0)
         goto out_tokenizer;
-    if ((rc = train_agree_rc(&grid, watchdog_start(cfg.run.watchdog_s, grid.rank))) != 0)
+    if (!plan_only &&
+        (rc = train_agree_rc(&grid, watchdog_start(cfg.run.watchdog_s, grid.rank))) != 0)
         goto out_grid;
     // device buffers move over NCCL: the dp, tp and pp groups become NCCL communicators
-    if (!be->host_memory && (rc = train_agree_rc(&grid, parallel_grid_use_nccl(&grid))) != 0)
+    if (!plan_only && !be->host_memory &&
+        (rc = train_agree_rc(&grid, parallel_grid_use_nccl(&grid))) != 0)
         goto out_grid;
     const int lead = grid.rank == 0;           // the rank that prints and writes files
     const int Gr = G / grid.dp;                // samples of each global batch on this rank
@@ -532,6 +536,16 @@ int train_main(int argc, char **argv) {
     }
     if ((rc = pipeline_split_layers(cfg.parallel.pp_layers, mc.n_layer, grid.pp, grid.pp_rank,
                                     lead, &layer0, &n_layers)) != 0)
+        goto out_grid;
+    // what this rank will allocate: printed, and refused when it cannot fit the device
+    const int zero = cfg.parallel.zero && grid.dp > 1;
+    const model_shard shard_of_rank = {
+        .tp = grid.tp, .tp_rank = grid.tp_rank, .layer0 = layer0, .n_layer = n_layers,
+        .first = grid.pp_rank == 0, .last = grid.pp_rank == grid.pp - 1,
+        .n_slots = pipeline_slots(grid.pp, grid.pp_rank, accum), .n_shards = zero ? grid.dp : 1,
+        .recompute = tc->recompute};
+    if ((rc = train_memory_plan(&grid, &mc, be, B, T, &shard_of_rank, zero, lead)) != 0 ||
+        plan_only)
         goto out_grid;
 
     // ---- data ----------------------------------------------------------------
@@ -563,14 +577,6 @@ int train_main(int argc, char **argv) {
     int32_t *batch = NULL, *inp = NULL, *tgt = NULL;
     char *config_yaml = NULL;
     float *ck_staging[3] = {NULL, NULL, NULL};   // host copies for async saves
-    const int zero = cfg.parallel.zero && grid.dp > 1;
-    const model_shard shard_of_rank = {
-        .tp = grid.tp, .tp_rank = grid.tp_rank, .layer0 = layer0, .n_layer = n_layers,
-        .first = grid.pp_rank == 0, .last = grid.pp_rank == grid.pp - 1,
-        .n_slots = pipeline_slots(grid.pp, grid.pp_rank, accum), .n_shards = zero ? grid.dp : 1,
-        .recompute = tc->recompute};
-    if ((rc = train_memory_plan(&grid, &mc, be, B, T, &shard_of_rank, zero, lead)) != 0)
-        goto out_model;
     tp_ctx tpc = {grid.tp_g, act_comm_dtype(be)};
     const model_tp_comm tp_comm = {&tpc, tp_all_reduce_sum, tp_all_gather};
     rc = model_init(&m, &mc, be, B, T, &shard_of_rank);
@@ -894,3 +900,6 @@ out_tokenizer:
     tokenizer_free(tok);
     return rc;
 }
+
+int train_main(int argc, char **argv) { return train_or_plan(argc, argv, 0); }
+int plan_main(int argc, char **argv) { return train_or_plan(argc, argv, 1); }

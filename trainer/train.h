@@ -10,6 +10,10 @@ extern "C" {
 // initialized by the caller). Returns the process exit code: 0 done, 1 internal error,
 // 2 bad input, 75 stopped by a signal.
 int train_main(int argc, char **argv);
+// `anvil plan [CONFIG] [section.key=value ...]`: what `train` with the same arguments
+// (and ranks) would allocate on each rank, printed, without loading data or allocating:
+// 0 when it fits the device, 2 when it does not or the config is bad.
+int plan_main(int argc, char **argv);
 
 // `anvil ckpt info PATH` / `anvil ckpt verify DIR` (ckpt_cli.c): 0, or 2 for a bad or
 // missing checkpoint (printed).

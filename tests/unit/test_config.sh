@@ -47,6 +47,32 @@ ANVIL_TEST_DEVICE_MIB=1500 timeout 60 "$anvil" train model.preset=gpt2-tiny \
 check_error "$rc" "model larger than the device (hook)" "does not fit the device" \
     "needs|are free|lower train.micro_batch"
 
+# `anvil plan` prints the same plan as `train` with the same arguments and exits 0
+# when it fits, without reading data (data.train names no file) or creating run.dir;
+# it refuses like train when it does not fit.
+rc=0
+timeout 60 "$anvil" train model.preset=gpt2-tiny model.vocab_size=257 \
+    data.train='fit_data/train_*.bin' data.val= train.steps=1 train.seq_len=32 \
+    train.micro_batch=2 run.dir=fit_run2 </dev/null >train_out.txt 2>err.txt || rc=$?
+rc2=0
+timeout 60 "$anvil" plan model.preset=gpt2-tiny model.vocab_size=257 \
+    data.train=no_such_shard.bin data.val= train.steps=1 train.seq_len=32 \
+    train.micro_batch=2 run.dir=plan_run </dev/null >plan_out.txt 2>plan_err.txt || rc2=$?
+want=$(grep '^memory per rank' train_out.txt)
+got=$(cat plan_out.txt)
+if [[ $rc == 0 && $rc2 == 0 && -n $want && $got == "$want" && ! -s plan_err.txt &&
+      ! -e plan_run ]]; then
+    pass "plan: exit 0, prints what train prints ($got) and nothing else, no run.dir"
+else
+    fail "plan: train exit $rc, plan exit $rc2; train: '$want'; plan: '$got'; stderr: $(head -c 300 plan_err.txt)"
+fi
+rc=0
+ANVIL_TEST_DEVICE_MIB=1500 timeout 60 "$anvil" plan model.preset=gpt2-tiny \
+    model.vocab_size=257 data.train=no_such_shard.bin train.seq_len=32 train.micro_batch=2 \
+    </dev/null >out.txt 2>err.txt || rc=$?
+check_error "$rc" "plan: model larger than the device (hook)" "does not fit the device" \
+    "needs|are free|lower train.micro_batch"
+
 # --- errors in the file ----------------------------------------------------------
 
 printf 'train:\n  steps: 10\n  lrr: 3e-4\n' > unknown_key.yaml
