@@ -32,9 +32,11 @@
 #
 #   usage: [ANVIL=build/anvil] [VAR=value ...] bash tests/bench/gpu_bench.sh [--write]
 #          [--only gpt2|llama]
-#   VAR (default): PYTHON (python3) STEPS (30) WARMUP (10) MB_GPT2 (16) MB_LLAMA (4)
-#     ACCUM (8 micro-batches per step) GB_GPT2 / GB_LLAMA (tokens per step,
-#     default MB x T x ACCUM) PEAK_TFLOPS (989, H100 dense bf16) SHARD_GPT2 SHARD_LLAMA
+#   VAR (default): PYTHON (python3) STEPS (30) WARMUP (10) MB_GPT2 / MB_LLAMA (auto:
+#     the largest micro-batch, a power of two up to MB_MAX_GPT2 (64) / MB_MAX_LLAMA
+#     (8), that `anvil plan` says fits the GPU; both trainers use it) GB_GPT2 /
+#     GB_LLAMA (tokens per step: 131072 / 65536, or one micro-batch if that is more;
+#     a multiple of MB x T) PEAK_TFLOPS (989, H100 dense bf16) SHARD_GPT2 SHARD_LLAMA
 #     TORCH_ARGS (extra torch_baseline.py options, e.g. "--compile-mode max-autotune")
 #     RUN_TIMEOUT (1800 s per run) KEEP_FINAL_CKPT (0) T_GPT2 (1024) T_LLAMA (2048)
 #     EXTRA_GPT2 / EXTRA_LLAMA (more section.key=value overrides, for both trainers)
@@ -68,14 +70,13 @@ PYTHON=${PYTHON:-python3}
 STEPS=${STEPS:-30}
 WARMUP=${WARMUP:-10}
 PROFILE_STEP=${PROFILE_STEP:-5}
-MB_GPT2=${MB_GPT2:-16}
-MB_LLAMA=${MB_LLAMA:-4}
-ACCUM=${ACCUM:-8}
+MB_GPT2=${MB_GPT2:-auto}
+MB_LLAMA=${MB_LLAMA:-auto}
+MB_MAX_GPT2=${MB_MAX_GPT2:-64}
+MB_MAX_LLAMA=${MB_MAX_LLAMA:-8}
 T_GPT2=${T_GPT2:-1024}
 T_LLAMA=${T_LLAMA:-2048}
 DEVICE=${DEVICE:-cuda}
-GB_GPT2=${GB_GPT2:-$((MB_GPT2 * T_GPT2 * ACCUM))}
-GB_LLAMA=${GB_LLAMA:-$((MB_LLAMA * T_LLAMA * ACCUM))}
 PEAK_TFLOPS=${PEAK_TFLOPS:-989}
 RUN_TIMEOUT=${RUN_TIMEOUT:-1800}
 KEEP_FINAL_CKPT=${KEEP_FINAL_CKPT:-0}
@@ -139,6 +140,49 @@ run_watched() {
     echo "  $(basename "$logf"): exit $rc$how, $(( SECONDS - start )) s, GPU memory $mem"
 }
 
+# pick_mb NAME CONFIG T MAX: the largest power of two <= MAX whose memory plan (`anvil
+# plan`, with the EXTRA_* overrides) fits the GPU; 0 if none does.
+pick_mb() {
+    local name=$1 config=$2 T=$3 mb=$4 extra_name=EXTRA_${1^^} extra
+    read -r -a extra <<<"${!extra_name:-}"
+    while (( mb >= 1 )); do
+        if "$anvil" plan "$config" "device=$DEVICE" "train.seq_len=$T" "train.micro_batch=$mb" \
+            "train.global_batch_tokens=$((mb * T))" "${extra[@]}" >"$logs/$name.plan.$mb" 2>&1; then
+            echo "$mb"
+            return
+        fi
+        mb=$((mb / 2))
+    done
+    echo 0
+}
+
+# MB_* = auto resolved, and GB_* (default: 131072 / 65536 tokens, at least one micro-batch)
+resolve_batch() {
+    local name=$1 config=$2 T=$3 max=$4 gb0=$5 mbv=MB_${1^^} gbv=GB_${1^^}
+    if [[ ${!mbv} == auto ]]; then
+        printf -v "$mbv" %s "$(pick_mb "$name" "$config" "$T" "$max")"
+        if [[ ${!mbv} == 0 ]]; then
+            echo "gpu_bench: $name: no micro-batch fits (see $logs/$name.plan.1)" >&2
+            exit 2
+        fi
+        echo "gpu_bench: $name: micro-batch ${!mbv} (the largest power of two <= $max that anvil plan fits)"
+    fi
+    local mb=${!mbv}
+    if [[ -z ${!gbv:-} ]]; then
+        printf -v "$gbv" %s $(( gb0 > mb * T ? gb0 : mb * T ))
+    fi
+    if (( ${!gbv} % (mb * T) != 0 )); then
+        echo "gpu_bench: $gbv=${!gbv} is not a multiple of micro-batch x T = $((mb * T))" >&2
+        exit 2
+    fi
+}
+if [[ -z $only || $only == gpt2 ]]; then
+    resolve_batch gpt2 configs/gpt2-124m.yaml "$T_GPT2" "$MB_MAX_GPT2" 131072
+fi
+if [[ -z $only || $only == llama ]]; then
+    resolve_batch llama configs/llama-1b.yaml "$T_LLAMA" "$MB_MAX_LLAMA" 65536
+fi
+
 # bench NAME LABEL CONFIG T MB GB VOCAB SHARD
 bench() {
     local name=$1 label=$2 config=$3 T=$4 mb=$5 gb=$6 vocab=$7 shard=$8
@@ -200,7 +244,7 @@ if [[ $DEVICE != cuda ]]; then dev_env=" DEVICE=$DEVICE"; fi
 export GB_LOGS=$logs GB_MODELS="${models[*]}" GB_WARMUP=$WARMUP GB_STEPS=$STEPS \
     GB_WRITE=$write GB_GPU="${gpu_info:-unknown GPU}" GB_CUDA="${cuda_ver:-CUDA unknown}" \
     GB_TORCH=$torch_ver GB_REV=$rev GB_CPU="$cpu, $cores cores" GB_CMD="$cmdline" \
-    GB_ENV="${EXTRA_GPT2:+EXTRA_GPT2=\"$EXTRA_GPT2\" }${EXTRA_LLAMA:+EXTRA_LLAMA=\"$EXTRA_LLAMA\" }${ANVIL:+ANVIL=$ANVIL }STEPS=$STEPS WARMUP=$WARMUP MB_GPT2=$MB_GPT2 MB_LLAMA=$MB_LLAMA GB_GPT2=$GB_GPT2 GB_LLAMA=$GB_LLAMA PEAK_TFLOPS=$PEAK_TFLOPS T_GPT2=$T_GPT2 T_LLAMA=$T_LLAMA${TORCH_ARGS:+ TORCH_ARGS=\"$TORCH_ARGS\"}$dev_env" \
+    GB_ENV="${EXTRA_GPT2:+EXTRA_GPT2=\"$EXTRA_GPT2\" }${EXTRA_LLAMA:+EXTRA_LLAMA=\"$EXTRA_LLAMA\" }${ANVIL:+ANVIL=$ANVIL }STEPS=$STEPS WARMUP=$WARMUP MB_GPT2=$MB_GPT2 MB_LLAMA=$MB_LLAMA GB_GPT2=${GB_GPT2:-} GB_LLAMA=${GB_LLAMA:-} PEAK_TFLOPS=$PEAK_TFLOPS T_GPT2=$T_GPT2 T_LLAMA=$T_LLAMA${TORCH_ARGS:+ TORCH_ARGS=\"$TORCH_ARGS\"}$dev_env" \
     GB_PERF=$repo/docs/perf.md
 "$PYTHON" - <<'PY'
 import datetime, json, os, statistics
