@@ -271,6 +271,35 @@ void run_block() {
     S.cur = -1;
 }
 
+// ---- device memory: counted, with a header before each block that holds its size ----
+constexpr size_t DEV_HEADER = 64;       // keeps the blocks 16-byte (and 64-byte) aligned
+constexpr size_t DEV_CONTEXT = (size_t)1 << 30;
+struct device_memory {
+    bool configured = false;
+    size_t total = (size_t)80 << 30;
+    size_t used = DEV_CONTEXT, peak = DEV_CONTEXT;
+};
+device_memory D;
+
+void report_peak() {
+    fprintf(stderr, "emu: device memory peak %zu bytes allocated\n", D.peak - DEV_CONTEXT);
+}
+
+void device_configure() {
+    D.configured = true;
+    const char *m = getenv("EMU_DEVICE_MIB");
+    if (m && *m) {
+        long long mib = atoll(m);
+        if (mib <= 1024 || mib > (1ll << 24)) {
+            fprintf(stderr, "emu: EMU_DEVICE_MIB=%s: expected 1025..16777216\n", m);
+            exit(2);
+        }
+        D.total = (size_t)mib << 20;
+    }
+    const char *r = getenv("EMU_REPORT_DEVICE_PEAK");
+    if (r && !strcmp(r, "1")) atexit(report_peak);
+}
+
 }   // namespace
 
 const uint3 &thread_idx() { return S.f[S.cur].tid; }
@@ -364,3 +393,35 @@ void launch(const launch_cfg &cfg, const std::function<void()> &body) {
 }
 
 }   // namespace emu
+
+// the C calls of tests/emu/include/cuda_runtime_api.h (device memory)
+using emu::D;
+using emu::DEV_HEADER;
+
+extern "C" void *emu_device_malloc(size_t n) {
+    if (!D.configured) emu::device_configure();
+    if (n == 0) n = 1;
+    if (n > D.total - D.used) return nullptr;
+    unsigned char *b = (unsigned char *)aligned_alloc(DEV_HEADER, (DEV_HEADER + n + 63) / 64 * 64);
+    if (!b) return nullptr;
+    memcpy(b, &n, sizeof n);
+    D.used += n;
+    if (D.used > D.peak) D.peak = D.used;
+    return b + DEV_HEADER;
+}
+
+extern "C" void emu_device_free(void *p) {
+    if (!p) return;
+    unsigned char *b = (unsigned char *)p - DEV_HEADER;
+    size_t n;
+    memcpy(&n, b, sizeof n);
+    D.used -= n;
+    free(b);
+}
+
+extern "C" void emu_device_info(size_t *free_bytes, size_t *total_bytes) {
+    if (!D.configured) emu::device_configure();
+    *total_bytes = D.total;
+    *free_bytes = D.total - D.used;
+}
+

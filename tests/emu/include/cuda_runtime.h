@@ -20,7 +20,7 @@ static inline cudaError_t cudaMalloc(T **p, size_t n) {
 }
 template <typename T>
 static inline cudaError_t cudaMallocHost(T **p, size_t n) {
-    return cudaMalloc((void **)p, n);
+    return cudaMallocHost((void **)p, n);
 }
 // a __device__ variable is a host global here
 template <typename T>

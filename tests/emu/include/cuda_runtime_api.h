@@ -4,7 +4,8 @@
  * Device memory is host memory; streams are tokens and an event holds the host clock
  * at its record, since every launch and copy has completed when its call returns. The device: one, an H100-like part
  * (compute capability 9.0) with 16 multiprocessors (fewer than a real one, so that
- * grids sized per SM stay small; any count is correct) and 80 GiB. */
+ * grids sized per SM stay small; any count is correct: EMU_SM_COUNT) and 80 GiB
+ * (EMU_DEVICE_MIB). */
 #ifndef ANVIL_TESTS_EMU_CUDA_RUNTIME_API_H
 #define ANVIL_TESTS_EMU_CUDA_RUNTIME_API_H
 
@@ -31,16 +32,35 @@ typedef enum cudaMemcpyKind {
     cudaMemcpyDeviceToDevice = 3,
     cudaMemcpyDefault = 4
 } cudaMemcpyKind;
+/* Device memory is counted (tests/emu/emu_cuda.cc): a device of EMU_DEVICE_MIB MiB
+ * (default 80 GiB, 1 GiB of it taken by the context as on a GPU), cudaMalloc failing
+ * past it, cudaMemGetInfo reporting what is left; EMU_REPORT_DEVICE_PEAK=1 prints the
+ * peak of the bytes allocated at exit. Pinned host memory is not device memory. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+void *emu_device_malloc(size_t n);
+void emu_device_free(void *p);
+void emu_device_info(size_t *free_bytes, size_t *total_bytes);
+#ifdef __cplusplus
+}
+#endif
 static inline cudaError_t cudaMalloc(void **p, size_t n) {
+    *p = emu_device_malloc(n);
+    return *p != NULL ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+static inline cudaError_t cudaMallocHost(void **p, size_t n) {
     *p = malloc(n > 0 ? n : 1);
     return *p != NULL ? cudaSuccess : cudaErrorMemoryAllocation;
 }
-static inline cudaError_t cudaMallocHost(void **p, size_t n) { return cudaMalloc(p, n); }
 static inline cudaError_t cudaFree(void *p) {
+    emu_device_free(p);
+    return cudaSuccess;
+}
+static inline cudaError_t cudaFreeHost(void *p) {
     free(p);
     return cudaSuccess;
 }
-static inline cudaError_t cudaFreeHost(void *p) { return cudaFree(p); }
 static inline cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s) {
     (void)s;
     memset(p, v, n);
@@ -53,8 +73,7 @@ static inline cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n,
     return cudaSuccess;
 }
 static inline cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
-    *total_bytes = (size_t)80 << 30;
-    *free_bytes = (size_t)79 << 30;
+    emu_device_info(free_bytes, total_bytes);
     return cudaSuccess;
 }
 
