@@ -27,8 +27,8 @@ static void usage(FILE *f) {
             "  sample CKPT [--prompt TEXT] [options]    generate text from a checkpoint\n"
             "  ckpt info|verify PATH                   describe or verify a checkpoint\n"
             "  config [CONFIG] [section.key=value ...] print the effective config (YAML)\n"
-            "  help [train|sample|ckpt|prepare|config|presets] explain a command, the config keys or "
-            "the model presets\n"
+            "  help [train|plan|sample|ckpt|prepare|config|presets] explain a command, the config "
+            "keys or the model presets\n"
             "  version                                 print the version\n"
             "\n"
             "exit codes: 0 done, 1 internal error, 2 bad input (config, files, command line),\n"
@@ -53,6 +53,14 @@ static int help_main(int argc, char **argv) {
                "the same command again continues from the newest valid checkpoint\n"
                "(checkpoint.resume: auto). Under mpirun, the ranks split the run over\n"
                "parallel.dp x parallel.tp x parallel.pp (docs/parallel.md).\n");
+    } else if (strcmp(topic, "plan") == 0) {
+        printf("anvil plan [CONFIG] [section.key=value ...]\n\n"
+               "Prints the memory `anvil train` with the same arguments would allocate on\n"
+               "each rank (parameters, gradients, optimizer state, activations) and the\n"
+               "device's free memory, without reading data or allocating anything; run it\n"
+               "under the same mpirun as the training to plan a parallel layout. Exit 0\n"
+               "when it fits (leaving a 1.5 GiB margin for the CUDA context, cuBLASLt and\n"
+               "NCCL), 2 when it does not or the config is bad.\n");
     } else if (strcmp(topic, "sample") == 0) {
         printf("anvil sample CKPT [--prompt TEXT] [--max-tokens N] [--temperature T] "
                "[--top-k K]\n             [--top-p P] [--seed S] [--tokenizer FILE]\n\n"
@@ -73,8 +81,8 @@ static int help_main(int argc, char **argv) {
     } else if (topic[0] == '\0') {
         usage(stdout);
     } else {
-        fprintf(stderr, "anvil: help: unknown topic '%s' (train, sample, ckpt, prepare, config, presets)\n",
-                topic);
+        fprintf(stderr, "anvil: help: unknown topic '%s' (train, plan, sample, ckpt, prepare, "
+                "config, presets)\n", topic);
         return 2;
     }
     return 0;
