@@ -348,8 +348,18 @@ void publish(const void *src, size_t bytes) {
 
 const void *slot(int l) { return S.slots[S.f[S.cur].warp][l & 31]; }
 
+void misaligned(const char *what, const void *p, int align) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "%s: address %p is not %d-byte aligned (a GPU faults)", what, p,
+             align);
+    fail(msg);
+    abort();
+}
+
 void cp_async(void *dst, const void *src, int size, int src_bytes) {
     if (size != 4 && size != 8 && size != 16) fail("cp.async cp-size other than 4, 8, 16");
+    if ((uintptr_t)dst % (unsigned)size) misaligned("cp.async destination", dst, size);
+    if ((uintptr_t)src % (unsigned)size) misaligned("cp.async source", src, size);
     if (src_bytes < 0 || src_bytes > size) fail("cp.async src-size outside 0..cp-size");
     if (!S.deferred) {
         memset(dst, 0, (size_t)size);

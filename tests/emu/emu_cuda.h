@@ -18,7 +18,9 @@
 // yields, so a missing barrier goes unnoticed when the writer happens to run first;
 // EMU_SCHEDULE=reverse / random run the blocks and threads in other orders, and
 // EMU_CP_ASYNC=deferred delays cp.async to its wait, which shows most of them: see
-// emu_cuda.cc), the timing of anything, and whatever the compiler does differently for the
+// emu_cuda.cc), misaligned accesses (meson builds the kernels with
+// -fsanitize=alignment, and cp.async, ldmatrix and atomicAdd check their addresses),
+// the timing of anything, and whatever the compiler does differently for the
 // device (fast-math contractions). cuBLASLt is not emulated.
 //
 // tests/emu/include/ holds the CUDA headers' stand-ins (cuda_runtime.h, cuda_bf16.h,
@@ -49,7 +51,7 @@ struct dim3 {
     unsigned x, y, z;
     dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
 };
-struct float2 {
+struct alignas(8) float2 {         // aligned as CUDA's
     float x, y;
 };
 static inline float2 make_float2(float x, float y) { return float2{x, y}; }
@@ -74,6 +76,8 @@ void shared_decl(void *p, size_t bytes);
 // cp.async of cp-size `size` (4, 8, 16): src_bytes copied, the rest zero-filled; at once,
 // or under EMU_CP_ASYNC=deferred (emu_cuda.cc) at the thread's cp_async_wait_all.
 void cp_async(void *dst, const void *src, int size, int src_bytes);
+// A GPU faults on a misaligned access ("misaligned address"); the host would not.
+[[noreturn]] void misaligned(const char *what, const void *p, int align);
 void cp_async_wait_all();
 
 struct launch_cfg {
@@ -112,6 +116,7 @@ static inline int max(int a, int b) { return a > b ? a : b; }
 
 // Fibers never run at the same time, so a plain read-modify-write is atomic.
 static inline float atomicAdd(float *p, float v) {
+    if ((uintptr_t)p & 3u) emu::misaligned("atomicAdd(float)", p, 4);
     float old = *p;
     *p = old + v;
     return old;

@@ -40,6 +40,7 @@ static inline float emu_hi(uint32_t r) { return __bfloat162float(bf16{(uint16_t)
 
 // ldmatrix.sync.aligned.m8n8.x4(.trans).shared.b16
 static inline void emu_ldmatrix(uint32_t r[4], const bf16 *p, int trans) {
+    if ((uintptr_t)p & 15u) emu::misaligned("ldmatrix row address", p, 16);
     emu::publish(&p, sizeof p);
     const int l = emu::lane(), g = l >> 2, t = l & 3;
     for (int i = 0; i < 4; i++) {

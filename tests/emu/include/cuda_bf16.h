@@ -10,10 +10,11 @@
 #include "tests/emu/emu_cuda.h"
 #include "tests/unit/bf16_backend.h"
 
-struct __nv_bfloat16 {
+// aligned as CUDA's are, so that the emulation's alignment checks see what the GPU would
+struct alignas(2) __nv_bfloat16 {
     uint16_t bits;
 };
-struct __nv_bfloat162 {
+struct alignas(4) __nv_bfloat162 {
     __nv_bfloat16 x, y;
 };
 
