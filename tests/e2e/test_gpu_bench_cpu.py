@@ -12,7 +12,8 @@ warm-up, the per-op profile of step 1, the baseline eager in fp32) with a device
 (3.8 MiB). Checks: exit 0; the micro-batch picked by `anvil plan` is 2 for GPT-2; the
 table has, for each model, an anvil row and a PyTorch row with tokens/s and ms/step,
 and the anvil / PyTorch ratio; anvil's log holds its profile table and both trainers
-ran the configured number of steps.
+ran the configured number of steps. And tests/bench/sdpa_bench.py runs (its unfused
+`math` way, the only one on the cpu).
 """
 import os
 import re
@@ -78,6 +79,14 @@ def main():
         report("profile of step 1" in log and len(steps) == 3,
                f"{name}: anvil's per-op profile in its log ({'profile of step 1' in log}), "
                f"{len(steps)} of 3 steps in metrics.jsonl")
+    # tests/bench/sdpa_bench.py (the PyTorch attention kernels beside anvil's profile):
+    # on the cpu only its unfused `math` way runs, which keeps the script itself working
+    p = subprocess.run([sys.executable, os.path.join(repo, "tests/bench/sdpa_bench.py"),
+                        "--device", "cpu", "--shapes", "t=2,64,4,2,16", "--iters", "1",
+                        "--warmup", "0"], capture_output=True, text=True, timeout=120)
+    row = [l for l in p.stdout.splitlines() if l.startswith("t B=2 T=64 heads 4/2 x 16")]
+    report(p.returncode == 0 and any(" math " in l for l in row),
+           f"sdpa_bench.py on the cpu: exit {p.returncode}, rows: {row or p.stderr[-300:]}")
     subprocess.run(["rm", "-rf", tmp])
     print("all checks passed" if failures == 0 else f"{failures} check(s) failed")
     sys.exit(1 if failures else 0)

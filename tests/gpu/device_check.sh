@@ -15,6 +15,8 @@
 #   gpu_ops.log    every cuda op against the cpu backend (tests/gpu/test_gpu_ops.c)
 #   nccl.log       the NCCL backend against MPI, one rank (tests/gpu/test_nccl.c)
 #   model.log      20 steps, both families, GPU against CPU (tests/gpu/test_model_gpu.py)
+#   sdpa.log       tests/bench/sdpa_bench.py: PyTorch's fused attention kernels (flash,
+#                  cuDNN, memory-efficient) at the benchmark's shapes, unless NO_BENCH=1
 #   bench.log      tests/bench/gpu_bench.sh (anvil vs the PyTorch baseline), unless
 #                  NO_BENCH=1; BENCH_ARGS are passed on (e.g. "--only gpt2")
 #   memcheck.log, racecheck.log   with SANITIZE=1: the op test under compute-sanitizer
@@ -86,6 +88,11 @@ if [ "${SANITIZE:-0}" = 1 ]; then
     part racecheck timeout 150 env GPU_OPS_ONLY=norm,attention,crossentropy \
         "$san" --tool racecheck --error-exitcode 9 "$gb/bin/test_gpu_ops"
 fi
+if [ "${NO_BENCH:-0}" != 1 ]; then
+    # PyTorch's flash / cuDNN / memory-efficient attention at the benchmark's shapes, to
+    # hold against the attention rows of anvil's profile below (~20 s)
+    part sdpa timeout 120 python3 tests/bench/sdpa_bench.py --device cuda
+fi
 left=$(( ${BUDGET_S:-540} - ($(date +%s) - t_start) ))
 if [ "${NO_BENCH:-0}" != 1 ] && [ "$left" -gt 60 ]; then
     # shellcheck disable=SC2086
@@ -93,6 +100,7 @@ if [ "${NO_BENCH:-0}" != 1 ] && [ "$left" -gt 60 ]; then
         bash tests/bench/gpu_bench.sh ${BENCH_ARGS:-}
 fi
 cat "$out/summary.txt"
+if [ -f "$out/sdpa.log" ]; then cat "$out/sdpa.log"; fi
 # anvil's per-op tables (run.profile_step) from the benchmark, into the output's tail
 for f in "$out"/gpu_bench/*.anvil.log; do
     if [ -f "$f" ]; then grep -A 40 "^profile of step" "$f" | head -40 || true; fi
