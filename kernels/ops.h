@@ -108,6 +108,10 @@ typedef struct anv_backend {
     void (*synchronize)(void);                           // wait for queued work
     // Free and total bytes of the device's memory; the member may be NULL (cpu).
     void (*mem_info)(size_t *free_bytes, size_t *total_bytes);
+    // Bit-identical results run to run (on: no floating-point atomics, a fixed order for
+    // every sum) or the faster order-free ways (off, the default). NULL: always
+    // deterministic (cpu).
+    void (*set_deterministic)(int on);
     // Converting copies between host fp32 and backend anv_act (n elements); rounding
     // to nearest even where act_dtype is narrower.
     void (*act_from_host_f32)(anv_act *dst, const float *src, size_t n);

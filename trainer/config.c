@@ -133,6 +133,9 @@ const config_key config_keys[] = {
     KENUM("train.recompute", train.recompute, "none", recompute_names,
           "activations recomputed in backward: none, selective (norm and MLP activation "
           "outputs), full (all but each layer's input)"),
+    KBOOL("train.deterministic", train.deterministic, "false",
+          "bit-identical results run to run on the GPU (no floating-point atomics: the "
+          "embedding gradient and attention's dQ summed in a fixed order); slower"),
 
     // optim.*
     KFLOAT("optim.beta1", optim.beta1, "0.9", 0, 1, KEY_HI_OPEN, "AdamW first-moment decay"),

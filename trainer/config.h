@@ -73,6 +73,7 @@ typedef struct train_config {
     int sample_tokens;       // train.sample_tokens
     double peak_flops;       // train.peak_flops: per rank, for MFU (0: estimate)
     recompute_mode recompute;// train.recompute: none | selective | full
+    int deterministic;       // train.deterministic: bit-reproducible on the GPU
 } train_config;
 
 // optim.*: AdamW.

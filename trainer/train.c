@@ -504,6 +504,7 @@ static int train_or_plan(int argc, char **argv, int plan_only) {
         tokenizer_free(tok);
         return 2;
     }
+    if (cfg.train.deterministic && be->set_deterministic) be->set_deterministic(1);
     if (cfg.run.profile_step > 0 && !plan_only) be = profile_wrap(be);   // times step N's ops
     model_config mc = cfg.model;
     const train_config *tc = &cfg.train;

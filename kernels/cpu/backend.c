@@ -126,6 +126,7 @@ static const anv_backend cpu_backend = {
     .copy = cpu_copy,
     .synchronize = cpu_synchronize,
     .mem_info = NULL,               // host memory: the plan is printed, not checked
+    .set_deterministic = NULL,      // always deterministic
     .act_from_host_f32 = cpu_act_from_f32,
     .act_to_host_f32 = cpu_act_to_f32,
     .act_from_f32 = cpu_act_from_f32,

@@ -246,6 +246,36 @@ __device__ __forceinline__ void mma_abt(float (*acc)[4], const bf16 *x, const bf
     }
 }
 
+// The start of key tile j in the query-tile kernels (attn_fwd_mma, attn_bwd_dq_mma): wait
+// for tile j (K and V double-buffered, tile 0 queued with Q before the loop), rotate it,
+// and Q at j = 0, when ROPE, take the warp's Q fragments at j = 0, and queue the copy of
+// tile j + 1 into the other buffers.
+template <int D, bool ROPE>
+__device__ __forceinline__ void kv_tile_begin(int j, int nkv, bf16 *sQ, bf16 *sK, bf16 *sV,
+                                              uint32_t (*qf)[4], const bf16 *kg,
+                                              const bf16 *vg, int ld, int q0, int T,
+                                              const float *rc, const float *rs, int warp,
+                                              int lane) {
+    constexpr int LD = D + ATT_PAD;
+    cp_async_wait_all();
+    __syncthreads();                            // tile j landed; tile j-1's buffers free
+    if (ROPE) {
+        if (j == 0) rope_tile<D>(sQ, q0, T, rc, rs);
+        rope_tile<D>(sK + (j & 1) * ATT_TILE * LD, j * ATT_TILE, T, rc, rs);
+        __syncthreads();                        // rotated tiles seen by every warp
+    }
+    if (j == 0) {
+        for (int kk = 0; kk < D / 16; kk++)
+            ldsm_x4(qf[kk], ldsm_a_addr(sQ, LD, warp * 16, kk * 16, lane));
+    }
+    if (j + 1 < nkv) {
+        const int nb = ((j + 1) & 1) * ATT_TILE * LD, row0 = (j + 1) * ATT_TILE;
+        load_tile<D>(sK + nb, kg, ld, row0, T);
+        load_tile<D>(sV + nb, vg, ld, row0, T);
+    }
+    cp_async_commit();
+}
+
 // ---- forward, tensor cores ----------------------------------------------------------
 template <int D, bool ROPE>
 __global__ void __launch_bounds__(ATT_THREADS)
@@ -289,23 +319,7 @@ attn_fwd_mma(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
 
     const int nkv = qb + 1;                     // key tiles 0..qb (causal)
     for (int j = 0; j < nkv; j++) {
-        cp_async_wait_all();
-        __syncthreads();                        // tile j landed; tile j-1's buffer free
-        if (ROPE) {
-            if (j == 0) rope_tile<D>(sQ, q0, T, rc, rs);
-            rope_tile<D>(sK + (j & 1) * ATT_TILE * LD, j * ATT_TILE, T, rc, rs);
-            __syncthreads();                    // rotated tiles seen by every warp
-        }
-        if (j == 0) {
-            for (int kk = 0; kk < KT; kk++)
-                ldsm_x4(qf[kk], ldsm_a_addr(sQ, LD, warp * 16, kk * 16, lane));
-        }
-        if (j + 1 < nkv) {
-            const int nb = ((j + 1) & 1) * ATT_TILE * LD, row0 = (j + 1) * ATT_TILE;
-            load_tile<D>(sK + nb, kg, ld, row0, T);
-            load_tile<D>(sV + nb, vg, ld, row0, T);
-        }
-        cp_async_commit();
+        kv_tile_begin<D, ROPE>(j, nkv, sQ, sK, sV, qf, kg, vg, ld, q0, T, rc, rs, warp, lane);
         const bf16 *cK = sK + (j & 1) * ATT_TILE * LD;
         const bf16 *cV = sV + (j & 1) * ATT_TILE * LD;
 
@@ -411,7 +425,8 @@ __global__ void attn_bwd_dot(float *Dv, const bf16 *dout, const bf16 *out, int B
     }
 }
 
-// dk, dv = for one key tile; dq_acc (B,T,NH,D) += through atomics.
+// dk, dv = for one key tile; dq_acc (B,T,NH,D) += through atomics, unless dq_acc is
+// NULL (train.deterministic: attn_bwd_dq_mma makes dq instead).
 template <int D, bool ROPE>
 __global__ void __launch_bounds__(ATT_THREADS)
 attn_bwd_mma(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *dout, const float *lse,
@@ -520,12 +535,14 @@ attn_bwd_mma(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *dout, const float *l
             uint32_t a[4];
             acc_to_a(a, s, kc);
             mma_a_rows<D>(dka, a, cQ, LD, kc * 16, lane);
+            if (dq_acc == nullptr) continue;
             bf16 *row0 = sS + (warp * 16 + g) * LDS + kc * 16 + 2 * t4;   // 4-byte aligned
             *reinterpret_cast<uint32_t *>(row0) = a[0];
             *reinterpret_cast<uint32_t *>(row0 + 8 * LDS) = a[1];
             *reinterpret_cast<uint32_t *>(row0 + 8) = a[2];
             *reinterpret_cast<uint32_t *>(row0 + 8 * LDS + 8) = a[3];
         }
+        if (dq_acc == nullptr) continue;        // uniform over the block
         __syncthreads();                        // every warp's dS^T rows written
 
         // dQ (16 queries per warp x D) += dS K scale, 16 columns at a time
@@ -575,6 +592,125 @@ attn_bwd_mma(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *dout, const float *l
             *reinterpret_cast<__nv_bfloat162 *>(dv + off + i * 8) =
                 __floats2bfloat162_rn(dva[i][2 * r], dva[i][2 * r + 1]);
         }
+    }
+}
+
+// train.deterministic: dq for one query tile of one head, the sum of dS K scale over its
+// key tiles 0..qb in order, in registers (no atomics, so the same bits every run).
+// S = Q K^T and dP = dO V^T are recomputed (3 products per tile where attn_bwd_mma's dQ
+// took 1). Layout as attn_fwd_mma: 4 warps x 16 query rows, K and V double-buffered.
+template <int D, bool ROPE>
+__global__ void __launch_bounds__(ATT_THREADS)
+attn_bwd_dq_mma(bf16 *dq, const bf16 *dout, const float *lse, const float *Dv,
+                const bf16 *q, const bf16 *k, const bf16 *v, int ld, const float *rc,
+                const float *rs, int B, int T, int NH, int KVH, float scale) {
+    // dq, q, k, v: NH, NH, KVH, KVH heads of D per position, positions ld apart; dout
+    // (B,T,NH,D); lse, Dv (B,NH,T); rc, rs (maxT, D/2) when ROPE (dq rotated back)
+    constexpr int LD = D + ATT_PAD;
+    constexpr int KT = D / 16;                  // k-chunks of Q K^T and dO V^T
+    constexpr int NT = ATT_TILE / 8;            // n-tiles of S and dP
+    constexpr int DT = D / 8;                   // n-tiles of dQ
+    extern __shared__ __align__(16) unsigned char att_smem[];
+    bf16 *sQ = (bf16 *)att_smem;                // (64, LD)
+    bf16 *sO = sQ + ATT_TILE * LD;              // (64, LD): dout
+    bf16 *sK = sO + ATT_TILE * LD;              // 2 x (64, LD)
+    bf16 *sV = sK + 2 * ATT_TILE * LD;          // 2 x (64, LD)
+
+    const int nq = (T + ATT_TILE - 1) / ATT_TILE;
+    const int bh = blockIdx.x % (B * NH);
+    const int qb = nq - 1 - (int)(blockIdx.x / (B * NH));      // the longest first
+    const int b = bh / NH, h = bh % NH, kvh = h / (NH / KVH);
+    const int q0 = qb * ATT_TILE;
+    const bf16 *qg = q + (size_t)b * T * ld + (size_t)h * D;     // (T, D) rows ld apart
+    const bf16 *og = dout + ((size_t)b * T * NH + h) * D;        // (T, D) rows NH*D apart
+    const bf16 *kg = k + (size_t)b * T * ld + (size_t)kvh * D;
+    const bf16 *vg = v + (size_t)b * T * ld + (size_t)kvh * D;
+
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, t4 = lane & 3;
+    const float sl2 = scale * ATT_LOG2E;
+    // this thread's two query rows (g, g + 8 of its warp's 16): lse in log2 units, Dv
+    float l2[2], dvr[2];
+    for (int r = 0; r < 2; r++) {
+        const int row = q0 + warp * 16 + g + r * 8;
+        const size_t i = ((size_t)b * NH + h) * T + (row < T ? row : 0);
+        l2[r] = lse[i] * ATT_LOG2E;
+        dvr[r] = Dv[i];
+    }
+
+    load_tile<D>(sQ, qg, ld, q0, T);
+    load_tile<D>(sO, og, (size_t)NH * D, q0, T);
+    load_tile<D>(sK, kg, ld, 0, T);
+    load_tile<D>(sV, vg, ld, 0, T);
+    cp_async_commit();
+
+    uint32_t qf[KT][4];
+    float dqa[DT][4];
+    for (int i = 0; i < DT; i++) dqa[i][0] = dqa[i][1] = dqa[i][2] = dqa[i][3] = 0.0f;
+
+    const int nkv = qb + 1;                     // key tiles 0..qb (causal)
+    for (int j = 0; j < nkv; j++) {
+        kv_tile_begin<D, ROPE>(j, nkv, sQ, sK, sV, qf, kg, vg, ld, q0, T, rc, rs, warp, lane);
+        const bf16 *cK = sK + (j & 1) * ATT_TILE * LD;
+        const bf16 *cV = sV + (j & 1) * ATT_TILE * LD;
+
+        // S = Q K^T and dP = dO V^T (16 x 64 per warp)
+        float s[NT][4], dp[NT][4];
+        for (int i = 0; i < NT; i++)
+            for (int c = 0; c < 4; c++) s[i][c] = dp[i][c] = 0.0f;
+        for (int kk = 0; kk < KT; kk++) {
+            uint32_t of[4];
+            ldsm_x4(of, ldsm_a_addr(sO, LD, warp * 16, kk * 16, lane));
+            for (int np = 0; np < NT / 2; np++) {
+                uint32_t bk[4], bv[4];
+                ldsm_x4(bk, ldsm_b_addr(cK, LD, np * 16, kk * 16, lane));
+                ldsm_x4(bv, ldsm_b_addr(cV, LD, np * 16, kk * 16, lane));
+                mma_bf16(s[2 * np], qf[kk], bk[0], bk[1]);
+                mma_bf16(s[2 * np + 1], qf[kk], bk[2], bk[3]);
+                mma_bf16(dp[2 * np], of, bv[0], bv[1]);
+                mma_bf16(dp[2 * np + 1], of, bv[2], bv[3]);
+            }
+        }
+        // dS = P (dP - Dv), P = exp(S scale - lse); 0 where key > query (the diagonal
+        // tile) or the query row is past T
+        for (int nt = 0; nt < NT; nt++)
+            for (int c = 0; c < 4; c++) {
+                const int col = nt * 8 + 2 * t4 + (c & 1);          // key in tile
+                const int row = warp * 16 + g + (c >> 1) * 8;       // query in tile
+                float p = exp2f(fmaf(s[nt][c], sl2, -l2[c >> 1]));
+                if ((j == qb && col > row) || q0 + row >= T) p = 0.0f;
+                s[nt][c] = p * (dp[nt][c] - dvr[c >> 1]);
+            }
+        // dQ += dS K
+        for (int kc = 0; kc < ATT_TILE / 16; kc++) {
+            uint32_t a[4];
+            acc_to_a(a, s, kc);
+            mma_a_rows<D>(dqa, a, cK, LD, kc * 16, lane);
+        }
+    }
+
+    #pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int row = q0 + warp * 16 + g + r * 8;
+        if (row >= T) continue;
+        if (ROPE) {   // dQ w.r.t. the rotated q -> w.r.t. q: column c pairs with c + D/2
+            const float *cr = rc + (size_t)row * (D / 2), *sr = rs + (size_t)row * (D / 2);
+            #pragma unroll
+            for (int i = 0; i < DT / 2; i++) {
+                #pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int c = i * 8 + 2 * t4 + e;
+                    const float x = dqa[i][2 * r + e], y = dqa[i + DT / 2][2 * r + e];
+                    dqa[i][2 * r + e] = x * cr[c] + y * sr[c];
+                    dqa[i + DT / 2][2 * r + e] = y * cr[c] - x * sr[c];
+                }
+            }
+        }
+        bf16 *drow = dq + ((size_t)b * T + row) * ld + (size_t)h * D + 2 * t4;
+        #pragma unroll
+        for (int i = 0; i < DT; i++)
+            *reinterpret_cast<__nv_bfloat162 *>(drow + i * 8) =
+                __floats2bfloat162_rn(dqa[i][2 * r] * scale, dqa[i][2 * r + 1] * scale);
     }
 }
 
@@ -836,11 +972,29 @@ static void bwd_mma_launch(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *dout,
     CUDA_LAUNCH_CHECK();
 }
 
+template <int D, bool ROPE>
+static void bwd_dq_mma_launch(bf16 *dq, const bf16 *dout, const float *lse, const float *Dv,
+                              const bf16 *q, const bf16 *k, const bf16 *v, size_t ld,
+                              const float *rc, const float *rs, int B, int T, int NH, int KVH,
+                              float scale) {
+    const size_t smem = (size_t)6 * ATT_TILE * (D + ATT_PAD) * sizeof(bf16);  // Q dO 2K 2V
+    const unsigned nq = (unsigned)((T + ATT_TILE - 1) / ATT_TILE);
+    att_set_smem(attn_bwd_dq_mma<D, ROPE>, smem);
+    attn_bwd_dq_mma<D, ROPE><<<nq * (unsigned)(B * NH), ATT_THREADS, smem,
+                               cuda_stream_compute>>>(dq, dout, lse, Dv, q, k, v, (int)ld, rc,
+                                                      rs, B, T, NH, KVH, scale);
+    CUDA_LAUNCH_CHECK();
+}
+
 typedef void (*fwd_fn)(bf16 *, float *, const bf16 *, const bf16 *, const bf16 *, size_t,
                        const float *, const float *, int, int, int, int, float);
 typedef void (*bwd_fn)(bf16 *, bf16 *, float *, const bf16 *, const float *, const float *,
                        const bf16 *, const bf16 *, const bf16 *, size_t, const float *,
                        const float *, int, int, int, int, float);
+
+typedef void (*dq_fn)(bf16 *, const bf16 *, const float *, const float *, const bf16 *,
+                      const bf16 *, const bf16 *, size_t, const float *, const float *, int,
+                      int, int, int, float);
 
 // The tensor-core kernels for head size HS (att_mma_ok), with or without RoPE.
 template <bool ROPE>
@@ -852,6 +1006,12 @@ template <bool ROPE>
 static bwd_fn bwd_pick(int HS) {
     return HS == 32 ? bwd_mma_launch<32, ROPE> : HS == 64 ? bwd_mma_launch<64, ROPE>
          : HS == 96 ? bwd_mma_launch<96, ROPE> : bwd_mma_launch<128, ROPE>;
+}
+
+template <bool ROPE>
+static dq_fn dq_pick(int HS) {
+    return HS == 32 ? bwd_dq_mma_launch<32, ROPE> : HS == 64 ? bwd_dq_mma_launch<64, ROPE>
+         : HS == 96 ? bwd_dq_mma_launch<96, ROPE> : bwd_dq_mma_launch<128, ROPE>;
 }
 
 extern "C" size_t cuda_attention_state_floats(int B, int T, int NH, int KVH, int HS, int rope) {
@@ -916,9 +1076,15 @@ extern "C" void cuda_attention_backward(anv_act *dqkv_, float *scratch, const an
 
     if (att_mma_ok(HS) && aligned16(dq) && aligned16(dout) && aligned16(q) &&
         aligned16(scratch)) {
+        bwd_fn fn = rc ? bwd_pick<true>(HS) : bwd_pick<false>(HS);
+        if (cuda_deterministic) {              // dk, dv; then dq by query tiles, in order
+            fn(dk, dv, nullptr, dout, state, Dv, q, k, v, ld, rc, rs, B, T, NH, KVH, scale);
+            dq_fn dfn = rc ? dq_pick<true>(HS) : dq_pick<false>(HS);
+            dfn(dq, dout, state, Dv, q, k, v, ld, rc, rs, B, T, NH, KVH, scale);
+            return;
+        }
         CUDA_CHECK(cudaMemsetAsync(dq_acc, 0, nq_elems * sizeof(float),
                                    cuda_stream_compute));
-        bwd_fn fn = rc ? bwd_pick<true>(HS) : bwd_pick<false>(HS);
         fn(dk, dv, dq_acc, dout, state, Dv, q, k, v, ld, rc, rs, B, T, NH, KVH, scale);
         if (rc) {
             attn_dq_set_rope<<<cuda_blocks(nq_elems / 16, 256), 256, 0,

@@ -34,6 +34,7 @@ cublasLtHandle_t cuda_lt = NULL;
 void *cuda_lt_workspace = NULL;
 size_t cuda_lt_workspace_bytes = 0;
 int cuda_sm_count = 0;
+int cuda_deterministic = 0;
 int cuda_cc = 0;
 
 // cuBLASLt on Hopper wants at least 32 MiB of workspace for its fastest kernels
@@ -324,6 +325,9 @@ extern "C" void cuda_mem_info(size_t *free_bytes, size_t *total_bytes) {
     CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
 }
 
+// train.deterministic: the embedding backward and attention's dQ without atomics
+static void cuda_set_deterministic(int on) { cuda_deterministic = on != 0; }
+
 // ----------------------------------------------------------------------------
 // timing (run.profile_step): a stamp is a timing event on the compute stream
 
@@ -370,6 +374,7 @@ static const anv_backend cuda_backend = {
     .copy = cuda_copy,
     .synchronize = cuda_synchronize,
     .mem_info = cuda_mem_info,
+    .set_deterministic = cuda_set_deterministic,
     .act_from_host_f32 = cuda_act_from_host_f32,
     .act_to_host_f32 = cuda_act_to_host_f32,
     .act_from_f32 = cuda_act_from_f32,

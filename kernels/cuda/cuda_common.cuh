@@ -68,6 +68,7 @@ extern cublasLtHandle_t cuda_lt;             // cuBLASLt handle
 extern void *cuda_lt_workspace;              // cuBLASLt workspace (device)
 extern size_t cuda_lt_workspace_bytes;
 extern int cuda_sm_count;                    // multiprocessors of the device
+extern int cuda_deterministic;               // set_deterministic: no float atomics
 extern int cuda_cc;                          // compute capability, e.g. 90
 
 // A device scratch buffer an op keeps between calls: *buf (of *cap bytes) is replaced

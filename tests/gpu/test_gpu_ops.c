@@ -819,6 +819,7 @@ int main(void) {
         test_encoder(2, 7, 33, 4, 5, 12, 0);          // tokens below and above the shard
         test_encoder(2, 7, 33, 4, 5, 12, 1);
         test_encoder(4, 64, 768, 0, 5, 9, 1);         // ~28 tokens per row: a contended scatter
+        test_encoder(8, 128, 72, 0, 3, 3, 0);         // ~340 per row: several chunks each
         test_encoder(2, 100, 2048, 1000, 3000, 5000, 0);
         test_encoder(4, 64, 768, 0, 50304, 50257, 1); // GPT-2's table: most rows untouched
     }

@@ -152,5 +152,29 @@ void test_attention(int B, int T, int NH, int KVH, int HS, int rope) {
                        cols(gg, rows, ld, c0, c1), cols(gc, rows, ld, c0, c1), NULL,
                        rows * (c1 - c0), TOL_ATTN_GRAD);
     }
+    // train.deterministic: the same gradients (dq by query tiles, no atomics), and the
+    // same bits when run again (under the emulation's shuffled schedules the blocks run
+    // in another order each time)
+    if (gpu->set_deterministic) {
+        gpu->set_deterministic(1);
+        pair det = p_out(ACT, nqkv);
+        float *first = NULL;
+        for (int rep = 0; rep < 2; rep++) {
+            gpu->attention_backward(on(det, gpu), on(scratch, gpu), on(dout, gpu),
+                                    on(out, gpu), on(state, gpu), on(qkv, gpu), on(ct, gpu),
+                                    on(st, gpu), B, T, NH, KVH, HS);
+            if (rep == 0) first = t_get(det.g);
+        }
+        gpu->set_deterministic(0);
+        const float *gd = t_get(det.g);
+        for (int part = 0; part < 3; part++) {
+            size_t c0 = cut[part], c1 = cut[part + 1];
+            compare_arrays(nm("attention_backward deterministic d%c %s", "qkv"[part], cs),
+                           cols(gd, rows, ld, c0, c1), cols(gc, rows, ld, c0, c1), NULL,
+                           rows * (c1 - c0), TOL_ATTN_GRAD);
+        }
+        compare_exact(nm("attention_backward deterministic, run twice: same bits %s", cs),
+                      gd, first, nqkv);
+    }
     case_end(nm("attention %s", cs));
 }

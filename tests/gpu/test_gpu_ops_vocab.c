@@ -65,6 +65,27 @@ void test_encoder(int B, int T, int C, int v0, int Vs, int V, int with_wpe) {
     }
     report(ok, "encoder_backward %s: %d dwte rows without a token%s untouched", cs, rows,
            with_wpe ? " and dwpe rows >= T" : "");
+
+    // train.deterministic: the same dwte without atomics, and the same bits when run
+    // again from the same starting values (under the emulation's shuffled schedules the
+    // blocks run in another order each time)
+    if (gpu->set_deterministic) {
+        pair d2 = p_zero(F32, nwte);
+        float *pre2 = prefill(d2);
+        cpu->encoder_backward(on(d2, cpu), NULL, on(dout, cpu), on(tokens, cpu), B, T, C, v0,
+                              Vs);
+        gpu->set_deterministic(1);
+        gpu->encoder_backward(on(d2, gpu), NULL, on(dout, gpu), on(tokens, gpu), B, T, C, v0,
+                              Vs);
+        float *first = t_get(d2.g);
+        t_set(d2.g, pre2);
+        gpu->encoder_backward(on(d2, gpu), NULL, on(dout, gpu), on(tokens, gpu), B, T, C, v0,
+                              Vs);
+        gpu->set_deterministic(0);
+        compare_acc(nm("encoder_backward deterministic dwte %s", cs), d2, pre2, TOL_F32);
+        compare_exact(nm("encoder_backward deterministic, run twice: same bits %s", cs),
+                      t_get(d2.g), first, nwte);
+    }
     case_end(nm("encoder %s", cs));
 }
 

@@ -420,6 +420,7 @@ static const anv_backend bf16_backend = {
     .copy = emu_copy,
     .synchronize = emu_synchronize,
     .mem_info = NULL,
+    .set_deterministic = NULL,
     .act_from_host_f32 = emu_act_from_f32,
     .act_to_host_f32 = emu_act_to_f32,
     .act_from_f32 = emu_act_from_f32,
