@@ -425,9 +425,9 @@ __global__ void attn_bwd_dot(float *Dv, const bf16 *dout, const bf16 *out, int B
     }
 }
 
-// dk, dv = for one key tile; dq_acc (B,T,NH,D) += through atomics, unless dq_acc is
-// NULL (train.deterministic: attn_bwd_dq_mma makes dq instead).
-template <int D, bool ROPE>
+// dk, dv = for one key tile; with DQ, dq_acc (B,T,NH,D) += through atomics (without:
+// train.deterministic, attn_bwd_dq_mma makes dq instead, and dq_acc is unused).
+template <int D, bool ROPE, bool DQ>
 __global__ void __launch_bounds__(ATT_THREADS)
 attn_bwd_mma(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *dout, const float *lse,
              const float *Dv, const bf16 *q, const bf16 *k, const bf16 *v, int ld,
@@ -535,14 +535,14 @@ attn_bwd_mma(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *dout, const float *l
             uint32_t a[4];
             acc_to_a(a, s, kc);
             mma_a_rows<D>(dka, a, cQ, LD, kc * 16, lane);
-            if (dq_acc == nullptr) continue;
+            if (!DQ) continue;
             bf16 *row0 = sS + (warp * 16 + g) * LDS + kc * 16 + 2 * t4;   // 4-byte aligned
             *reinterpret_cast<uint32_t *>(row0) = a[0];
             *reinterpret_cast<uint32_t *>(row0 + 8 * LDS) = a[1];
             *reinterpret_cast<uint32_t *>(row0 + 8) = a[2];
             *reinterpret_cast<uint32_t *>(row0 + 8 * LDS + 8) = a[3];
         }
-        if (dq_acc == nullptr) continue;        // uniform over the block
+        if (!DQ) continue;
         __syncthreads();                        // every warp's dS^T rows written
 
         // dQ (16 queries per warp x D) += dS K scale, 16 columns at a time
@@ -965,10 +965,19 @@ static void bwd_mma_launch(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *dout,
                         + (size_t)ATT_TILE * (ATT_TILE + ATT_PAD) * sizeof(bf16)  // dS^T
                         + (size_t)4 * ATT_TILE * sizeof(float);         // 2 lse, 2 Dv
     const unsigned nk = (unsigned)((T + ATT_TILE - 1) / ATT_TILE);
-    att_set_smem(attn_bwd_mma<D, ROPE>, smem);
-    attn_bwd_mma<D, ROPE><<<nk * (unsigned)(B * KVH), ATT_THREADS, smem,
-                            cuda_stream_compute>>>(dk, dv, dq_acc, dout, lse, Dv, q, k, v, (int)ld,
-                                                   rc, rs, B, T, NH, KVH, scale);
+    if (dq_acc != nullptr) {
+        att_set_smem(attn_bwd_mma<D, ROPE, true>, smem);
+        attn_bwd_mma<D, ROPE, true><<<nk * (unsigned)(B * KVH), ATT_THREADS, smem,
+                                      cuda_stream_compute>>>(dk, dv, dq_acc, dout, lse, Dv, q,
+                                                             k, v, (int)ld, rc, rs, B, T, NH,
+                                                             KVH, scale);
+    } else {   // train.deterministic: dk, dv only
+        att_set_smem(attn_bwd_mma<D, ROPE, false>, smem);
+        attn_bwd_mma<D, ROPE, false><<<nk * (unsigned)(B * KVH), ATT_THREADS, smem,
+                                       cuda_stream_compute>>>(dk, dv, nullptr, dout, lse, Dv,
+                                                              q, k, v, (int)ld, rc, rs, B, T,
+                                                              NH, KVH, scale);
+    }
     CUDA_LAUNCH_CHECK();
 }
 
