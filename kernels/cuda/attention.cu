@@ -246,6 +246,26 @@ __device__ __forceinline__ void mma_abt(float (*acc)[4], const bf16 *x, const bf
     }
 }
 
+// A gradient w.r.t. a rotated row (accumulators acc, 16 x D per warp, of which this
+// thread holds row half r: columns i*8 + 2*t4 + e) turned into the gradient w.r.t. the
+// unrotated row (RoPE's transpose; column c pairs with c + D/2, which the same thread
+// holds in n-tile i + D/16); cr, sr: the row's (D/2) cos / sin.
+template <int D>
+__device__ __forceinline__ void rope_back_acc(float (*acc)[4], int r, int t4, const float *cr,
+                                              const float *sr) {
+    constexpr int DT = D / 8;
+    #pragma unroll
+    for (int i = 0; i < DT / 2; i++) {
+        #pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const int c = i * 8 + 2 * t4 + e;
+            const float x = acc[i][2 * r + e], y = acc[i + DT / 2][2 * r + e];
+            acc[i][2 * r + e] = x * cr[c] + y * sr[c];
+            acc[i + DT / 2][2 * r + e] = y * cr[c] - x * sr[c];
+        }
+    }
+}
+
 // The start of key tile j in the query-tile kernels (attn_fwd_mma, attn_bwd_dq_mma): wait
 // for tile j (K and V double-buffered, tile 0 queued with Q before the loop), rotate it,
 // and Q at j = 0, when ROPE, take the warp's Q fragments at j = 0, and queue the copy of
@@ -571,19 +591,8 @@ attn_bwd_mma(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *dout, const float *l
     for (int r = 0; r < 2; r++) {
         int row = kv0 + warp * 16 + g + r * 8;
         if (row >= T) continue;
-        if (ROPE) {   // dK w.r.t. the rotated k -> w.r.t. k: column c pairs with c + D/2
-            const float *cr = rc + (size_t)row * (D / 2), *sr = rs + (size_t)row * (D / 2);
-            #pragma unroll
-            for (int i = 0; i < DT / 2; i++) {
-                #pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    int c = i * 8 + 2 * t4 + e;
-                    float x = dka[i][2 * r + e], y = dka[i + DT / 2][2 * r + e];
-                    dka[i][2 * r + e] = x * cr[c] + y * sr[c];
-                    dka[i + DT / 2][2 * r + e] = y * cr[c] - x * sr[c];
-                }
-            }
-        }
+        if (ROPE)   // w.r.t. the rotated row -> w.r.t. the row
+            rope_back_acc<D>(dka, r, t4, rc + (size_t)row * (D / 2), rs + (size_t)row * (D / 2));
         size_t off = ((size_t)b * T + row) * ld + (size_t)kvh * D + 2 * t4;
         #pragma unroll
         for (int i = 0; i < DT; i++) {
@@ -693,19 +702,8 @@ attn_bwd_dq_mma(bf16 *dq, const bf16 *dout, const float *lse, const float *Dv,
     for (int r = 0; r < 2; r++) {
         const int row = q0 + warp * 16 + g + r * 8;
         if (row >= T) continue;
-        if (ROPE) {   // dQ w.r.t. the rotated q -> w.r.t. q: column c pairs with c + D/2
-            const float *cr = rc + (size_t)row * (D / 2), *sr = rs + (size_t)row * (D / 2);
-            #pragma unroll
-            for (int i = 0; i < DT / 2; i++) {
-                #pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const int c = i * 8 + 2 * t4 + e;
-                    const float x = dqa[i][2 * r + e], y = dqa[i + DT / 2][2 * r + e];
-                    dqa[i][2 * r + e] = x * cr[c] + y * sr[c];
-                    dqa[i + DT / 2][2 * r + e] = y * cr[c] - x * sr[c];
-                }
-            }
-        }
+        if (ROPE)   // w.r.t. the rotated row -> w.r.t. the row
+            rope_back_acc<D>(dqa, r, t4, rc + (size_t)row * (D / 2), rs + (size_t)row * (D / 2));
         bf16 *drow = dq + ((size_t)b * T + row) * ld + (size_t)h * D + 2 * t4;
         #pragma unroll
         for (int i = 0; i < DT; i++)

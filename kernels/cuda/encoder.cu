@@ -159,22 +159,34 @@ struct enc_multi {
     int row, first, n;
 };
 
+// The calling lane's work in the deterministic kernels: item (warp of the grid) = (index
+// < n, slice of 32 * PER channels); *ix the index, *c0 the lane's first channel. False
+// when the lane has none.
+template <int PER>
+__device__ __forceinline__ bool det_item(int n, int C, int *ix, int *c0) {
+    const int slices = (C + 32 * PER - 1) / (32 * PER);
+    const int item = blockIdx.x * DET_WARPS + (int)(threadIdx.x >> 5);
+    if (item >= n * slices) return false;
+    *ix = item / slices;
+    *c0 = (item % slices) * 32 * PER + (int)(threadIdx.x & 31) * PER;
+    return *c0 < C;
+}
+
 // item = (chunk, slice of 32*PER channels): the chunk's dout rows summed in order.
 template <int PER>
 __global__ void encoder_det_chunks_kernel(float *dwte, float *partial, const bf16 *dout,
                                           const int32_t *list, const enc_chunk *chunks,
                                           int nchunks, int C) {
-    const int slices = (C + 32 * PER - 1) / (32 * PER);
-    const int item = blockIdx.x * DET_WARPS + (int)(threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (item >= nchunks * slices) return;
-    const enc_chunk ch = chunks[item / slices];
-    const int c0 = (item % slices) * 32 * PER + lane * PER;
-    if (c0 >= C) return;
+    int ix, c0;
+    if (!det_item<PER>(nchunks, C, &ix, &c0)) return;
+    const enc_chunk ch = chunks[ix];
     float acc[PER];
     #pragma unroll
     for (int k = 0; k < PER; k++) acc[k] = 0.0f;
-    for (int i = 0; i < ch.len; i++) add_chunk<PER>(acc, dout + (size_t)list[ch.start + i] * C + c0);
-    float *dst = ch.part >= 0 ? partial + (size_t)ch.part * C + c0 : dwte + (size_t)ch.row * C + c0;
+    for (int i = 0; i < ch.len; i++)
+        add_chunk<PER>(acc, dout + (size_t)list[ch.start + i] * C + c0);
+    float *dst = ch.part >= 0 ? partial + (size_t)ch.part * C + c0
+                              : dwte + (size_t)ch.row * C + c0;
     #pragma unroll
     for (int k = 0; k < PER; k++) dst[k] = ch.part >= 0 ? acc[k] : dst[k] + acc[k];
 }
@@ -183,12 +195,9 @@ __global__ void encoder_det_chunks_kernel(float *dwte, float *partial, const bf1
 template <int PER>
 __global__ void encoder_det_multi_kernel(float *dwte, const float *partial,
                                          const enc_multi *multi, int nmulti, int C) {
-    const int slices = (C + 32 * PER - 1) / (32 * PER);
-    const int item = blockIdx.x * DET_WARPS + (int)(threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (item >= nmulti * slices) return;
-    const enc_multi m = multi[item / slices];
-    const int c0 = (item % slices) * 32 * PER + lane * PER;
-    if (c0 >= C) return;
+    int ix, c0;
+    if (!det_item<PER>(nmulti, C, &ix, &c0)) return;
+    const enc_multi m = multi[ix];
     float acc[PER];
     #pragma unroll
     for (int k = 0; k < PER; k++) acc[k] = 0.0f;

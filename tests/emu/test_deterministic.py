@@ -18,6 +18,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
+from corpus import prepare_corpus  # noqa: E402
+
 failures = 0
 
 
@@ -27,10 +30,10 @@ def report(ok, msg):
     failures += 0 if ok else 1
 
 
-def train(anvil, tmp, name, preset, det, seed):
+def train(anvil, tmp, shards, name, preset, det, seed):
     d = os.path.join(tmp, name)
     args = [anvil, "train", f"model.preset={preset}", "model.vocab_size=257",
-            "model.d_model=64", "model.n_head=2", "data.train=d/train_*.bin", "data.val=",
+            "model.d_model=64", "model.n_head=2", f"data.train={shards}", "data.val=",
             "train.steps=4", "train.seq_len=256", "train.micro_batch=2",
             "train.global_batch_tokens=1024", "train.sample_every=0", "train.eval_every=0",
             f"train.deterministic={'true' if det else 'false'}", "device=cuda",
@@ -50,17 +53,12 @@ def train(anvil, tmp, name, preset, det, seed):
 def main():
     anvil = os.path.abspath(sys.argv[1])
     tmp = tempfile.mkdtemp(prefix="anvil-det-")
-    with open(os.path.join(tmp, "t.txt"), "w") as f:
-        f.write("one two three four five six seven eight nine ten. " * 200)
-    p = subprocess.run([anvil, "prepare", "text", "--out", "d", "--val-frac", "0", "t.txt"],
-                       cwd=tmp, capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.exit(f"prepare failed: {p.stderr}")
+    shards = prepare_corpus(anvil, tmp)
     for preset in ("gpt2-tiny", "llama-tiny"):
         for det in (True, False):
             tag = f"{preset} deterministic={'true' if det else 'false'}"
-            a = train(anvil, tmp, f"{preset}-{det}-a", preset, det, 1)
-            b = train(anvil, tmp, f"{preset}-{det}-b", preset, det, 2)
+            a = train(anvil, tmp, shards, f"{preset}-{det}-a", preset, det, 1)
+            b = train(anvil, tmp, shards, f"{preset}-{det}-b", preset, det, 2)
             if a[0] is None or b[0] is None:
                 report(False, f"{tag}: a run failed: {a[2] or b[2]}")
                 continue

@@ -25,6 +25,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
+from corpus import prepare_corpus  # noqa: E402
+
 WORKSPACE_MIB = 32.0        # CUDA_LT_WORKSPACE_BYTES, kernels/cuda/backend.cu
 SCRATCH_MIB = 0.25          # the scratch buffers: at most this + 1% of the plan
 SCRATCH_SHARE = 0.01
@@ -53,18 +56,14 @@ def run(anvil, args, env_extra, cwd):
 def main():
     anvil = os.path.abspath(sys.argv[1])
     tmp = tempfile.mkdtemp(prefix="anvil-plan-")
-    with open(os.path.join(tmp, "t.txt"), "w") as f:
-        f.write("one two three four five six seven eight nine ten. " * 400)
-    p = run(anvil, ["prepare", "text", "--out", "d", "--val-frac", "0", "t.txt"], {}, tmp)
-    if p.returncode != 0:
-        sys.exit(f"prepare failed: {p.stderr}")
+    shards = prepare_corpus(anvil, tmp)
     cases = [("gpt2-tiny", 257, "none", 4, 64), ("gpt2-tiny", 257, "selective", 4, 64),
              ("llama-tiny", 257, "full", 4, 64), ("gpt2-tiny", 257, "none", 8, 256),
              ("llama-tiny", 257, "none", 8, 256),
              ("gpt2-tiny", 65600, "none", 2, 64), ("llama-tiny", 65600, "selective", 2, 64)]
     for i, (preset, vocab, rc, B, T) in enumerate(cases):
         args = ["train", f"model.preset={preset}", f"model.vocab_size={vocab}",
-                "data.train=d/train_*.bin", "data.val=", "train.steps=1", f"train.seq_len={T}",
+                f"data.train={shards}", "data.val=", "train.steps=1", f"train.seq_len={T}",
                 f"train.micro_batch={B}", f"train.global_batch_tokens={2 * B * T}",
                 f"train.recompute={rc}", "device=cuda", f"run.dir=r{i}",
                 "checkpoint.final=false", "train.sample_every=0", "train.eval_every=0"]
@@ -85,7 +84,7 @@ def main():
                f"allowed 0 .. {bound:.2f})")
 
     # a device smaller than the plan plus the margin: refused, nothing trained
-    args = ["train", "model.preset=gpt2-tiny", "model.vocab_size=257", "data.train=d/train_*.bin",
+    args = ["train", "model.preset=gpt2-tiny", "model.vocab_size=257", f"data.train={shards}",
             "data.val=", "train.steps=1", "train.seq_len=64", "train.micro_batch=4",
             "device=cuda", "run.dir=small"]
     p = run(anvil, args, {"EMU_DEVICE_MIB": "2560"}, tmp)   # 1 GiB context: 1.5 GiB free
