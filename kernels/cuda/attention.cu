@@ -63,6 +63,7 @@
 // rounding and by the bf16 output. The dq accumulation order of the atomics varies
 // from run to run, so dq is not bitwise reproducible on the tensor-core path.
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "kernels/cuda/cuda_common.cuh"
@@ -941,11 +942,41 @@ static void att_set_smem(K kernel, size_t bytes) {
 
 static int att_mma_ok(int HS) { return HS == 32 || HS == 64 || HS == 96 || HS == 128; }
 
+// Shared memory of the tensor-core kernels for head size D.
+static size_t fwd_mma_smem(int D) {
+    return (size_t)5 * ATT_TILE * (D + ATT_PAD) * sizeof(bf16);                // Q, 2K, 2V
+}
+static size_t bwd_mma_smem(int D) {
+    return (size_t)6 * ATT_TILE * (D + ATT_PAD) * sizeof(bf16)               // K V 2Q 2dO
+           + (size_t)ATT_TILE * (ATT_TILE + ATT_PAD) * sizeof(bf16)          // dS^T
+           + (size_t)4 * ATT_TILE * sizeof(float);                           // 2 lse, 2 Dv
+}
+static size_t dq_mma_smem(int D) {
+    return (size_t)6 * ATT_TILE * (D + ATT_PAD) * sizeof(bf16);              // Q dO 2K 2V
+}
+
+// Whether the tensor-core kernel needing `smem` bytes fits this GPU (cuda_smem_optin:
+// head size 128's backward takes 112 KiB, more than sm_86 / sm_89 allow). If not, the
+// generic kernels run, correct but several times slower: said once per kernel kind.
+static int att_fits(size_t smem, const char *what, int HS) {
+    if (smem <= (size_t)cuda_smem_optin) return 1;
+    static int told[3];
+    const int i = what[0] == 'f' ? 0 : what[0] == 'b' ? 1 : 2;
+    if (!told[i]) {
+        told[i] = 1;
+        fprintf(stderr,
+                "anvil: cuda: the tensor-core attention %s for head size %d needs %zu KiB of "
+                "shared memory per block, this GPU allows %d KiB: using the generic kernels "
+                "(slower)\n", what, HS, smem / 1024, cuda_smem_optin / 1024);
+    }
+    return 0;
+}
+
 template <int D, bool ROPE>
 static void fwd_mma_launch(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
                            const bf16 *v, size_t ld, const float *rc, const float *rs, int B,
                            int T, int NH, int KVH, float scale) {
-    const size_t smem = (size_t)5 * ATT_TILE * (D + ATT_PAD) * sizeof(bf16);   // Q, 2K, 2V
+    const size_t smem = fwd_mma_smem(D);
     const unsigned nq = (unsigned)((T + ATT_TILE - 1) / ATT_TILE);
     att_set_smem(attn_fwd_mma<D, ROPE>, smem);
     attn_fwd_mma<D, ROPE><<<nq * (unsigned)(B * NH), ATT_THREADS, smem,
@@ -959,9 +990,7 @@ static void bwd_mma_launch(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *dout,
                            const float *lse, const float *Dv, const bf16 *q, const bf16 *k,
                            const bf16 *v, size_t ld, const float *rc, const float *rs, int B,
                            int T, int NH, int KVH, float scale) {
-    const size_t smem = (size_t)6 * ATT_TILE * (D + ATT_PAD) * sizeof(bf16)  // K V 2Q 2dO
-                        + (size_t)ATT_TILE * (ATT_TILE + ATT_PAD) * sizeof(bf16)  // dS^T
-                        + (size_t)4 * ATT_TILE * sizeof(float);         // 2 lse, 2 Dv
+    const size_t smem = bwd_mma_smem(D);
     const unsigned nk = (unsigned)((T + ATT_TILE - 1) / ATT_TILE);
     if (dq_acc != nullptr) {
         att_set_smem(attn_bwd_mma<D, ROPE, true>, smem);
@@ -984,7 +1013,7 @@ static void bwd_dq_mma_launch(bf16 *dq, const bf16 *dout, const float *lse, cons
                               const bf16 *q, const bf16 *k, const bf16 *v, size_t ld,
                               const float *rc, const float *rs, int B, int T, int NH, int KVH,
                               float scale) {
-    const size_t smem = (size_t)6 * ATT_TILE * (D + ATT_PAD) * sizeof(bf16);  // Q dO 2K 2V
+    const size_t smem = dq_mma_smem(D);
     const unsigned nq = (unsigned)((T + ATT_TILE - 1) / ATT_TILE);
     att_set_smem(attn_bwd_dq_mma<D, ROPE>, smem);
     attn_bwd_dq_mma<D, ROPE><<<nq * (unsigned)(B * NH), ATT_THREADS, smem,
@@ -1045,7 +1074,8 @@ extern "C" void cuda_attention_forward(anv_act *out_, float *state, const anv_ac
     const float scale = 1.0f / sqrtf((float)HS);
     if (B <= 0 || T <= 0 || NH <= 0) return;
     // HS % 8 == 0 (att_mma_ok) keeps every row of q, k, v as aligned as qkv
-    if (att_mma_ok(HS) && aligned16(out) && aligned16(q)) {
+    if (att_mma_ok(HS) && aligned16(out) && aligned16(q) &&
+        att_fits(fwd_mma_smem(HS), "forward", HS)) {
         fwd_fn fn = rc ? fwd_pick<true>(HS) : fwd_pick<false>(HS);
         fn(out, state, q, k, v, ld, rc, rs, B, T, NH, KVH, scale);
         return;
@@ -1082,7 +1112,8 @@ extern "C" void cuda_attention_backward(anv_act *dqkv_, float *scratch, const an
     CUDA_LAUNCH_CHECK();
 
     if (att_mma_ok(HS) && aligned16(dq) && aligned16(dout) && aligned16(q) &&
-        aligned16(scratch)) {
+        aligned16(scratch) && att_fits(bwd_mma_smem(HS), "backward", HS) &&
+        (!cuda_deterministic || att_fits(dq_mma_smem(HS), "dq (deterministic)", HS))) {
         bwd_fn fn = rc ? bwd_pick<true>(HS) : bwd_pick<false>(HS);
         if (cuda_deterministic) {              // dk, dv; then dq by query tiles, in order
             fn(dk, dv, nullptr, dout, state, Dv, q, k, v, ld, rc, rs, B, T, NH, KVH, scale);

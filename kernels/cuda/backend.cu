@@ -36,6 +36,7 @@ size_t cuda_lt_workspace_bytes = 0;
 int cuda_sm_count = 0;
 int cuda_deterministic = 0;
 int cuda_cc = 0;
+int cuda_smem_optin = 48 * 1024;
 
 // cuBLASLt on Hopper wants at least 32 MiB of workspace for its fastest kernels
 // (split-K and stream-K reductions); Ampere needs less, but 32 MiB is cheap.
@@ -441,7 +442,7 @@ extern "C" const anv_backend *anv_backend_cuda(int device) {
     int dev = ((device % count) + count) % count;
     const char *step = "cudaSetDevice";
     cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
-    int major = 0, minor = 0, sms = 0;
+    int major = 0, minor = 0, sms = 0, optin = 0;
     if ((err = cudaSetDevice(dev)) != cudaSuccess) goto fail;
     step = "cudaDeviceGetAttribute";
     if ((err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev)) !=
@@ -449,6 +450,8 @@ extern "C" const anv_backend *anv_backend_cuda(int device) {
         (err = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev)) !=
             cudaSuccess ||
         (err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)) !=
+            cudaSuccess ||
+        (err = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)) !=
             cudaSuccess)
         goto fail;
     if (major < 8) {
@@ -483,6 +486,7 @@ extern "C" const anv_backend *anv_backend_cuda(int device) {
 
     cuda_sm_count = sms;
     cuda_cc = major * 10 + minor;
+    cuda_smem_optin = optin;
     cuda_device_index = dev;
     ready = 1;
     return &cuda_backend;

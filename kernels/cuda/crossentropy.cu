@@ -283,7 +283,7 @@ void cuda_crossentropy_fused(anv_act *dlogits_, float *losses, const anv_act *lo
     static int last_vs = -1, per_sm = 0;
     if (Vs % 8 == 0 && aligned16(logits) && aligned16(dlogits) && Vs != last_vs) {
         per_sm = 0;
-        if (smem <= (size_t)227 * 1024) {
+        if (smem <= (size_t)cuda_smem_optin) {
             if (smem > 48 * 1024)
                 CUDA_CHECK(cudaFuncSetAttribute(crossentropy_fused_kernel,
                                                 cudaFuncAttributeMaxDynamicSharedMemorySize,

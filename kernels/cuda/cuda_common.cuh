@@ -70,6 +70,10 @@ extern size_t cuda_lt_workspace_bytes;
 extern int cuda_sm_count;                    // multiprocessors of the device
 extern int cuda_deterministic;               // set_deterministic: no float atomics
 extern int cuda_cc;                          // compute capability, e.g. 90
+// Shared memory one block may have once a kernel opts in (cudaFuncSetAttribute):
+// 227 KiB on sm_90, 163 KiB on sm_80, 99 KiB on sm_86 / sm_89. A kernel that needs more
+// must not be launched (the launch fails): its caller takes another path.
+extern int cuda_smem_optin;
 
 // A device scratch buffer an op keeps between calls: *buf (of *cap bytes) is replaced
 // by one of `need` bytes when it is smaller, after the queued work that may still read

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """cu2emu.py IN.cu OUT.cc: a cuda backend source file as host C++ for tests/emu.
 
-Five rewrites, nothing else changes (the kernels' code is compiled as written):
+Six rewrites, nothing else changes (the kernels' code is compiled as written):
 - a launch `kernel<targs><<<grid, block, smem, stream>>>(args);` becomes
-  `emu::launch(emu::launch_cfg(grid, block, smem, stream), [&] { kernel<targs>(args); });`
+  `emu::launch(emu::launch_cfg(grid, block, smem, stream), &kernel<targs>, "kernel<targs>",
+  [&] { kernel<targs>(args); });` (the address keys the kernel's cudaFuncSetAttribute)
+- the body of every `__global__` function starts with `emu::launch_bounds(B);`, B its
+  `__launch_bounds__` (0 if it has none), which checks the block size of each launch
 - `extern __shared__ [__align__(n)] TYPE NAME[];` (dynamic shared memory) becomes
   `TYPE *NAME = (TYPE *)emu::dyn_smem();`
 - `__shared__ TYPE NAME[dims];` (static shared memory, a function static on the host)
@@ -58,8 +61,39 @@ def rewrite_launches(src):
             raise ValueError(f"launch of {callee!r}: no argument list")
         b = matching(src, a, "(", ")", 1)
         out.append(src[i:k])
-        out.append(f"emu::launch(emu::launch_cfg({cfg}), [&] {{ {callee}({src[a + 1:b]}); }})")
+        name = " ".join(callee.split())
+        out.append(f"emu::launch(emu::launch_cfg({cfg}), reinterpret_cast<const void *>(&{callee}), "
+                   f"\"{name}\", [&] {{ {callee}({src[a + 1:b]}); }})")
         i = b + 1
+
+
+def check_launch_bounds(src):
+    """Every kernel definition starts with emu::launch_bounds(its __launch_bounds__ or 0)."""
+    out, i = [], 0
+    pat = re.compile(r"__global__\s+void\s+(__launch_bounds__\s*\()?")
+    while True:
+        m = pat.search(src, i)
+        if not m:
+            out.append(src[i:])
+            return "".join(out)
+        j = m.end()
+        bound = "0"
+        if m.group(1):
+            close = matching(src, j - 1, "(", ")", 1)
+            bound = src[j:close].split(",")[0].strip()
+            j = close + 1
+        a = src.index("(", j)                   # the parameter list
+        b = matching(src, a, "(", ")", 1)
+        k = b + 1
+        while src[k].isspace():
+            k += 1
+        if src[k] != "{":                       # a declaration
+            out.append(src[i:k])
+            i = k
+            continue
+        out.append(src[i:k + 1])
+        out.append(f" emu::launch_bounds({bound});")
+        i = k + 1
 
 
 def convert(inp):
@@ -74,6 +108,7 @@ def convert(inp):
     src = re.sub(r"^(\s*)__shared__\s+([A-Za-z_][\w ]*?)\s+(\w+)((?:\[[^\]]*\])*);",
                  r"\1static \2 \3\4; emu::shared_decl(&\3, sizeof \3);", src, flags=re.M)
     try:
+        src = check_launch_bounds(src)
         src = rewrite_launches(src)
     except ValueError as err:
         sys.exit(f"cu2emu: {inp}: {err}")

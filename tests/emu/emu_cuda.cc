@@ -61,6 +61,8 @@ emu_ctx_switch:
 
 #include <vector>
 
+extern "C" int emu_smem_optin(void);
+
 namespace emu {
 namespace {
 
@@ -112,6 +114,12 @@ struct state {
     std::vector<int> perm;             // the order of this pass (fibers) or launch (blocks)
     unsigned long block_serial = 0;    // blocks run so far, all launches
     std::vector<std::pair<void *, unsigned long>> statics;   // shared_decl: last block
+    // launch resources: the running kernel, its static shared bytes in this block, and
+    // each kernel's MaxDynamicSharedMemorySize (cudaFuncSetAttribute; default 48 KiB)
+    const char *kname = "?";
+    const void *kernel = nullptr;
+    size_t static_bytes = 0, dyn_bytes = 0;
+    std::vector<std::pair<const void *, int>> dyn_limits;
 };
 state S;
 
@@ -210,10 +218,42 @@ void trampoline() {
 }
 
 void fail(const char *what) {
-    fprintf(stderr, "emu: %s in block (%u,%u,%u) of grid (%u,%u,%u), block (%u,%u,%u)\n",
-            what, S.bidx.x, S.bidx.y, S.bidx.z, S.grid.x, S.grid.y, S.grid.z, S.block.x,
+    fprintf(stderr,
+            "emu: %s in %s, block (%u,%u,%u) of grid (%u,%u,%u), block (%u,%u,%u)\n", what,
+            S.kname, S.bidx.x, S.bidx.y, S.bidx.z, S.grid.x, S.grid.y, S.grid.z, S.block.x,
             S.block.y, S.block.z);
     abort();
+}
+
+// The launch checks a GPU makes (cudaErrorInvalidConfiguration / InvalidValue / "too
+// many resources requested for launch"), which the host would not.
+[[noreturn]] void launch_fail(const char *fmt, unsigned long long a, unsigned long long b) {
+    char what[256];
+    snprintf(what, sizeof what, fmt, a, b);
+    fprintf(stderr, "emu: launch of %s: %s (a GPU refuses this launch)\n", S.kname, what);
+    abort();
+}
+
+int dyn_limit(const void *kernel) {
+    for (auto &d : S.dyn_limits)
+        if (d.first == kernel) return d.second;
+    return 48 * 1024;
+}
+
+// static + dynamic shared memory of the running block against the device's limits,
+// once the block's static arrays are known (shared_decl)
+void check_smem() {
+    const size_t optin = (size_t)emu_smem_optin();
+    if (S.static_bytes > 48 * 1024)
+        launch_fail("%llu bytes of static shared memory, above 48 KiB (%llu)",
+                    S.static_bytes, 48 * 1024);
+    if (S.static_bytes + S.dyn_bytes > optin)
+        launch_fail("%llu bytes of shared memory, above the device's %llu per block",
+                    S.static_bytes + S.dyn_bytes, optin);
+    if (dyn_limit(S.kernel) == 48 * 1024 && S.static_bytes + S.dyn_bytes > 48 * 1024)
+        launch_fail("%llu bytes of shared memory without cudaFuncSetAttribute("
+                    "MaxDynamicSharedMemorySize), above 48 KiB (%llu)",
+                    S.static_bytes + S.dyn_bytes, 48 * 1024);
 }
 
 void run_block() {
@@ -310,16 +350,41 @@ int lane() { return S.f[S.cur].lane; }
 unsigned char *dyn_smem() { return S.smem.data(); }
 
 void shared_decl(void *p, size_t bytes) {
+    bool seen = false;
     for (auto &d : S.statics)
         if (d.first == p) {
-            if (d.second != S.block_serial) {
-                memset(p, 0xff, bytes);
-                d.second = S.block_serial;
-            }
-            return;
+            if (d.second == S.block_serial) return;
+            d.second = S.block_serial;
+            seen = true;
+            break;
         }
     memset(p, 0xff, bytes);
-    S.statics.emplace_back(p, S.block_serial);
+    if (!seen) S.statics.emplace_back(p, S.block_serial);
+    S.static_bytes += bytes;            // first declaration in this block
+    check_smem();
+}
+
+int set_max_dyn_smem(const void *kernel, int bytes) {
+    if (bytes < 0 || bytes > emu_smem_optin()) return 0;
+    for (auto &d : S.dyn_limits)
+        if (d.first == kernel) {
+            d.second = bytes;
+            return 1;
+        }
+    S.dyn_limits.emplace_back(kernel, bytes);
+    return 1;
+}
+
+void launch_bounds(int max_threads) {
+    const unsigned long long n = (unsigned long long)S.block.x * S.block.y * S.block.z;
+    if (max_threads > 0 && n > (unsigned long long)max_threads)
+        launch_fail("%llu threads per block, above its __launch_bounds__ (%llu)", n,
+                    (unsigned long long)max_threads);
+    // Without __launch_bounds__ ptxas may give a thread 255 registers; 256 threads of
+    // those fill a multiprocessor's 64K, more may not launch.
+    if (max_threads <= 0 && n > 256)
+        launch_fail("%llu threads per block and no __launch_bounds__: above %llu, the "
+                    "registers are not sure to suffice", n, 256);
 }
 
 void syncthreads() {
@@ -380,24 +445,43 @@ void cp_async_wait_all() {
     land_copies(S.f[S.cur]);
 }
 
-void launch(const launch_cfg &cfg, const std::function<void()> &body) {
+void launch(const launch_cfg &cfg, const void *kernel, const char *name,
+            const std::function<void()> &body) {
     if (S.cur >= 0) fail("launch from inside a kernel");
-    if (cfg.block.x * cfg.block.y * cfg.block.z == 0 ||
-        cfg.block.x * cfg.block.y * cfg.block.z > 1024)
-        fail("block size outside 1..1024");
+    S.kname = name;
+    S.kernel = kernel;
+    const unsigned long long nt = (unsigned long long)cfg.block.x * cfg.block.y * cfg.block.z;
+    if (nt == 0 || nt > 1024) launch_fail("%llu threads per block, outside 1..%llu", nt, 1024);
+    if (cfg.block.z > 64) launch_fail("blockDim.z %llu, above %llu", cfg.block.z, 64);
+    if (cfg.grid.x == 0 || cfg.grid.y == 0 || cfg.grid.z == 0)
+        launch_fail("an empty grid (%llu blocks in x; %llu in y * z)", cfg.grid.x,
+                    (unsigned long long)cfg.grid.y * cfg.grid.z);
+    if (cfg.grid.y > 65535 || cfg.grid.z > 65535)
+        launch_fail("gridDim.y or .z of %llu, above %llu",
+                    cfg.grid.y > cfg.grid.z ? cfg.grid.y : cfg.grid.z, 65535);
+    if (cfg.grid.x > 0x7fffffffu)
+        launch_fail("gridDim.x of %llu, above %llu", cfg.grid.x, 0x7fffffffull);
+    if (cfg.smem > (size_t)dyn_limit(kernel))
+        launch_fail("%llu bytes of dynamic shared memory, above the kernel's "
+                    "MaxDynamicSharedMemorySize (%llu: 48 KiB unless cudaFuncSetAttribute "
+                    "raised it)", cfg.smem, (unsigned long long)dyn_limit(kernel));
+    S.dyn_bytes = cfg.smem;
+    S.static_bytes = 0;
+    check_smem();
     S.grid = cfg.grid;
     S.block = cfg.block;
     S.body = &body;
     S.smem.assign(cfg.smem > 0 ? cfg.smem : 16, 0);
     if (!S.configured) configure();
     const unsigned long long nb = (unsigned long long)cfg.grid.x * cfg.grid.y * cfg.grid.z;
-    if (nb > 0x7fffffffull) fail("grid of more than 2^31-1 blocks");
+    if (nb > 0x7fffffffull) fail("grid of more than 2^31-1 blocks (an emulation limit)");
     order_of((int)nb);
     const std::vector<int> blocks = S.perm;          // run_block reuses S.perm
     for (int b : blocks) {
         const unsigned x = (unsigned)b % cfg.grid.x, y = (unsigned)b / cfg.grid.x % cfg.grid.y,
                        z = (unsigned)b / (cfg.grid.x * cfg.grid.y);
         S.bidx = uint3{x, y, z};
+        S.static_bytes = 0;
         run_block();
     }
 }
@@ -427,6 +511,22 @@ extern "C" void emu_device_free(void *p) {
     memcpy(&n, b, sizeof n);
     D.used -= n;
     free(b);
+}
+
+// Shared memory per block after opting in: EMU_SMEM_OPTIN_KIB, default 227 (sm_90; 163
+// is sm_80's, 99 sm_86's and sm_89's)
+extern "C" int emu_smem_optin(void) {
+    static int v = 0;
+    if (v == 0) {
+        const char *e = getenv("EMU_SMEM_OPTIN_KIB");
+        int k = e && *e ? atoi(e) : 227;
+        if (k < 48 || k > 1024) {
+            fprintf(stderr, "emu: EMU_SMEM_OPTIN_KIB=%s: expected 48..1024\n", e);
+            exit(2);
+        }
+        v = k * 1024;
+    }
+    return v;
 }
 
 extern "C" void emu_device_info(size_t *free_bytes, size_t *total_bytes) {

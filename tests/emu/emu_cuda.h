@@ -14,6 +14,13 @@
 // A barrier that can never complete (some threads of a block at __syncthreads, others
 // finished or at another barrier) is reported and aborts, instead of hanging.
 //
+// Launches are checked as a GPU checks them, which the host would not: block and grid
+// dimensions, __launch_bounds__ (cu2emu.py starts every kernel with emu::launch_bounds;
+// a kernel without one may not take more than 256 threads, as its registers are not
+// bounded), dynamic shared memory against the kernel's cudaFuncSetAttribute(
+// MaxDynamicSharedMemorySize) (48 KiB without), static + dynamic against the device's
+// opt-in limit (EMU_SMEM_OPTIN_KIB, default 227: sm_90; 99 is sm_86 / sm_89's).
+//
 // What it cannot show on its own: races between threads (a fiber runs alone until it
 // yields, so a missing barrier goes unnoticed when the writer happens to run first;
 // EMU_SCHEDULE=reverse / random run the blocks and threads in other orders, and
@@ -88,7 +95,18 @@ struct launch_cfg {
         (void)stream;
     }
 };
-void launch(const launch_cfg &cfg, const std::function<void()> &body);
+// Runs body (the kernel call) as a launch of `kernel` (its address; `name` for messages),
+// after the checks a GPU makes: block and grid dimensions, dynamic shared memory against
+// the kernel's MaxDynamicSharedMemorySize, and (once the static arrays are declared)
+// static + dynamic shared memory against the device's.
+void launch(const launch_cfg &cfg, const void *kernel, const char *name,
+            const std::function<void()> &body);
+// cudaFuncSetAttribute(kernel, MaxDynamicSharedMemorySize, bytes): 0 if above the
+// device's opt-in limit (emu_smem_optin)
+int set_max_dyn_smem(const void *kernel, int bytes);
+// Called at the top of every kernel (cu2emu.py): its __launch_bounds__, 0 if none, which
+// the running block's size must not exceed (256 without: registers)
+void launch_bounds(int max_threads);
 }   // namespace emu
 
 #define threadIdx (emu::thread_idx())

@@ -11,8 +11,10 @@ enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 
 template <typename K>
 static inline cudaError_t cudaFuncSetAttribute(K kernel, cudaFuncAttribute a, int v) {
-    (void)kernel, (void)a, (void)v;
-    return cudaSuccess;
+    if (a != cudaFuncAttributeMaxDynamicSharedMemorySize) return cudaErrorInvalidValue;
+    return emu::set_max_dyn_smem(reinterpret_cast<const void *>(kernel), v)
+               ? cudaSuccess
+               : cudaErrorInvalidValue;
 }
 template <typename T>
 static inline cudaError_t cudaMalloc(T **p, size_t n) {
@@ -28,8 +30,9 @@ static inline cudaError_t cudaGetSymbolAddress(void **p, T &symbol) {
     *p = (void *)&symbol;
     return cudaSuccess;
 }
-// occupancy: an H100-like multiprocessor (2048 threads, at most 32 blocks, 228 KiB of
-// shared memory of which a block may have 227 KiB; registers not counted)
+// occupancy: an H100-like multiprocessor (2048 threads, at most 32 blocks, 1 KiB more
+// shared memory than a block may have, emu_smem_optin: 228 of 227 KiB by default;
+// registers not counted)
 template <typename K>
 static inline cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int *n, K kernel,
                                                                         int threads,
@@ -37,7 +40,8 @@ static inline cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int *n, 
     (void)kernel;
     int b = threads > 0 ? 2048 / threads : 1;
     if (smem > 0) {
-        int bs = smem > (size_t)227 * 1024 ? 0 : (int)(((size_t)228 * 1024) / smem);
+        const size_t optin = (size_t)emu_smem_optin();
+        int bs = smem > optin ? 0 : (int)((optin + 1024) / smem);
         b = bs < b ? bs : b;
     }
     *n = b < 0 ? 0 : b > 32 ? 32 : b;

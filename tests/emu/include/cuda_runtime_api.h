@@ -14,7 +14,12 @@
 #include <time.h>
 
 typedef int cudaError_t;
-enum { cudaSuccess = 0, cudaErrorMemoryAllocation = 2, cudaErrorInvalidDevice = 101 };
+enum {
+    cudaSuccess = 0,
+    cudaErrorInvalidValue = 1,
+    cudaErrorMemoryAllocation = 2,
+    cudaErrorInvalidDevice = 101
+};
 typedef struct emu_stream *cudaStream_t;
 typedef struct emu_event *cudaEvent_t;
 enum { cudaStreamNonBlocking = 1, cudaEventDisableTiming = 2 };
@@ -42,6 +47,7 @@ extern "C" {
 void *emu_device_malloc(size_t n);
 void emu_device_free(void *p);
 void emu_device_info(size_t *free_bytes, size_t *total_bytes);
+int emu_smem_optin(void);       /* EMU_SMEM_OPTIN_KIB: shared memory per block, opted in */
 #ifdef __cplusplus
 }
 #endif
@@ -82,7 +88,8 @@ typedef enum cudaDeviceAttr {
     cudaDevAttrClockRate = 13,
     cudaDevAttrMultiProcessorCount = 16,
     cudaDevAttrComputeCapabilityMajor = 75,
-    cudaDevAttrComputeCapabilityMinor = 76
+    cudaDevAttrComputeCapabilityMinor = 76,
+    cudaDevAttrMaxSharedMemoryPerBlockOptin = 97
 } cudaDeviceAttr;
 typedef struct cudaDeviceProp {
     char name[256];
@@ -106,6 +113,7 @@ static inline cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int d
     }
     case cudaDevAttrComputeCapabilityMajor: *v = 9; break;
     case cudaDevAttrComputeCapabilityMinor: *v = 0; break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = emu_smem_optin(); break;
     }
     return cudaSuccess;
 }
