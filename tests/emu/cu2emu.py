@@ -4,7 +4,9 @@
 Six rewrites, nothing else changes (the kernels' code is compiled as written):
 - a launch `kernel<targs><<<grid, block, smem, stream>>>(args);` becomes
   `emu::launch(emu::launch_cfg(grid, block, smem, stream), &kernel<targs>, "kernel<targs>",
-  [&] { kernel<targs>(args); });` (the address keys the kernel's cudaFuncSetAttribute)
+  emu::bind_args(&kernel<targs>, args));` (the address keys the kernel's
+  cudaFuncSetAttribute; the arguments are converted and copied at the launch, as CUDA
+  does, since the stream may carry the launch out later)
 - the body of every `__global__` function starts with `emu::launch_bounds(B);`, B its
   `__launch_bounds__` (0 if it has none), which checks the block size of each launch
 - `extern __shared__ [__align__(n)] TYPE NAME[];` (dynamic shared memory) becomes
@@ -62,8 +64,9 @@ def rewrite_launches(src):
         b = matching(src, a, "(", ")", 1)
         out.append(src[i:k])
         name = " ".join(callee.split())
+        args = src[a + 1:b].strip()
         out.append(f"emu::launch(emu::launch_cfg({cfg}), reinterpret_cast<const void *>(&{callee}), "
-                   f"\"{name}\", [&] {{ {callee}({src[a + 1:b]}); }})")
+                   f"\"{name}\", emu::bind_args(&{callee}{', ' + args if args else ''}))")
         i = b + 1
 
 

@@ -23,6 +23,7 @@
 
 #include "tests/emu/include/cublasLt.h"
 #include "tests/emu/include/cuda_bf16.h"
+#include "tests/emu/emu_cuda.h"
 
 struct emu_lt_desc {
     int transa = CUBLAS_OP_N, transb = CUBLAS_OP_N;
@@ -163,13 +164,20 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle,
     return CUBLAS_STATUS_SUCCESS;
 }
 
+namespace {
+void matmul_run(const emu_lt_desc *desc, const emu_lt_layout *al, const void *a,
+                const emu_lt_layout *bl, const void *b, const emu_lt_layout *cl, const void *c,
+                const emu_lt_layout *dl, void *d, float alpha, float beta, bool ta, bool tb,
+                uint64_t m, uint64_t n, uint64_t k, int epi, bool use_bias);
+}
+
 cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc,
                               const void *alpha_, const void *a, cublasLtMatrixLayout_t al,
                               const void *b, cublasLtMatrixLayout_t bl, const void *beta_,
                               const void *c, cublasLtMatrixLayout_t cl, void *d,
                               cublasLtMatrixLayout_t dl, const cublasLtMatmulAlgo_t *algo,
                               void *workspace, size_t workspace_bytes, void *stream) {
-    (void)handle, (void)algo, (void)workspace, (void)workspace_bytes, (void)stream;
+    (void)handle, (void)algo, (void)workspace, (void)workspace_bytes;
     const float alpha = *(const float *)alpha_, beta = *(const float *)beta_;
     const bool ta = desc->transa == CUBLAS_OP_T, tb = desc->transb == CUBLAS_OP_T;
     const uint64_t m = dl->rows, n = dl->cols;
@@ -190,7 +198,22 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
         return CUBLAS_STATUS_INVALID_VALUE;
     if (epi != CUBLASLT_EPILOGUE_DEFAULT && !use_bias && !use_aux)
         return CUBLAS_STATUS_NOT_SUPPORTED;
+    // carried out on the stream (tests/emu/emu_stream.cc), with the descriptor's and the
+    // layouts' values and alpha, beta as they are now (the caller may change them after)
+    emu::enqueue((::emu_stream *)stream,
+                 [dsc = *desc, A_ = *al, B_ = *bl, C_ = *cl, D_ = *dl, a, b, c, d, alpha, beta,
+                  ta, tb, m, n, k, epi, use_bias] {
+                     matmul_run(&dsc, &A_, a, &B_, b, &C_, c, &D_, d, alpha, beta, ta, tb, m,
+                                n, k, epi, use_bias);
+                 });
+    return CUBLAS_STATUS_SUCCESS;
+}
 
+namespace {
+void matmul_run(const emu_lt_desc *desc, const emu_lt_layout *al, const void *a,
+                const emu_lt_layout *bl, const void *b, const emu_lt_layout *cl, const void *c,
+                const emu_lt_layout *dl, void *d, float alpha, float beta, bool ta, bool tb,
+                uint64_t m, uint64_t n, uint64_t k, int epi, bool use_bias) {
     // op(A) as rows of k (m, k) and op(B)^T as rows of k (n, k), in fp32
     std::vector<float> A((size_t)m * k), B((size_t)n * k);
     for (uint64_t i = 0; i < m; i++)
@@ -216,5 +239,5 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
             put(dl, d, i, j, v);
         }
     }
-    return CUBLAS_STATUS_SUCCESS;
 }
+}   // namespace

@@ -445,8 +445,11 @@ void cp_async_wait_all() {
     land_copies(S.f[S.cur]);
 }
 
+void run_launch(const launch_cfg &cfg, const void *kernel, const char *name,
+                const std::function<void()> &body);
+
 void launch(const launch_cfg &cfg, const void *kernel, const char *name,
-            const std::function<void()> &body) {
+            std::function<void()> body) {
     if (S.cur >= 0) fail("launch from inside a kernel");
     S.kname = name;
     S.kernel = kernel;
@@ -468,6 +471,16 @@ void launch(const launch_cfg &cfg, const void *kernel, const char *name,
     S.dyn_bytes = cfg.smem;
     S.static_bytes = 0;
     check_smem();
+    enqueue(cfg.stream, [cfg, kernel, name, body] { run_launch(cfg, kernel, name, body); });
+}
+
+// A launch carried out (emu_stream.cc): its blocks one after the other.
+void run_launch(const launch_cfg &cfg, const void *kernel, const char *name,
+                const std::function<void()> &body) {
+    if (S.cur >= 0) fail("a launch carried out inside a kernel");
+    S.kname = name;
+    S.kernel = kernel;
+    S.dyn_bytes = cfg.smem;
     S.grid = cfg.grid;
     S.block = cfg.block;
     S.body = &body;

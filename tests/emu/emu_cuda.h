@@ -28,7 +28,7 @@
 // emu_cuda.cc), misaligned accesses (meson builds the kernels with
 // -fsanitize=alignment, and cp.async, ldmatrix and atomicAdd check their addresses),
 // the timing of anything, and whatever the compiler does differently for the
-// device (fast-math contractions). cuBLASLt is not emulated.
+// device (fast-math contractions). Streams: emu_stream.cc (EMU_STREAMS).
 //
 // tests/emu/include/ holds the CUDA headers' stand-ins (cuda_runtime.h, cuda_bf16.h,
 // cublasLt.h); tests/emu/cu2emu.py rewrites a .cu file into host C++ (launches become
@@ -42,6 +42,8 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <tuple>
+#include <utility>
 
 #define __global__
 #define __device__
@@ -62,6 +64,8 @@ struct alignas(8) float2 {         // aligned as CUDA's
     float x, y;
 };
 static inline float2 make_float2(float x, float y) { return float2{x, y}; }
+
+struct emu_stream;                 // tests/emu/emu_stream.cc (cudaStream_t)
 
 namespace emu {
 const uint3 &thread_idx();
@@ -90,17 +94,26 @@ void cp_async_wait_all();
 struct launch_cfg {
     dim3 grid, block;
     size_t smem;
-    launch_cfg(dim3 g, dim3 b, size_t s = 0, const void *stream = nullptr)
-        : grid(g), block(b), smem(s) {
-        (void)stream;
-    }
+    ::emu_stream *stream;
+    launch_cfg(dim3 g, dim3 b, size_t s = 0, ::emu_stream *st = nullptr)
+        : grid(g), block(b), smem(s), stream(st) {}
 };
+// Queue fn on stream s (tests/emu/emu_stream.cc: carried out at once, or later under
+// EMU_STREAMS=lazy / mixed).
+void enqueue(::emu_stream *s, std::function<void()> fn);
+// A kernel call with its arguments converted to the kernel's parameter types now, at
+// the launch, as CUDA copies them (the call may be carried out later).
+template <typename... P, typename... A>
+std::function<void()> bind_args(void (*k)(P...), A &&...a) {
+    std::tuple<typename std::decay<P>::type...> t(std::forward<A>(a)...);
+    return [k, t] { std::apply(k, t); };
+}
 // Runs body (the kernel call) as a launch of `kernel` (its address; `name` for messages),
 // after the checks a GPU makes: block and grid dimensions, dynamic shared memory against
 // the kernel's MaxDynamicSharedMemorySize, and (once the static arrays are declared)
 // static + dynamic shared memory against the device's.
 void launch(const launch_cfg &cfg, const void *kernel, const char *name,
-            const std::function<void()> &body);
+            std::function<void()> body);
 // cudaFuncSetAttribute(kernel, MaxDynamicSharedMemorySize, bytes): 0 if above the
 // device's opt-in limit (emu_smem_optin)
 int set_max_dyn_smem(const void *kernel, int bytes);

@@ -9,9 +9,11 @@
 // needs every rank of MPI_COMM_WORLD to create its communicator at the same time, each
 // with its own group's id (anvil's grid does: tp, then dp, then pp groups, on every
 // rank): it splits MPI_COMM_WORLD by the id, which ncclGetUniqueId makes unique from
-// the creating rank and a counter. Calls complete before they return (MPI blocking);
-// send / recv between ncclGroupStart and ncclGroupEnd are posted non-blocking and all
-// waited for at ncclGroupEnd, as NCCL progresses a group together.
+// the creating rank and a counter. Calls are checked when made and carried out on their
+// stream (tests/emu/emu_stream.cc: at once by default, when waited for under
+// EMU_STREAMS=lazy), with blocking MPI; send / recv between ncclGroupStart and
+// ncclGroupEnd are carried out together, posted non-blocking and all waited for, as
+// NCCL progresses a group together.
 //
 // Arithmetic: fp32 / fp64 / int32 sums and maxima are MPI's. bf16 (no MPI type) is
 // moved as 16-bit words and reduced by an MPI user op that adds in fp32 and rounds to
@@ -150,97 +152,182 @@ ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t *async_error) {
     return ncclSuccess;
 }
 
-ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataType_t type,
-                           ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream) {
-    (void)stream;
+// ---- collectives: checked when called, carried out on the stream ----
+// (tests/emu/emu_stream.cc: at once by default, later under EMU_STREAMS=lazy / mixed).
+// A failure when carried out is the GPU's asynchronous error: reported, then abort().
+
+enum coll_kind { COLL_ALL_REDUCE, COLL_REDUCE_SCATTER, COLL_ALL_GATHER, COLL_BROADCAST };
+
+struct coll {
+    enum coll_kind kind;
+    const void *send;
+    void *recv;
+    size_t count;
+    ncclDataType_t type;
+    ncclRedOp_t op;
+    int root;
+    ncclComm_t comm;
+};
+
+static void coll_run(void *arg) {
+    struct coll *a = arg;
+    MPI_Datatype mt = MPI_BYTE;
+    MPI_Op mo = MPI_OP_NULL;
+    mpi_of(a->type, a->op, &mt, a->kind == COLL_ALL_REDUCE || a->kind == COLL_REDUCE_SCATTER
+                                    ? &mo : NULL);
+    const size_t es = size_of(a->type);
+    int rc = MPI_SUCCESS;
+    MPI_Comm comm = a->comm->comm;
+    switch (a->kind) {
+    case COLL_ALL_REDUCE:
+        rc = MPI_Allreduce(a->send == a->recv ? MPI_IN_PLACE : a->send, a->recv,
+                           (int)a->count, mt, mo, comm);
+        break;
+    case COLL_REDUCE_SCATTER: {
+        // NCCL's in-place form: recv is this rank's block of send
+        const char *mine = (const char *)a->send + (size_t)a->comm->rank * a->count * es;
+        rc = MPI_Reduce_scatter_block(mine == (const char *)a->recv ? MPI_IN_PLACE : a->send,
+                                      a->recv, (int)a->count, mt, mo, comm);
+        break;
+    }
+    case COLL_ALL_GATHER: {
+        const char *mine = (const char *)a->recv + (size_t)a->comm->rank * a->count * es;
+        rc = MPI_Allgather(mine == (const char *)a->send ? MPI_IN_PLACE : a->send,
+                           (int)a->count, mt, a->recv, (int)a->count, mt, comm);
+        break;
+    }
+    case COLL_BROADCAST:
+        if (a->comm->rank == a->root && a->send != a->recv)
+            memmove(a->recv, a->send, a->count * es);
+        rc = MPI_Bcast(a->recv, (int)a->count, mt, a->root, comm);
+        break;
+    }
+    if (rc != MPI_SUCCESS) {
+        fprintf(stderr, "emu_nccl: collective %d failed in MPI\n", (int)a->kind);
+        abort();
+    }
+    if (a->op == ncclAvg && a->kind != COLL_ALL_GATHER && a->kind != COLL_BROADCAST)
+        divide(a->recv, a->count, a->type, a->comm->size);
+    free(a);
+}
+
+static ncclResult_t coll_queue(enum coll_kind kind, const void *send, void *recv, size_t count,
+                               ncclDataType_t type, ncclRedOp_t op, int root, ncclComm_t comm,
+                               cudaStream_t stream) {
     MPI_Datatype mt;
     MPI_Op mo;
-    if (mpi_of(type, op, &mt, &mo) || count > INT32_MAX) return ncclInvalidArgument;
-    if (MPI_Allreduce(send == recv ? MPI_IN_PLACE : send, recv, (int)count, mt, mo,
-                      comm->comm) != MPI_SUCCESS)
-        return ncclSystemError;
-    if (op == ncclAvg) divide(recv, count, type, comm->size);
+    const int reduces = kind == COLL_ALL_REDUCE || kind == COLL_REDUCE_SCATTER;
+    if (mpi_of(type, reduces ? op : ncclSum, &mt, reduces ? &mo : NULL) || count > INT32_MAX ||
+        (kind == COLL_BROADCAST && (root < 0 || root >= comm->size)))
+        return ncclInvalidArgument;
+    struct coll *a = malloc(sizeof *a);
+    if (a == NULL) return ncclSystemError;
+    *a = (struct coll){kind, send, recv, count, type, reduces ? op : ncclSum, root, comm};
+    emu_enqueue_c(stream, coll_run, a);
     return ncclSuccess;
+}
+
+ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataType_t type,
+                           ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream) {
+    return coll_queue(COLL_ALL_REDUCE, send, recv, count, type, op, 0, comm, stream);
 }
 
 ncclResult_t ncclReduceScatter(const void *send, void *recv, size_t recvcount,
                                ncclDataType_t type, ncclRedOp_t op, ncclComm_t comm,
                                cudaStream_t stream) {
-    (void)stream;
-    MPI_Datatype mt;
-    MPI_Op mo;
-    if (mpi_of(type, op, &mt, &mo) || recvcount > INT32_MAX) return ncclInvalidArgument;
-    // NCCL's in-place form: recv is this rank's block of send
-    const char *mine = (const char *)send + (size_t)comm->rank * recvcount * size_of(type);
-    if (MPI_Reduce_scatter_block(mine == (const char *)recv ? MPI_IN_PLACE : send, recv,
-                                 (int)recvcount, mt, mo, comm->comm) != MPI_SUCCESS)
-        return ncclSystemError;
-    if (op == ncclAvg) divide(recv, recvcount, type, comm->size);
-    return ncclSuccess;
+    return coll_queue(COLL_REDUCE_SCATTER, send, recv, recvcount, type, op, 0, comm, stream);
 }
 
 ncclResult_t ncclAllGather(const void *send, void *recv, size_t sendcount, ncclDataType_t type,
                            ncclComm_t comm, cudaStream_t stream) {
-    (void)stream;
-    MPI_Datatype mt;
-    if (mpi_of(type, ncclSum, &mt, NULL) || sendcount > INT32_MAX) return ncclInvalidArgument;
-    const char *mine = (const char *)recv + (size_t)comm->rank * sendcount * size_of(type);
-    if (MPI_Allgather(mine == (const char *)send ? MPI_IN_PLACE : send, (int)sendcount, mt, recv,
-                      (int)sendcount, mt, comm->comm) != MPI_SUCCESS)
-        return ncclSystemError;
-    return ncclSuccess;
+    return coll_queue(COLL_ALL_GATHER, send, recv, sendcount, type, ncclSum, 0, comm, stream);
 }
 
 ncclResult_t ncclBroadcast(const void *send, void *recv, size_t count, ncclDataType_t type,
                            int root, ncclComm_t comm, cudaStream_t stream) {
-    (void)stream;
-    MPI_Datatype mt;
-    if (mpi_of(type, ncclSum, &mt, NULL) || count > INT32_MAX) return ncclInvalidArgument;
-    if (comm->rank == root && send != recv)
-        memmove(recv, send, count * size_of(type));
-    if (MPI_Bcast(recv, (int)count, mt, root, comm->comm) != MPI_SUCCESS) return ncclSystemError;
-    return ncclSuccess;
+    return coll_queue(COLL_BROADCAST, send, recv, count, type, ncclSum, root, comm, stream);
 }
 
 // ---- point to point, grouped ----
+// Between ncclGroupStart and ncclGroupEnd the sends and receives are collected; at the
+// outermost ncclGroupEnd they are queued as one item on the stream of the first, which
+// posts them all non-blocking and waits for all (NCCL progresses a group together). A
+// send or receive outside a group is a group of one.
 #define EMU_MAX_P2P 64
+
+struct p2p_op {
+    void *buf;
+    int count, peer, is_send;
+    MPI_Datatype mt;
+    ncclComm_t comm;
+};
+struct p2p_group {
+    int n;
+    struct p2p_op op[EMU_MAX_P2P];
+};
+
 static int group_depth;
-static MPI_Request pending[EMU_MAX_P2P];
-static int npending;
+static struct p2p_group *open_group;
+static cudaStream_t group_stream;
+
+static void p2p_run(void *arg) {
+    struct p2p_group *g = arg;
+    MPI_Request req[EMU_MAX_P2P];
+    for (int i = 0; i < g->n; i++) {
+        struct p2p_op *o = &g->op[i];
+        int rc = o->is_send ? MPI_Isend(o->buf, o->count, o->mt, o->peer, 0, o->comm->comm, &req[i])
+                            : MPI_Irecv(o->buf, o->count, o->mt, o->peer, 0, o->comm->comm, &req[i]);
+        if (rc != MPI_SUCCESS) {
+            fprintf(stderr, "emu_nccl: send / recv failed in MPI\n");
+            abort();
+        }
+    }
+    if (MPI_Waitall(g->n, req, MPI_STATUSES_IGNORE) != MPI_SUCCESS) {
+        fprintf(stderr, "emu_nccl: send / recv failed in MPI\n");
+        abort();
+    }
+    free(g);
+}
 
 static ncclResult_t p2p(void *buf, size_t count, ncclDataType_t type, int peer, ncclComm_t comm,
-                        int is_send) {
+                        int is_send, cudaStream_t stream) {
     MPI_Datatype mt;
     if (mpi_of(type, ncclSum, &mt, NULL) || count > INT32_MAX || peer < 0 ||
         peer >= comm->size)
         return ncclInvalidArgument;
-    if (npending == EMU_MAX_P2P) return ncclInternalError;
-    int rc = is_send ? MPI_Isend(buf, (int)count, mt, peer, 0, comm->comm, &pending[npending])
-                     : MPI_Irecv(buf, (int)count, mt, peer, 0, comm->comm, &pending[npending]);
-    if (rc != MPI_SUCCESS) return ncclSystemError;
-    npending++;
-    if (group_depth == 0) return ncclGroupEnd();   // outside a group: complete now
+    if (group_depth == 0) {                      // outside a group: a group of one
+        ncclResult_t r = ncclGroupStart();
+        if (r == ncclSuccess) r = p2p(buf, count, type, peer, comm, is_send, stream);
+        ncclResult_t e = ncclGroupEnd();
+        return r != ncclSuccess ? r : e;
+    }
+    if (open_group == NULL) {
+        open_group = calloc(1, sizeof *open_group);
+        if (open_group == NULL) return ncclSystemError;
+        group_stream = stream;
+    }
+    if (open_group->n == EMU_MAX_P2P) return ncclInternalError;
+    open_group->op[open_group->n++] = (struct p2p_op){buf, (int)count, peer, is_send, mt, comm};
     return ncclSuccess;
 }
 
 ncclResult_t ncclSend(const void *send, size_t count, ncclDataType_t type, int peer,
                       ncclComm_t comm, cudaStream_t stream) {
-    (void)stream;
-    return p2p((void *)send, count, type, peer, comm, 1);
+    return p2p((void *)send, count, type, peer, comm, 1, stream);
 }
 ncclResult_t ncclRecv(void *recv, size_t count, ncclDataType_t type, int peer, ncclComm_t comm,
                       cudaStream_t stream) {
-    (void)stream;
-    return p2p(recv, count, type, peer, comm, 0);
+    return p2p(recv, count, type, peer, comm, 0, stream);
 }
 ncclResult_t ncclGroupStart(void) {
     group_depth++;
     return ncclSuccess;
 }
 ncclResult_t ncclGroupEnd(void) {
-    if (group_depth > 0) group_depth--;
-    if (group_depth > 0) return ncclSuccess;
-    int rc = MPI_Waitall(npending, pending, MPI_STATUSES_IGNORE);
-    npending = 0;
-    return rc == MPI_SUCCESS ? ncclSuccess : ncclSystemError;
+    if (group_depth == 0) return ncclInvalidUsage;
+    if (--group_depth > 0 || open_group == NULL) return ncclSuccess;
+    struct p2p_group *g = open_group;
+    open_group = NULL;
+    emu_enqueue_c(group_stream, p2p_run, g);
+    return ncclSuccess;
 }

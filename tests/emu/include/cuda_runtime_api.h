@@ -1,8 +1,9 @@
 /* tests/emu/include/cuda_runtime_api.h: the CUDA runtime API calls anvil makes, for the
  * host emulation (tests/emu), in C (parallel/comm_nccl.c includes this header) and C++
  * (cuda_runtime.h adds what only C++ has: templates, the kernel execution model).
- * Device memory is host memory; streams are tokens and an event holds the host clock
- * at its record, since every launch and copy has completed when its call returns. The device: one, an H100-like part
+ * Device memory is host memory. Streams and events are emulated in emu_stream.cc: by
+ * default (EMU_STREAMS=sync) every launch and copy has completed when its call returns;
+ * EMU_STREAMS=lazy / mixed defer the work as a GPU may. The device: one, an H100-like part
  * (compute capability 9.0) with 16 multiprocessors (fewer than a real one, so that
  * grids sized per SM stay small; any count is correct: EMU_SM_COUNT) and 80 GiB
  * (EMU_DEVICE_MIB). */
@@ -55,29 +56,37 @@ static inline cudaError_t cudaMalloc(void **p, size_t n) {
     *p = emu_device_malloc(n);
     return *p != NULL ? cudaSuccess : cudaErrorMemoryAllocation;
 }
-static inline cudaError_t cudaMallocHost(void **p, size_t n) {
-    *p = malloc(n > 0 ? n : 1);
-    return *p != NULL ? cudaSuccess : cudaErrorMemoryAllocation;
+/* ---- streams, events, asynchronous copies: tests/emu/emu_stream.cc (EMU_STREAMS:
+ * carried out at once, or as late as waits allow) ---- */
+#ifdef __cplusplus
+extern "C" {
+#endif
+cudaError_t cudaMallocHost(void **p, size_t n);
+cudaError_t cudaFree(void *p);
+cudaError_t cudaFreeHost(void *p);
+cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s);
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind k,
+                            cudaStream_t s);
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags);
+cudaError_t cudaStreamDestroy(cudaStream_t s);
+cudaError_t cudaStreamSynchronize(cudaStream_t s);
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags);
+cudaError_t cudaDeviceSynchronize(void);
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags);
+cudaError_t cudaEventCreate(cudaEvent_t *e);
+cudaError_t cudaEventDestroy(cudaEvent_t e);
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s);
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b);
+cudaError_t cudaEventSynchronize(cudaEvent_t e);
+/* queue fn(arg) on s (C callers: the emulated NCCL) */
+void emu_enqueue_c(cudaStream_t s, void (*fn)(void *), void *arg);
+/* carry out every stream's queued work, unless some is being carried out now (the host
+ * is about to block: tests/emu/emu_mpi_progress.c) */
+void emu_streams_progress(void);
+#ifdef __cplusplus
 }
-static inline cudaError_t cudaFree(void *p) {
-    emu_device_free(p);
-    return cudaSuccess;
-}
-static inline cudaError_t cudaFreeHost(void *p) {
-    free(p);
-    return cudaSuccess;
-}
-static inline cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s) {
-    (void)s;
-    memset(p, v, n);
-    return cudaSuccess;
-}
-static inline cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n,
-                                          cudaMemcpyKind k, cudaStream_t s) {
-    (void)k, (void)s;
-    memmove(dst, src, n);
-    return cudaSuccess;
-}
+#endif
+
 static inline cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
     emu_device_info(free_bytes, total_bytes);
     return cudaSuccess;
@@ -120,55 +129,6 @@ static inline cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int d
 static inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int dev) {
     (void)dev;
     strcpy(p->name, "host emulation (tests/emu)");
-    return cudaSuccess;
-}
-
-/* ---- streams and events: tokens (everything has completed already) ---- */
-static inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags) {
-    (void)flags;
-    *s = (cudaStream_t)1;
-    return cudaSuccess;
-}
-static inline cudaError_t cudaStreamDestroy(cudaStream_t s) {
-    (void)s;
-    return cudaSuccess;
-}
-static inline cudaError_t cudaStreamSynchronize(cudaStream_t s) {
-    (void)s;
-    return cudaSuccess;
-}
-static inline cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags) {
-    (void)s, (void)e, (void)flags;
-    return cudaSuccess;
-}
-struct emu_event {
-    double ms;                   /* CLOCK_MONOTONIC at the last record */
-};
-static inline cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags) {
-    (void)flags;
-    *e = (cudaEvent_t)calloc(1, sizeof(struct emu_event));
-    return *e ? cudaSuccess : cudaErrorMemoryAllocation;
-}
-static inline cudaError_t cudaEventCreate(cudaEvent_t *e) {
-    return cudaEventCreateWithFlags(e, 0);
-}
-static inline cudaError_t cudaEventDestroy(cudaEvent_t e) {
-    free(e);
-    return cudaSuccess;
-}
-static inline cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
-    struct timespec ts;
-    (void)s;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    e->ms = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-    return cudaSuccess;
-}
-static inline cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
-    *ms = (float)(b->ms - a->ms);
-    return cudaSuccess;
-}
-static inline cudaError_t cudaEventSynchronize(cudaEvent_t e) {
-    (void)e;
     return cudaSuccess;
 }
 
