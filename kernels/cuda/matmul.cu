@@ -19,8 +19,10 @@
 // to the fp32 accumulator before rounding. Backward with pre_gelu: EPILOGUE_DGELU
 // with aux pre_gelu (ld C) and beta = 0 overwrites dinp with (dout @ W) * gelu'(pre_gelu).
 // The epilogues are used on Hopper and newer only, and only where cuBLASLt accepts the
-// aux matrix (ld a multiple of 8, pointer 16-byte aligned); on Ampere they are slower
-// than separate passes (llm.c measured the same). Elsewhere the forward is a plain
+// aux matrix (ld a multiple of 8, pointer 16-byte aligned) and its heuristic returns an
+// algorithm for them (if not: said once, then the problem is remembered and computed
+// without); on Ampere they are slower than separate passes (llm.c measured the same).
+// Elsewhere the forward is a plain
 // matmul (+ bias epilogue) into pre_gelu followed by cuda_gelu_forward, and the
 // backward a plain matmul (beta = 0) into dinp followed by cuda_gelu_backward_inplace
 // (gelu.cu), the derivative of kernels/cpu/gelu.c term for term.
@@ -85,6 +87,11 @@ static int mm_align(const void *p) {
     return al;
 }
 
+static int mm_gelu_epilogue(int epi) {
+    return epi == CUBLASLT_EPILOGUE_GELU_AUX || epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS ||
+           epi == CUBLASLT_EPILOGUE_DGELU;
+}
+
 static void mm_plan_destroy(mm_plan *p) {
     CUBLAS_CHECK(cublasLtMatmulDescDestroy(p->desc));
     CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->a));
@@ -93,9 +100,11 @@ static void mm_plan_destroy(mm_plan *p) {
 }
 
 // Fills plan p for key (the bias / aux pointers are needed for the heuristic's view of
-// their alignment).
-static void mm_plan_create(mm_plan *p, const mm_key *key, const void *bias,
-                           const void *aux) {
+// their alignment). Returns 0, or -1 (p destroyed) when cuBLASLt has no algorithm for a
+// GELU epilogue, which the caller then computes without it; with any other epilogue
+// that is fatal.
+static int mm_plan_create(mm_plan *p, const mm_key *key, const void *bias,
+                          const void *aux) {
     p->key = *key;
     CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     int32_t ta = key->transa, tb = key->transb;
@@ -154,6 +163,11 @@ static void mm_plan_create(mm_plan *p, const mm_key *key, const void *bias,
     cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(cuda_lt, p->desc, p->a, p->b, p->d,
                                                        p->d, pref, 1, &res, &found);
     CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
+    if ((st == CUBLAS_STATUS_SUCCESS || st == CUBLAS_STATUS_NOT_SUPPORTED) && found == 0 &&
+        mm_gelu_epilogue(key->epilogue)) {
+        mm_plan_destroy(p);
+        return -1;
+    }
     if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
         char text[256];
         snprintf(text, sizeof text,
@@ -167,13 +181,43 @@ static void mm_plan_create(mm_plan *p, const mm_key *key, const void *bias,
         anv_fatal(__FILE__, __LINE__, "cublasLtMatmulAlgoGetHeuristic", text);
     }
     p->algo = res.algo;
+    return 0;
+}
+
+// Problems whose GELU epilogue cuBLASLt had no algorithm for (mm_plan_create): asked
+// once, then computed without the epilogue. Few distinct shapes exist; when full, the
+// oldest is forgotten (and asked again).
+static mm_key mm_refused[MM_PLANS];
+static int mm_nrefused, mm_refused_next;
+
+static int mm_is_refused(const mm_key *key) {
+    for (int i = 0; i < mm_nrefused; i++)
+        if (memcmp(&mm_refused[i], key, sizeof *key) == 0) return 1;
+    return 0;
+}
+
+static void mm_refuse(const mm_key *key) {
+    static int told;
+    if (!told) {
+        told = 1;
+        fprintf(stderr, "anvil: cuda: cuBLASLt has no algorithm for the GELU epilogue "
+                "(epilogue %d, m=%d n=%d k=%d): GELU runs as a separate pass there\n",
+                key->epilogue, key->m, key->n, key->k);
+    }
+    if (mm_nrefused < MM_PLANS) {
+        mm_refused[mm_nrefused++] = *key;
+    } else {
+        mm_refused[mm_refused_next] = *key;
+        mm_refused_next = (mm_refused_next + 1) % MM_PLANS;
+    }
 }
 
 // D (m,n) = A op B (+ epilogue) + beta * D, column-major as in the key, on the compute
 // stream. bias (m) bf16 or NULL; aux (aux_ld, n) bf16 or NULL, as the epilogue needs.
-static void mm_run(int transa, int transb, int m, int n, int k, cudaDataType_t dtype_d,
-                   cublasLtEpilogue_t epilogue, void *d, const void *a, const void *b,
-                   const void *bias, const void *aux, int aux_ld, float beta) {
+// Returns 0, or -1 (nothing queued) when cuBLASLt has no algorithm for a GELU epilogue.
+static int mm_run(int transa, int transb, int m, int n, int k, cudaDataType_t dtype_d,
+                  cublasLtEpilogue_t epilogue, void *d, const void *a, const void *b,
+                  const void *bias, const void *aux, int aux_ld, float beta) {
     mm_key key;
     memset(&key, 0, sizeof key);
     key.transa = transa;
@@ -198,6 +242,7 @@ static void mm_run(int transa, int transb, int m, int n, int k, cudaDataType_t d
         }
     }
     if (p == NULL) {
+        if (mm_is_refused(&key)) return -1;
         if (mm_nplans < MM_PLANS) {
             p = &mm_plans[mm_nplans++];
         } else {
@@ -205,7 +250,14 @@ static void mm_run(int transa, int transb, int m, int n, int k, cudaDataType_t d
             mm_evict = (mm_evict + 1) % MM_PLANS;
             mm_plan_destroy(p);
         }
-        mm_plan_create(p, &key, bias, aux);
+        if (mm_plan_create(p, &key, bias, aux) != 0) {
+            // give the entry back: the table stays packed (the last entry moves here)
+            const int i = (int)(p - mm_plans);
+            mm_plans[i] = mm_plans[--mm_nplans];
+            if (mm_evict >= mm_nplans) mm_evict = 0;
+            mm_refuse(&key);
+            return -1;
+        }
     } else {
         // same alignments, new addresses: only the pointers held in the descriptor change
         if (bias != NULL)
@@ -219,6 +271,7 @@ static void mm_run(int transa, int transb, int m, int n, int k, cudaDataType_t d
     CUBLAS_CHECK(cublasLtMatmul(cuda_lt, p->desc, &alpha, a, p->a, b, p->b, &beta, d, p->d, d,
                                 p->d, &p->algo, cuda_lt_workspace, cuda_lt_workspace_bytes,
                                 cuda_stream_compute));
+    return 0;
 }
 
 // Whether the GELU epilogues are used for an aux matrix at `aux` with leading
@@ -320,9 +373,9 @@ extern "C" void cuda_matmul_forward(anv_act *out, anv_act *pre_gelu, const anv_a
     if (pre_gelu != NULL && mm_gelu_epilogue_ok(pre_gelu, OC)) {
         cublasLtEpilogue_t epi =
             bias != NULL ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
-        mm_run(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, CUDA_R_16BF, epi, out, weight, inp, bias,
-               pre_gelu, OC, 0.0f);
-        return;
+        if (mm_run(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, CUDA_R_16BF, epi, out, weight, inp,
+                   bias, pre_gelu, OC, 0.0f) == 0)
+            return;
     }
     // without the fused GELU: the matmul (+ bias) lands in pre_gelu, then the GELU pass
     void *dst = pre_gelu != NULL ? pre_gelu : out;
@@ -351,9 +404,11 @@ extern "C" void cuda_matmul_backward(anv_act *dinp, anv_grad_mode dinp_mode, flo
             mm_run(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, CUDA_R_16BF, CUBLASLT_EPILOGUE_DEFAULT,
                    dinp, weight, dout, NULL, NULL, 0,
                    dinp_mode == ANV_GRAD_MODE_SET ? 0.0f : 1.0f);
-        } else if (mm_gelu_epilogue_ok(pre_gelu, C)) {
-            mm_run(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, CUDA_R_16BF, CUBLASLT_EPILOGUE_DGELU,
-                   dinp, weight, dout, NULL, pre_gelu, C, 0.0f);
+        } else if (mm_gelu_epilogue_ok(pre_gelu, C) &&
+                   mm_run(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, CUDA_R_16BF,
+                          CUBLASLT_EPILOGUE_DGELU, dinp, weight, dout, NULL, pre_gelu, C,
+                          0.0f) == 0) {
+            // done by the epilogue
         } else {
             mm_run(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, CUDA_R_16BF, CUBLASLT_EPILOGUE_DEFAULT,
                    dinp, weight, dout, NULL, NULL, 0, 0.0f);

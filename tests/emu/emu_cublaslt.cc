@@ -12,7 +12,8 @@
 // GPU in some other order. GELU is the tanh approximation, which is what anvil assumes cuBLASLt computes
 // (kernels/cuda/matmul.cu); the GPU suite checks that assumption on a GPU.
 // Bad arguments (a layout whose shape does not match the problem, an epilogue without
-// its pointer) return CUBLAS_STATUS_INVALID_VALUE, as the library does.
+// its pointer) return CUBLAS_STATUS_INVALID_VALUE, as the library does. The heuristic
+// returns one algorithm, or none for the GELU epilogues under EMU_LT_NO_GELU_EPILOGUE=1.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -157,9 +158,19 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle,
                                               cublasLtMatmulPreference_t pref, int requested,
                                               cublasLtMatmulHeuristicResult_t *results,
                                               int *found) {
-    (void)handle, (void)desc, (void)a, (void)b, (void)c, (void)d, (void)pref;
+    (void)handle, (void)a, (void)b, (void)c, (void)d, (void)pref;
     if (requested < 1) return CUBLAS_STATUS_INVALID_VALUE;
     memset(results, 0, sizeof *results);
+    // EMU_LT_NO_GELU_EPILOGUE=1: a library with no algorithm for the GELU epilogues (the
+    // caller must then compute GELU without them)
+    const char *no_gelu = getenv("EMU_LT_NO_GELU_EPILOGUE");
+    const int e = desc->epilogue;
+    if (no_gelu && !strcmp(no_gelu, "1") &&
+        (e == CUBLASLT_EPILOGUE_GELU_AUX || e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS ||
+         e == CUBLASLT_EPILOGUE_DGELU)) {
+        *found = 0;
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    }
     *found = 1;
     return CUBLAS_STATUS_SUCCESS;
 }

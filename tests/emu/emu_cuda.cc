@@ -512,6 +512,10 @@ extern "C" void *emu_device_malloc(size_t n) {
     unsigned char *b = (unsigned char *)aligned_alloc(DEV_HEADER, (DEV_HEADER + n + 63) / 64 * 64);
     if (!b) return nullptr;
     memcpy(b, &n, sizeof n);
+    // cudaMalloc's memory holds whatever was there: 0xff bytes here (NaN as bf16 and
+    // fp32), so that a kernel reading memory nothing wrote fails its test instead of
+    // finding the zeros of a fresh host page
+    memset(b + DEV_HEADER, 0xff, n);
     D.used += n;
     if (D.used > D.peak) D.peak = D.used;
     return b + DEV_HEADER;

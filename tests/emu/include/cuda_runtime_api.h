@@ -41,7 +41,9 @@ typedef enum cudaMemcpyKind {
 /* Device memory is counted (tests/emu/emu_cuda.cc): a device of EMU_DEVICE_MIB MiB
  * (default 80 GiB, 1 GiB of it taken by the context as on a GPU), cudaMalloc failing
  * past it, cudaMemGetInfo reporting what is left; EMU_REPORT_DEVICE_PEAK=1 prints the
- * peak of the bytes allocated at exit. Pinned host memory is not device memory. */
+ * peak of the bytes allocated at exit. Pinned host memory is not device memory. A new
+ * allocation is filled with 0xff bytes (NaN in bf16 and fp32), as cudaMalloc's memory
+ * is not zeroed. */
 #ifdef __cplusplus
 extern "C" {
 #endif
