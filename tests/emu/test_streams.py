@@ -14,12 +14,14 @@ not wait for the kernels making its input then reads the old contents):
 tests/emu/emu_stream.cc. Work cannot change its arithmetic with the order, so every
 layout below must end with the same final fp32 weights (run.final_weights, byte for
 byte) and the same losses under lazy and mixed as under sync: 1 rank (with checkpoints
-written from a background thread, and a profiled step), dp2 + ZeRO-1, dp2 with buckets
+written from a background thread, and a profiled step; and llama with
+train.deterministic and selective recompute), dp2 + ZeRO-1, dp2 with buckets
 overlapped with the backward, tp2 (both families), dp2 x pp2 with ZeRO-1, buckets and
 full recompute; and a run resumed from its step-2 checkpoint must end where the
 uninterrupted one did. Checked by deleting each of comm_nccl.c's two stream waits: the
 compute stream's wait for a collective changes the result under lazy, the NCCL
-stream's wait for the compute stream under mixed (docs/perf.md).
+stream's wait for the compute stream under mixed; and the deterministic embedding
+gradient's wait for the tokens it copies back (encoder.cu) under lazy (docs/perf.md).
 """
 import hashlib
 import json
@@ -38,6 +40,11 @@ CASES = [  # name, ranks, overrides, resume from step 2
                                "run.profile_step=2"], True),
     ("gpt2 dp2+zero1", 2, GPT2 + ["parallel.dp=2", "parallel.zero=1", "checkpoint.every=2"],
      True),
+    # head size 32 (tensor-core attention), train.deterministic (the embedding gradient
+    # from position lists the host makes from the tokens it copies back)
+    ("llama 1 rank", 1, LLAMA + ["model.d_model=64", "model.n_head=2",
+                                 "train.deterministic=true", "train.recompute=selective"],
+     False),
     ("gpt2 dp2+buckets", 2, GPT2 + ["parallel.dp=2", "parallel.bucket_mb=0.001"], False),
     ("gpt2 tp2", 2, GPT2 + ["parallel.tp=2"], False),
     ("llama tp2", 2, LLAMA + ["parallel.tp=2"], False),
