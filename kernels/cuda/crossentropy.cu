@@ -283,7 +283,9 @@ void cuda_crossentropy_fused(anv_act *dlogits_, float *losses, const anv_act *lo
     static int last_vs = -1, per_sm = 0;
     if (Vs % 8 == 0 && aligned16(logits) && aligned16(dlogits) && Vs != last_vs) {
         per_sm = 0;
-        if (smem <= (size_t)cuda_smem_optin) {
+        // the attribute plus the kernel's static shared memory (sh, lse_sh: 132 bytes)
+        // may not pass the opt-in limit, or cudaFuncSetAttribute fails
+        if (smem + 256 <= (size_t)cuda_smem_optin) {
             if (smem > 48 * 1024)
                 CUDA_CHECK(cudaFuncSetAttribute(crossentropy_fused_kernel,
                                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
