@@ -20,8 +20,8 @@
 // with aux pre_gelu (ld C) and beta = 0 overwrites dinp with (dout @ W) * gelu'(pre_gelu).
 // The epilogues are used on Hopper and newer only, and only where cuBLASLt accepts the
 // aux matrix (ld a multiple of 8, pointer 16-byte aligned) and its heuristic returns an
-// algorithm for them (if not: said once, then the problem is remembered and computed
-// without); on Ampere they are slower than separate passes (llm.c measured the same).
+// algorithm for them (if not: said once, and the problem's cached plan is a refused one,
+// computed without); on Ampere they are slower than separate passes (llm.c measured the same).
 // Elsewhere the forward is a plain
 // matmul (+ bias epilogue) into pre_gelu followed by cuda_gelu_forward, and the
 // backward a plain matmul (beta = 0) into dinp followed by cuda_gelu_backward_inplace
@@ -73,6 +73,7 @@ typedef struct mm_plan {
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, d;      // d serves as C's layout too (C = D always)
     cublasLtMatmulAlgo_t algo;
+    int refused;                         // no algorithm for its GELU epilogue: no descriptors
 } mm_plan;
 
 static mm_plan mm_plans[MM_PLANS];
@@ -93,6 +94,7 @@ static int mm_gelu_epilogue(int epi) {
 }
 
 static void mm_plan_destroy(mm_plan *p) {
+    if (p->refused) return;
     CUBLAS_CHECK(cublasLtMatmulDescDestroy(p->desc));
     CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->a));
     CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->b));
@@ -100,12 +102,13 @@ static void mm_plan_destroy(mm_plan *p) {
 }
 
 // Fills plan p for key (the bias / aux pointers are needed for the heuristic's view of
-// their alignment). Returns 0, or -1 (p destroyed) when cuBLASLt has no algorithm for a
-// GELU epilogue, which the caller then computes without it; with any other epilogue
-// that is fatal.
-static int mm_plan_create(mm_plan *p, const mm_key *key, const void *bias,
-                          const void *aux) {
+// their alignment). When cuBLASLt has no algorithm for a GELU epilogue, p is kept as a
+// refused plan (said once), whose problem the caller computes without the epilogue;
+// with any other epilogue that is fatal.
+static void mm_plan_create(mm_plan *p, const mm_key *key, const void *bias,
+                           const void *aux) {
     p->key = *key;
+    p->refused = 0;
     CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     int32_t ta = key->transa, tb = key->transb;
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta,
@@ -166,7 +169,15 @@ static int mm_plan_create(mm_plan *p, const mm_key *key, const void *bias,
     if ((st == CUBLAS_STATUS_SUCCESS || st == CUBLAS_STATUS_NOT_SUPPORTED) && found == 0 &&
         mm_gelu_epilogue(key->epilogue)) {
         mm_plan_destroy(p);
-        return -1;
+        p->refused = 1;
+        static int told;
+        if (!told) {
+            told = 1;
+            fprintf(stderr, "anvil: cuda: cuBLASLt has no algorithm for the GELU epilogue "
+                    "(epilogue %d, m=%d n=%d k=%d): GELU runs as a separate pass there\n",
+                    key->epilogue, key->m, key->n, key->k);
+        }
+        return;
     }
     if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
         char text[256];
@@ -181,35 +192,6 @@ static int mm_plan_create(mm_plan *p, const mm_key *key, const void *bias,
         anv_fatal(__FILE__, __LINE__, "cublasLtMatmulAlgoGetHeuristic", text);
     }
     p->algo = res.algo;
-    return 0;
-}
-
-// Problems whose GELU epilogue cuBLASLt had no algorithm for (mm_plan_create): asked
-// once, then computed without the epilogue. Few distinct shapes exist; when full, the
-// oldest is forgotten (and asked again).
-static mm_key mm_refused[MM_PLANS];
-static int mm_nrefused, mm_refused_next;
-
-static int mm_is_refused(const mm_key *key) {
-    for (int i = 0; i < mm_nrefused; i++)
-        if (memcmp(&mm_refused[i], key, sizeof *key) == 0) return 1;
-    return 0;
-}
-
-static void mm_refuse(const mm_key *key) {
-    static int told;
-    if (!told) {
-        told = 1;
-        fprintf(stderr, "anvil: cuda: cuBLASLt has no algorithm for the GELU epilogue "
-                "(epilogue %d, m=%d n=%d k=%d): GELU runs as a separate pass there\n",
-                key->epilogue, key->m, key->n, key->k);
-    }
-    if (mm_nrefused < MM_PLANS) {
-        mm_refused[mm_nrefused++] = *key;
-    } else {
-        mm_refused[mm_refused_next] = *key;
-        mm_refused_next = (mm_refused_next + 1) % MM_PLANS;
-    }
 }
 
 // D (m,n) = A op B (+ epilogue) + beta * D, column-major as in the key, on the compute
@@ -242,7 +224,6 @@ static int mm_run(int transa, int transb, int m, int n, int k, cudaDataType_t dt
         }
     }
     if (p == NULL) {
-        if (mm_is_refused(&key)) return -1;
         if (mm_nplans < MM_PLANS) {
             p = &mm_plans[mm_nplans++];
         } else {
@@ -250,14 +231,10 @@ static int mm_run(int transa, int transb, int m, int n, int k, cudaDataType_t dt
             mm_evict = (mm_evict + 1) % MM_PLANS;
             mm_plan_destroy(p);
         }
-        if (mm_plan_create(p, &key, bias, aux) != 0) {
-            // give the entry back: the table stays packed (the last entry moves here)
-            const int i = (int)(p - mm_plans);
-            mm_plans[i] = mm_plans[--mm_nplans];
-            if (mm_evict >= mm_nplans) mm_evict = 0;
-            mm_refuse(&key);
-            return -1;
-        }
+        mm_plan_create(p, &key, bias, aux);
+        if (p->refused) return -1;
+    } else if (p->refused) {
+        return -1;
     } else {
         // same alignments, new addresses: only the pointers held in the descriptor change
         if (bias != NULL)

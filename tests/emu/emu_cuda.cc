@@ -468,9 +468,7 @@ void launch(const launch_cfg &cfg, const void *kernel, const char *name,
         launch_fail("%llu bytes of dynamic shared memory, above the kernel's "
                     "MaxDynamicSharedMemorySize (%llu: 48 KiB unless cudaFuncSetAttribute "
                     "raised it)", cfg.smem, (unsigned long long)dyn_limit(kernel));
-    S.dyn_bytes = cfg.smem;
-    S.static_bytes = 0;
-    check_smem();
+    // (static + dynamic against the device's limit: check_smem, per block when run)
     enqueue(cfg.stream, [cfg, kernel, name, body] { run_launch(cfg, kernel, name, body); });
 }
 

@@ -167,14 +167,14 @@ struct coll {
     ncclRedOp_t op;
     int root;
     ncclComm_t comm;
+    MPI_Datatype mt;                 // MPI's type and (reductions) op, from mpi_of
+    MPI_Op mo;
 };
 
 static void coll_run(void *arg) {
     struct coll *a = arg;
-    MPI_Datatype mt = MPI_BYTE;
-    MPI_Op mo = MPI_OP_NULL;
-    mpi_of(a->type, a->op, &mt, a->kind == COLL_ALL_REDUCE || a->kind == COLL_REDUCE_SCATTER
-                                    ? &mo : NULL);
+    const MPI_Datatype mt = a->mt;
+    const MPI_Op mo = a->mo;
     const size_t es = size_of(a->type);
     int rc = MPI_SUCCESS;
     MPI_Comm comm = a->comm->comm;
@@ -215,14 +215,14 @@ static ncclResult_t coll_queue(enum coll_kind kind, const void *send, void *recv
                                ncclDataType_t type, ncclRedOp_t op, int root, ncclComm_t comm,
                                cudaStream_t stream) {
     MPI_Datatype mt;
-    MPI_Op mo;
+    MPI_Op mo = MPI_OP_NULL;
     const int reduces = kind == COLL_ALL_REDUCE || kind == COLL_REDUCE_SCATTER;
     if (mpi_of(type, reduces ? op : ncclSum, &mt, reduces ? &mo : NULL) || count > INT32_MAX ||
         (kind == COLL_BROADCAST && (root < 0 || root >= comm->size)))
         return ncclInvalidArgument;
     struct coll *a = malloc(sizeof *a);
     if (a == NULL) return ncclSystemError;
-    *a = (struct coll){kind, send, recv, count, type, reduces ? op : ncclSum, root, comm};
+    *a = (struct coll){kind, send, recv, count, type, reduces ? op : ncclSum, root, comm, mt, mo};
     emu_enqueue_c(stream, coll_run, a);
     return ncclSuccess;
 }
