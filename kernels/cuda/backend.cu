@@ -21,6 +21,7 @@
 // mantissa could otherwise leave the infinity pattern). Device fp32 <-> bf16 (master
 // weights <-> working weights) is a grid-stride kernel with 16-byte accesses:
 // 8 elements per step, 6 bytes moved per element, one pass.
+#include <dlfcn.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -31,6 +32,7 @@
 
 cudaStream_t cuda_stream_compute = NULL;
 cublasLtHandle_t cuda_lt = NULL;
+cuda_lt_fns cuda_lt_fn;
 void *cuda_lt_workspace = NULL;
 size_t cuda_lt_workspace_bytes = 0;
 int cuda_sm_count = 0;
@@ -52,6 +54,46 @@ int cuda_smem_optin = 48 * 1024;
 static void *cuda_stage;                   // pinned, 2 halves of CUDA_STAGE_HALF_BYTES
 static cudaEvent_t cuda_stage_done[2];     // last copy that used each half
 static int cuda_device_index = -1;
+
+// ----------------------------------------------------------------------------
+// cuBLASLt, opened at start (cuda_common.cuh says why it is not linked)
+
+// The library the toolkit we were compiled with ships (libcublasLt.so.13 for CUDA 13),
+// found the way a linked library would be (LD_LIBRARY_PATH, the binary's RUNPATH, the
+// system's paths).
+#define CUDA_LT_STR2(x) #x
+#define CUDA_LT_STR(x) CUDA_LT_STR2(x)
+#define CUDA_LT_SONAME "libcublasLt.so." CUDA_LT_STR(CUBLAS_VER_MAJOR)
+
+// Fills cuda_lt_fn from `soname` (NULL: CUDA_LT_SONAME); functions the process already
+// has (a build that links cuBLASLt, the host emulation of tests/emu) are taken as they
+// are. Returns 0, or 2 after one line on stderr naming the library and what failed;
+// cuda_lt_fn is then left all NULL.
+extern "C" int cuda_lt_load(const char *soname) {
+    if (soname == NULL) soname = CUDA_LT_SONAME;
+    void *lib = NULL;                      // never closed: used for the life of the process
+    void *from = RTLD_DEFAULT;
+    if (dlsym(RTLD_DEFAULT, "cublasLtCreate") == NULL) {
+        if ((lib = dlopen(soname, RTLD_NOW | RTLD_LOCAL)) == NULL) {
+            fprintf(stderr, "anvil: device cuda: cannot load cuBLASLt (%s)\n", dlerror());
+            return 2;
+        }
+        from = lib;
+    }
+    cuda_lt_fns t;
+    const char *missing = NULL;
+#define CUDA_LT_FN_SYM(f)                                                    \
+    if ((t.f = (decltype(t.f))dlsym(from, #f)) == NULL && missing == NULL) missing = #f;
+    CUDA_LT_FNS(CUDA_LT_FN_SYM)
+#undef CUDA_LT_FN_SYM
+    if (missing != NULL) {
+        fprintf(stderr, "anvil: device cuda: %s has no %s (a cuBLASLt older than CUDA %d?)\n",
+                from == lib ? soname : "the process", missing, CUBLAS_VER_MAJOR);
+        return 2;
+    }
+    cuda_lt_fn = t;
+    return 0;
+}
 
 // ----------------------------------------------------------------------------
 // device discovery and setup
@@ -77,7 +119,7 @@ static void cuda_teardown(void) {
     if (cuda_lt_workspace != NULL) (void)cudaFree(cuda_lt_workspace);
     cuda_lt_workspace = NULL;
     cuda_lt_workspace_bytes = 0;
-    if (cuda_lt != NULL) (void)cublasLtDestroy(cuda_lt);
+    if (cuda_lt != NULL) (void)cuda_lt_fn.cublasLtDestroy(cuda_lt);
     cuda_lt = NULL;
     if (cuda_stream_compute != NULL) (void)cudaStreamDestroy(cuda_stream_compute);
     cuda_stream_compute = NULL;
@@ -469,8 +511,12 @@ extern "C" const anv_backend *anv_backend_cuda(int device) {
     if ((err = cudaStreamCreateWithFlags(&cuda_stream_compute, cudaStreamNonBlocking)) !=
         cudaSuccess)
         goto fail;
+    if (cuda_lt_load(NULL) != 0) {
+        cuda_teardown();
+        return NULL;
+    }
     step = "cublasLtCreate";
-    if ((st = cublasLtCreate(&cuda_lt)) != CUBLAS_STATUS_SUCCESS) goto fail;
+    if ((st = cuda_lt_fn.cublasLtCreate(&cuda_lt)) != CUBLAS_STATUS_SUCCESS) goto fail;
     step = "cudaMalloc (cuBLASLt workspace)";
     if ((err = cudaMalloc(&cuda_lt_workspace, CUDA_LT_WORKSPACE_BYTES)) != cudaSuccess)
         goto fail;

@@ -62,6 +62,25 @@ static inline const char *cublasLt_status_text(cublasStatus_t st) {
     }
 }
 
+// ---- cuBLASLt, loaded when the backend starts ----------------------------------------
+// The library is opened with dlopen by anv_backend_cuda (backend.cu: cuda_lt_load), not
+// linked: its initializers cost ~80 ms at every process start, device=cpu runs and
+// `anvil tokenizer ...` included, for a library only a GPU run uses. Every call goes
+// through this table, under the function's own name: cuda_lt_fn.cublasLtMatmul(...).
+#define CUDA_LT_FNS(X)                                                                \
+    X(cublasLtCreate) X(cublasLtDestroy) X(cublasLtMatmul)                            \
+    X(cublasLtMatmulAlgoGetHeuristic) X(cublasLtMatmulDescCreate)                     \
+    X(cublasLtMatmulDescDestroy) X(cublasLtMatmulDescSetAttribute)                    \
+    X(cublasLtMatmulPreferenceCreate) X(cublasLtMatmulPreferenceDestroy)              \
+    X(cublasLtMatmulPreferenceSetAttribute) X(cublasLtMatrixLayoutCreate)             \
+    X(cublasLtMatrixLayoutDestroy)
+#define CUDA_LT_FN_MEMBER(f) decltype(&::f) f;
+struct cuda_lt_fns {
+    CUDA_LT_FNS(CUDA_LT_FN_MEMBER)
+};
+#undef CUDA_LT_FN_MEMBER
+extern cuda_lt_fns cuda_lt_fn;               // all NULL until cuda_lt_load succeeds
+
 // ---- shared state (owned by backend.cu) --------------------------------------------
 extern cudaStream_t cuda_stream_compute;     // every op
 extern cublasLtHandle_t cuda_lt;             // cuBLASLt handle

@@ -35,6 +35,10 @@ double cuda_peak_flops(void);
 void cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
 // The compute stream (a cudaStream_t) for the NCCL backend's event ordering.
 void *cuda_compute_stream(void);
+// Opens cuBLASLt (soname NULL: the toolkit's, libcublasLt.so.<major>) and resolves what
+// the backend calls; anv_backend_cuda does it first. Returns 0, or 2 after one line on
+// stderr (no such library, or a function missing from it).
+int cuda_lt_load(const char *soname);
 
 // encoder.cu
 void cuda_encoder_forward(anv_act *out, const int32_t *tokens, const anv_act *wte,

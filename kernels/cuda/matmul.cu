@@ -95,10 +95,21 @@ static int mm_gelu_epilogue(int epi) {
 
 static void mm_plan_destroy(mm_plan *p) {
     if (p->refused) return;
-    CUBLAS_CHECK(cublasLtMatmulDescDestroy(p->desc));
-    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->a));
-    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->b));
-    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->d));
+    CUBLAS_CHECK(cuda_lt_fn.cublasLtMatmulDescDestroy(p->desc));
+    CUBLAS_CHECK(cuda_lt_fn.cublasLtMatrixLayoutDestroy(p->a));
+    CUBLAS_CHECK(cuda_lt_fn.cublasLtMatrixLayoutDestroy(p->b));
+    CUBLAS_CHECK(cuda_lt_fn.cublasLtMatrixLayoutDestroy(p->d));
+}
+
+// One attribute of a matmul descriptor / a heuristic preference (checked).
+static void mm_desc_set(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attr,
+                        const void *value, size_t bytes) {
+    CUBLAS_CHECK(cuda_lt_fn.cublasLtMatmulDescSetAttribute(desc, attr, value, bytes));
+}
+static void mm_pref_set(cublasLtMatmulPreference_t pref,
+                        cublasLtMatmulPreferenceAttributes_t attr, const void *value,
+                        size_t bytes) {
+    CUBLAS_CHECK(cuda_lt_fn.cublasLtMatmulPreferenceSetAttribute(pref, attr, value, bytes));
 }
 
 // Fills plan p for key (the bias / aux pointers are needed for the heuristic's view of
@@ -109,28 +120,22 @@ static void mm_plan_create(mm_plan *p, const mm_key *key, const void *bias,
                            const void *aux) {
     p->key = *key;
     p->refused = 0;
-    CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    CUBLAS_CHECK(
+        cuda_lt_fn.cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     int32_t ta = key->transa, tb = key->transb;
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta,
-                                                sizeof ta));
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb,
-                                                sizeof tb));
+    mm_desc_set(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
+    mm_desc_set(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
     uint32_t epi = (uint32_t)key->epilogue;
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
-                                                sizeof epi));
+    mm_desc_set(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi);
     if (bias != NULL) {
         int32_t bt = CUDA_R_16BF;
-        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
-            p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
-        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
-            p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+        mm_desc_set(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt);
+        mm_desc_set(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
     }
     if (aux != NULL) {
         int64_t aux_ld = key->aux_ld;
-        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
-            p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld, sizeof aux_ld));
-        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
-            p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
+        mm_desc_set(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld, sizeof aux_ld);
+        mm_desc_set(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux);
     }
 
     // stored shapes: A is (k, m) when transposed, else (m, k); B is (n, k) when
@@ -139,33 +144,30 @@ static void mm_plan_create(mm_plan *p, const mm_key *key, const void *bias,
     uint64_t ac = key->transa == CUBLAS_OP_T ? key->m : key->k;
     uint64_t br = key->transb == CUBLAS_OP_T ? key->n : key->k;
     uint64_t bc = key->transb == CUBLAS_OP_T ? key->k : key->n;
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, ar, ac, (int64_t)ar));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, br, bc, (int64_t)br));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->d, (cudaDataType_t)key->dtype_d, key->m,
-                                            key->n, key->m));
+    CUBLAS_CHECK(
+        cuda_lt_fn.cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, ar, ac, (int64_t)ar));
+    CUBLAS_CHECK(
+        cuda_lt_fn.cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, br, bc, (int64_t)br));
+    CUBLAS_CHECK(cuda_lt_fn.cublasLtMatrixLayoutCreate(&p->d, (cudaDataType_t)key->dtype_d,
+                                                       key->m, key->n, key->m));
 
     cublasLtMatmulPreference_t pref;
-    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    CUBLAS_CHECK(cuda_lt_fn.cublasLtMatmulPreferenceCreate(&pref));
     uint64_t ws = cuda_lt_workspace_bytes;
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    mm_pref_set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
     uint32_t al_a = (uint32_t)key->align_a, al_b = (uint32_t)key->align_b,
              al_d = (uint32_t)key->align_d;
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d, sizeof al_d));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d, sizeof al_d));
+    mm_pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a);
+    mm_pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b);
+    mm_pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d, sizeof al_d);
+    mm_pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d, sizeof al_d);
 
     cublasLtMatmulHeuristicResult_t res;
     memset(&res, 0, sizeof res);
     int found = 0;
-    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(cuda_lt, p->desc, p->a, p->b, p->d,
-                                                       p->d, pref, 1, &res, &found);
-    CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
+    cublasStatus_t st = cuda_lt_fn.cublasLtMatmulAlgoGetHeuristic(
+        cuda_lt, p->desc, p->a, p->b, p->d, p->d, pref, 1, &res, &found);
+    CUBLAS_CHECK(cuda_lt_fn.cublasLtMatmulPreferenceDestroy(pref));
     if ((st == CUBLAS_STATUS_SUCCESS || st == CUBLAS_STATUS_NOT_SUPPORTED) && found == 0 &&
         mm_gelu_epilogue(key->epilogue)) {
         mm_plan_destroy(p);
@@ -238,16 +240,14 @@ static int mm_run(int transa, int transb, int m, int n, int k, cudaDataType_t dt
     } else {
         // same alignments, new addresses: only the pointers held in the descriptor change
         if (bias != NULL)
-            CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
-                p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+            mm_desc_set(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
         if (aux != NULL)
-            CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
-                p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
+            mm_desc_set(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux);
     }
     const float alpha = 1.0f;
-    CUBLAS_CHECK(cublasLtMatmul(cuda_lt, p->desc, &alpha, a, p->a, b, p->b, &beta, d, p->d, d,
-                                p->d, &p->algo, cuda_lt_workspace, cuda_lt_workspace_bytes,
-                                cuda_stream_compute));
+    CUBLAS_CHECK(cuda_lt_fn.cublasLtMatmul(cuda_lt, p->desc, &alpha, a, p->a, b, p->b, &beta, d,
+                                           p->d, d, p->d, &p->algo, cuda_lt_workspace,
+                                           cuda_lt_workspace_bytes, cuda_stream_compute));
     return 0;
 }
 

@@ -64,6 +64,14 @@ typedef struct cublasLtMatmulHeuristicResult_t {
     int reserved[4];
 } cublasLtMatmulHeuristicResult_t;
 
+// The library's major version: backend.cu names the file it opens after it.
+#define CUBLAS_VER_MAJOR 13
+
+// C linkage, as the real header's: backend.cu finds these with dlsym (the emulated
+// executables export them, tests/emu/meson.build).
+#ifdef __cplusplus
+extern "C" {
+#endif
 cublasStatus_t cublasLtCreate(cublasLtHandle_t *handle);
 cublasStatus_t cublasLtDestroy(cublasLtHandle_t handle);
 cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *desc, cublasComputeType_t compute,
@@ -93,5 +101,9 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
                               const void *c, cublasLtMatrixLayout_t cdesc, void *d,
                               cublasLtMatrixLayout_t ddesc, const cublasLtMatmulAlgo_t *algo,
                               void *workspace, size_t workspace_bytes, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
