@@ -27,8 +27,14 @@
 // backward a plain matmul (beta = 0) into dinp followed by cuda_gelu_backward_inplace
 // (gelu.cu), the derivative of kernels/cpu/gelu.c term for term.
 //
-// dbias (OC) += column sums of dout (N,OC): our own deterministic two-pass reduction
-// (cuBLASLt's BGRADB epilogue overwrites instead of accumulating). Pass 1: a grid of
+// dbias (OC) += column sums of dout (N,OC). With dweight wanted too, on Hopper and
+// newer: the dweight product's EPILOGUE_BGRADB, whose bias gradient is the sum of
+// op(B) = dout over k = N for each of its n = OC columns, in fp32 (D's type), so dout
+// is not read a second time (GPT-2: 9 C bf16 per token and layer; 2.7 GB per micro-batch
+// of 16k tokens at 124M). It overwrites its vector, so it lands in an fp32 scratch of
+// OC and one small pass adds it to dbias (gradient accumulation). Where cuBLASLt has no
+// algorithm for it (said once), without dweight, or before Hopper: our own
+// deterministic two-pass reduction. Pass 1: a grid of
 // (column blocks, row groups); each thread sums 8 adjacent columns (one 16-byte load
 // per row) over a strided set of rows, the block folds its 8 row lanes in shared memory
 // and writes one fp32 partial row. Pass 2: one thread per column adds the partial rows
@@ -73,7 +79,8 @@ typedef struct mm_plan {
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, d;      // d serves as C's layout too (C = D always)
     cublasLtMatmulAlgo_t algo;
-    int refused;                         // no algorithm for its GELU epilogue: no descriptors
+    int refused;                         // no algorithm for its optional epilogue: no
+                                         // descriptors (mm_optional_epilogue)
 } mm_plan;
 
 static mm_plan mm_plans[MM_PLANS];
@@ -91,6 +98,11 @@ static int mm_align(const void *p) {
 static int mm_gelu_epilogue(int epi) {
     return epi == CUBLASLT_EPILOGUE_GELU_AUX || epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS ||
            epi == CUBLASLT_EPILOGUE_DGELU;
+}
+// The epilogues a problem can do without (GELU, the bias gradient): no algorithm for
+// one of them makes a refused plan, not an error.
+static int mm_optional_epilogue(int epi) {
+    return mm_gelu_epilogue(epi) || epi == CUBLASLT_EPILOGUE_BGRADB;
 }
 
 static void mm_plan_destroy(mm_plan *p) {
@@ -128,8 +140,10 @@ static void mm_plan_create(mm_plan *p, const mm_key *key, const void *bias,
     uint32_t epi = (uint32_t)key->epilogue;
     mm_desc_set(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi);
     if (bias != NULL) {
+        // a bias is bf16; a bias gradient (BGRADB) has D's type (fp32), the default
         int32_t bt = CUDA_R_16BF;
-        mm_desc_set(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt);
+        if (key->epilogue != CUBLASLT_EPILOGUE_BGRADB)
+            mm_desc_set(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt);
         mm_desc_set(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
     }
     if (aux != NULL) {
@@ -169,15 +183,18 @@ static void mm_plan_create(mm_plan *p, const mm_key *key, const void *bias,
         cuda_lt, p->desc, p->a, p->b, p->d, p->d, pref, 1, &res, &found);
     CUBLAS_CHECK(cuda_lt_fn.cublasLtMatmulPreferenceDestroy(pref));
     if ((st == CUBLAS_STATUS_SUCCESS || st == CUBLAS_STATUS_NOT_SUPPORTED) && found == 0 &&
-        mm_gelu_epilogue(key->epilogue)) {
+        mm_optional_epilogue(key->epilogue)) {
         mm_plan_destroy(p);
         p->refused = 1;
-        static int told;
-        if (!told) {
-            told = 1;
-            fprintf(stderr, "anvil: cuda: cuBLASLt has no algorithm for the GELU epilogue "
-                    "(epilogue %d, m=%d n=%d k=%d): GELU runs as a separate pass there\n",
-                    key->epilogue, key->m, key->n, key->k);
+        static int told_gelu, told_bgrad;
+        int gelu = mm_gelu_epilogue(key->epilogue);
+        int *told = gelu ? &told_gelu : &told_bgrad;
+        if (!*told) {
+            *told = 1;
+            fprintf(stderr, "anvil: cuda: cuBLASLt has no algorithm for the %s epilogue "
+                    "(epilogue %d, m=%d n=%d k=%d): %s runs as a separate pass there\n",
+                    gelu ? "GELU" : "bias gradient", key->epilogue, key->m, key->n, key->k,
+                    gelu ? "GELU" : "the bias gradient");
         }
         return;
     }
@@ -197,8 +214,9 @@ static void mm_plan_create(mm_plan *p, const mm_key *key, const void *bias,
 }
 
 // D (m,n) = A op B (+ epilogue) + beta * D, column-major as in the key, on the compute
-// stream. bias (m) bf16 or NULL; aux (aux_ld, n) bf16 or NULL, as the epilogue needs.
-// Returns 0, or -1 (nothing queued) when cuBLASLt has no algorithm for a GELU epilogue.
+// stream. bias: (m) bf16, or with BGRADB the (n) fp32 gradient written; NULL if unused;
+// aux (aux_ld, n) bf16 or NULL, as the epilogue needs. Returns 0, or -1 (nothing
+// queued) when cuBLASLt has no algorithm for an optional epilogue (GELU, BGRADB).
 static int mm_run(int transa, int transb, int m, int n, int k, cudaDataType_t dtype_d,
                   cublasLtEpilogue_t epilogue, void *d, const void *a, const void *b,
                   const void *bias, const void *aux, int aux_ld, float beta) {
@@ -312,7 +330,8 @@ __global__ void dbias_final_kernel(float *dbias, const float *partial, int rows,
 // ...but gives each block at least this many rows, so pass 2 stays small.
 #define MM_DBIAS_MIN_ROWS 64
 
-static void *mm_dbias_scratch;           // (rows, OC) fp32 partial sums of pass 1
+static void *mm_dbias_scratch;           // (rows, OC) fp32 partial sums of pass 1, or
+                                         // (OC) the BGRADB epilogue's gradient
 static size_t mm_dbias_scratch_bytes;
 
 static void dbias_accumulate(float *dbias, const bf16 *dout, int N, int OC) {
@@ -370,10 +389,25 @@ extern "C" void cuda_matmul_backward(anv_act *dinp, anv_grad_mode dinp_mode, flo
     // dweight (OC,C) += or NULL, dbias (OC) += or NULL; dout (N,OC), inp (N,C),
     // weight (OC,C), pre_gelu (N,C) or NULL
     if (N <= 0 || OC <= 0 || C <= 0) return;
-    if (dbias != NULL) dbias_accumulate(dbias, (const bf16 *)dout, N, OC);
-    if (dweight != NULL) {
-        mm_run(CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, CUDA_R_32F, CUBLASLT_EPILOGUE_DEFAULT,
-               dweight, inp, dout, NULL, NULL, 0, 1.0f);
+    int dbias_done = 0;
+    if (dweight != NULL && dbias != NULL && cuda_cc >= 90) {
+        // dbias from the dweight product's epilogue, into scratch (OC), then added
+        float *g = (float *)cuda_scratch(&mm_dbias_scratch, &mm_dbias_scratch_bytes,
+                                         (size_t)OC * sizeof(float));
+        if (mm_run(CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, CUDA_R_32F, CUBLASLT_EPILOGUE_BGRADB,
+                   dweight, inp, dout, g, NULL, 0, 1.0f) == 0) {
+            dbias_final_kernel<<<cuda_blocks((size_t)OC, 256), 256, 0, cuda_stream_compute>>>(
+                dbias, g, 1, OC);
+            CUDA_LAUNCH_CHECK();
+            dbias_done = 1;
+        }
+    }
+    if (!dbias_done) {
+        if (dbias != NULL) dbias_accumulate(dbias, (const bf16 *)dout, N, OC);
+        if (dweight != NULL) {
+            mm_run(CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, CUDA_R_32F, CUBLASLT_EPILOGUE_DEFAULT,
+                   dweight, inp, dout, NULL, NULL, 0, 1.0f);
+        }
     }
     if (dinp != NULL) {
         if (pre_gelu == NULL) {

@@ -8,12 +8,16 @@
 //   - GELU_AUX(_BIAS) writes the value before GELU (bias added) to the aux matrix (m, n,
 //     leading dimension AUX_LD, bf16) and gelu of it to D;
 //   - DGELU multiplies the matmul result by gelu'(aux) (aux as above, read).
+//   - BGRADB writes the bias gradient: for each of D's n columns the sum of that column
+//     of op(B) over k, in fp32, to the bias pointer in D's type (the bias data type left
+//     at its default or set to D's); D itself is the plain product.
 // The products are summed in fp32 by the cpu BLAS (sgemm), as COMPUTE_32F does on the
 // GPU in some other order. GELU is the tanh approximation, which is what anvil assumes cuBLASLt computes
 // (kernels/cuda/matmul.cu); the GPU suite checks that assumption on a GPU.
 // Bad arguments (a layout whose shape does not match the problem, an epilogue without
 // its pointer) return CUBLAS_STATUS_INVALID_VALUE, as the library does. The heuristic
-// returns one algorithm, or none for the GELU epilogues under EMU_LT_NO_GELU_EPILOGUE=1.
+// returns one algorithm, or none for the GELU epilogues under EMU_LT_NO_GELU_EPILOGUE=1
+// and none for BGRADB under EMU_LT_NO_BGRAD_EPILOGUE=1.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,6 +175,12 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle,
         *found = 0;
         return CUBLAS_STATUS_NOT_SUPPORTED;
     }
+    // EMU_LT_NO_BGRAD_EPILOGUE=1: the same for the bias gradient
+    const char *no_bgrad = getenv("EMU_LT_NO_BGRAD_EPILOGUE");
+    if (no_bgrad && !strcmp(no_bgrad, "1") && e == CUBLASLT_EPILOGUE_BGRADB) {
+        *found = 0;
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    }
     *found = 1;
     return CUBLAS_STATUS_SUCCESS;
 }
@@ -207,7 +217,11 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
         return CUBLAS_STATUS_INVALID_VALUE;
     if (use_aux && (desc->aux == nullptr || desc->aux_ld < (int64_t)m))
         return CUBLAS_STATUS_INVALID_VALUE;
-    if (epi != CUBLASLT_EPILOGUE_DEFAULT && !use_bias && !use_aux)
+    const bool bgrad = epi == CUBLASLT_EPILOGUE_BGRADB;
+    if (bgrad && (desc->bias == nullptr || (desc->bias_type != -1 &&
+                                            desc->bias_type != (int)dl->type)))
+        return CUBLAS_STATUS_INVALID_VALUE;
+    if (epi != CUBLASLT_EPILOGUE_DEFAULT && !use_bias && !use_aux && !bgrad)
         return CUBLAS_STATUS_NOT_SUPPORTED;
     // carried out on the stream (tests/emu/emu_stream.cc), with the descriptor's and the
     // layouts' values and alpha, beta as they are now (the caller may change them after)
@@ -235,6 +249,15 @@ void matmul_run(const emu_lt_desc *desc, const emu_lt_layout *al, const void *a,
     std::vector<float> P((size_t)m * n);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)k, 1.0f, A.data(),
                 (int)k, B.data(), (int)k, 0.0f, P.data(), (int)n);
+    if (epi == CUBLASLT_EPILOGUE_BGRADB) {
+        // column j of op(B) summed over k, in fp32, stored in D's type (a packed vector)
+        emu_lt_layout gl{dl->type, 1, n, 1};
+        for (uint64_t j = 0; j < n; j++) {
+            float s = 0.0f;
+            for (uint64_t l = 0; l < k; l++) s += B[j * k + l];
+            put(&gl, (void *)desc->bias, 0, j, s);
+        }
+    }
     emu_lt_layout auxl{CUDA_R_16BF, m, n, desc->aux_ld};
     for (uint64_t j = 0; j < n; j++) {
         for (uint64_t i = 0; i < m; i++) {
