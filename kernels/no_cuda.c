@@ -13,3 +13,9 @@ const anv_backend *anv_backend_cuda(int device) {
 }
 
 int anv_cuda_device_count(void) { return 0; }
+
+int anv_cuda_device_id(int device, char *buf, size_t n) {
+    (void)device;
+    if (n > 0) buf[0] = '\0';
+    return -1;
+}

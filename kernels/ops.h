@@ -288,6 +288,10 @@ const anv_backend *anv_backend_cpu(void);
 const anv_backend *anv_backend_cuda(int device);
 // Number of GPUs the CUDA runtime sees (0 without a GPU, a driver, or CUDA support).
 int anv_cuda_device_count(void);
+// The physical identity of GPU `device` (of those this process sees): its PCI bus id,
+// "0000:3b:00.0", into buf (n bytes, 13 at least), the same in every process on the
+// node whatever CUDA_VISIBLE_DEVICES says. Returns 0, or -1 (buf "") when unknown.
+int anv_cuda_device_id(int device, char *buf, size_t n);
 
 #ifdef __cplusplus
 }

@@ -8,6 +8,7 @@
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "kernels/ops.h"
 #include "trainer/train_internal.h"
@@ -34,16 +35,64 @@ static int local_rank(void) {
     return r;
 }
 
+// One GPU per rank: NCCL refuses two ranks of one communicator on the same GPU, and the
+// memory plan gives each rank the whole device. Every rank on a node tells the others
+// the PCI bus id of the GPU it is about to use (dev, of the n it sees; "" if none), so
+// that ranks that see different GPUs under one number (CUDA_VISIBLE_DEVICES per rank,
+// srun --gpus-per-task) pass and ranks that would share one do not. Returns 0, or 2
+// after the node's first rank has said which ranks share which GPU. Collective (MPI).
+#define DEVICE_ID_LEN 32               // a PCI bus id is "0000:3b:00.0" (13 bytes)
+static int check_one_gpu_per_rank(int dev, int n) {
+    typedef struct { int world_rank; char id[DEVICE_ID_LEN]; } rank_gpu;
+    rank_gpu me;
+    memset(&me, 0, sizeof me);
+    MPI_Comm_rank(MPI_COMM_WORLD, &me.world_rank);
+    if (dev >= 0 && anv_cuda_device_id(dev, me.id, sizeof me.id) != 0) me.id[0] = '\0';
+    MPI_Comm node;
+    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) !=
+        MPI_SUCCESS)
+        return 0;                      // no node view: NCCL itself will say
+    int size = 1, r = 0;
+    MPI_Comm_size(node, &size);
+    MPI_Comm_rank(node, &r);
+    rank_gpu *all = size > 1 ? malloc((size_t)size * sizeof *all) : NULL;
+    int rc = 0;
+    if (all != NULL &&
+        MPI_Allgather(&me, (int)sizeof me, MPI_BYTE, all, (int)sizeof me, MPI_BYTE, node) ==
+            MPI_SUCCESS) {
+        for (int i = 0; i < size && rc == 0; i++) {
+            for (int j = i + 1; j < size && rc == 0; j++) {
+                if (all[i].id[0] == '\0' || strcmp(all[i].id, all[j].id) != 0) continue;
+                rc = 2;
+                if (r == 0)
+                    fprintf(stderr,
+                            "anvil: device cuda: ranks %d and %d run on the same GPU (%s), "
+                            "%d ranks on this node and %d GPU%s visible to each: start one "
+                            "rank per GPU (at most %d rank%s per node), or give each rank "
+                            "its own (CUDA_VISIBLE_DEVICES, srun --gpus-per-task=1)\n",
+                            all[i].world_rank, all[j].world_rank, all[i].id, size, n,
+                            n == 1 ? "" : "s", n, n == 1 ? "" : "s");
+            }
+        }
+    }
+    free(all);
+    MPI_Comm_free(&node);
+    return rc;
+}
+
 // The backend `device` selects: cpu; cuda on GPU local_rank (modulo the GPUs the node
 // has); auto: cuda when a GPU is usable, else cpu. Returns NULL after printing why
-// cuda is unavailable (no GPU, a build without CUDA). Collective (MPI) when no
-// launcher variable gives the local rank.
+// cuda is unavailable (no GPU, a build without CUDA) or may not be used (two ranks of
+// a node on one GPU: check_one_gpu_per_rank). Collective (MPI) unless device is cpu.
 const anv_backend *train_select_backend(device_kind d) {
     if (d == DEVICE_KIND_CPU) return anv_backend_cpu();
     int n = anv_cuda_device_count();
-    if (d == DEVICE_KIND_AUTO && n == 0) return anv_backend_cpu();
     int lr = local_rank();
-    const anv_backend *be = anv_backend_cuda(n > 0 ? lr % n : 0);
+    int dev = n > 0 ? lr % n : -1;
+    if (check_one_gpu_per_rank(d == DEVICE_KIND_AUTO && n == 0 ? -1 : dev, n) != 0)
+        return NULL;
+    if (d == DEVICE_KIND_AUTO && n == 0) return anv_backend_cpu();
+    const anv_backend *be = anv_backend_cuda(dev > 0 ? dev : 0);
     if (!be && d == DEVICE_KIND_AUTO) return anv_backend_cpu();
     return be;
 }

@@ -108,6 +108,17 @@ extern "C" int anv_cuda_device_count(void) {
     return count;
 }
 
+extern "C" int anv_cuda_device_id(int device, char *buf, size_t n) {
+    if (n == 0) return -1;
+    buf[0] = '\0';
+    if (cudaDeviceGetPCIBusId(buf, (int)(n < 64 ? n : 64), device) != cudaSuccess) {
+        (void)cudaGetLastError();
+        buf[0] = '\0';
+        return -1;
+    }
+    return 0;
+}
+
 // Releases whatever a failed setup created (errors ignored: we are already failing).
 static void cuda_teardown(void) {
     for (int i = 0; i < 2; i++) {

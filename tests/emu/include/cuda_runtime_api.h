@@ -10,6 +10,7 @@
 #ifndef ANVIL_TESTS_EMU_CUDA_RUNTIME_API_H
 #define ANVIL_TESTS_EMU_CUDA_RUNTIME_API_H
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -105,12 +106,33 @@ typedef enum cudaDeviceAttr {
 typedef struct cudaDeviceProp {
     char name[256];
 } cudaDeviceProp;
+/* The emulated node's GPUs: EMU_DEVICE_COUNT (default 8, so that every rank of a test
+   gets its own, as on a GPU node) as this process sees them, the first being the node's
+   GPU number EMU_DEVICE_FIRST (default 0; a launcher that gives each rank its own GPU
+   through CUDA_VISIBLE_DEVICES is EMU_DEVICE_COUNT=1 with a different first per rank).
+   Every one is the same host emulation; only the numbers differ. */
+static inline int emu_env_int(const char *name, int dflt, int lo, int hi) {
+    const char *e = getenv(name);
+    int v = e && *e ? atoi(e) : dflt;
+    return v >= lo && v <= hi ? v : dflt;
+}
 static inline cudaError_t cudaGetDeviceCount(int *n) {
-    *n = 1;
+    *n = emu_env_int("EMU_DEVICE_COUNT", 8, 1, 64);
     return cudaSuccess;
 }
 static inline cudaError_t cudaSetDevice(int dev) {
-    return dev == 0 ? cudaSuccess : cudaErrorInvalidDevice;
+    int n = 0;
+    cudaGetDeviceCount(&n);
+    return dev >= 0 && dev < n ? cudaSuccess : cudaErrorInvalidDevice;
+}
+/* PCI bus id of device dev: bus number EMU_DEVICE_FIRST + dev */
+static inline cudaError_t cudaDeviceGetPCIBusId(char *buf, int len, int dev) {
+    int n = 0;
+    cudaGetDeviceCount(&n);
+    if (dev < 0 || dev >= n || len <= 0) return cudaErrorInvalidDevice;
+    snprintf(buf, (size_t)len, "0000:%02x:00.0",
+             (emu_env_int("EMU_DEVICE_FIRST", 0, 0, 191) + dev) & 0xff);
+    return cudaSuccess;
 }
 static inline cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int dev) {
     (void)dev;
