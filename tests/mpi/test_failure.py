@@ -22,8 +22,13 @@
 3. Watchdog: under dp2 the last rank hangs in step 3 (ANVIL_TEST_HANG_AT_STEP); with
    run.watchdog_s=3 the job ends with a non-zero exit well within 60 s, with the line
    "watchdog: rank N made no progress".
+With --device cuda every run trains with device=cuda and train.deterministic=true (the
+bit-for-bit comparisons need a reduction order that does not vary: on a GPU the
+embedding and attention backward otherwise add with float atomics); the emulated
+backend runs it (tests/emu: failure_emulated), where the NaN goes through the cuda
+backend's gradient norm and the rollback reloads device memory.
 Runs with Debian's /usr/bin/python3 (numpy); ranks under mpiexec --oversubscribe.
-usage: /usr/bin/python3 test_failure.py /path/to/anvil
+usage: /usr/bin/python3 test_failure.py /path/to/anvil [--device cuda]
 """
 import json
 import os
@@ -50,8 +55,11 @@ def check(ok, what):
     print(f"{'ok  ' if ok else 'FAIL'} {what}", flush=True)
 
 
+DEVICE_ARGS = []   # --device cuda: device=cuda train.deterministic=true
+
+
 def run(anvil, ranks, args, env=None, timeout=300):
-    cmd = [anvil, "train"] + args
+    cmd = [anvil, "train"] + args + DEVICE_ARGS
     if ranks > 1:
         cmd = ["mpiexec", "-n", str(ranks), "--oversubscribe"] + cmd
     t0 = time.time()
@@ -82,6 +90,11 @@ def same_weights(a, b):
 
 def main():
     anvil = os.path.abspath(sys.argv[1])
+    if sys.argv[2:] == ["--device", "cuda"]:
+        DEVICE_ARGS.extend(["device=cuda", "train.deterministic=true"])
+    elif sys.argv[2:]:
+        print("usage: test_failure.py ANVIL [--device cuda]", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory() as tmp:
         rng = np.random.default_rng(7)
         tokens = rng.integers(0, 257, size=40 * G * T + 1)
