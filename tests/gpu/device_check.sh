@@ -23,6 +23,9 @@
 #                  (memcheck: every op; racecheck, slower: the kernels that share
 #                  memory between threads: norm, attention, crossentropy). Seen working
 #                  on the Firecracker machines only (KINDS.md); elsewhere they say so.
+#   lt_load.log    cuBLASLt opened with dlopen as anvil does (tests/unit/test_cuda_lt_load.c)
+#   libs.txt       where the machine's CUDA libraries were found (its own, else PyTorch's
+#                  pip wheels, added to LD_LIBRARY_PATH)
 #   summary.txt    one line per part with its exit code and seconds
 # The device tool ends a command after 10 minutes: every part has a timeout, and the
 # benchmark gets what is left of BUDGET_S (default 540 s) after the tests. The whole
@@ -42,10 +45,12 @@ if [ "$mode" = prepare ]; then
         meson setup build-gpu --buildtype=release -Dcuda=enabled \
             -Dgpu_arch="${GPU_ARCH:-90}" -Dcpu_arch=x86-64-v3 >/dev/null
     fi
-    ninja -C build-gpu anvil tests/gpu/test_gpu_ops tests/gpu/test_nccl >/dev/null
+    ninja -C build-gpu anvil tests/gpu/test_gpu_ops tests/gpu/test_nccl \
+        tests/unit/test_cuda_lt_load >/dev/null
     rm -rf bundle build-gpu/bundle
     bash ../shared/tools/bundle-libs.sh build-gpu/bundle build-gpu/anvil \
-        build-gpu/tests/gpu/test_gpu_ops build-gpu/tests/gpu/test_nccl >/dev/null
+        build-gpu/tests/gpu/test_gpu_ops build-gpu/tests/gpu/test_nccl \
+        build-gpu/tests/unit/test_cuda_lt_load >/dev/null
     # ~95 MB (OpenBLAS alone is 36), ~19 MB as xz: what travels is the archive
     mkdir -p bundle
     tar -cJf bundle/gpu.tar.xz -C build-gpu/bundle .
@@ -66,6 +71,31 @@ source "$gb/env.sh"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader \
     > "$out/summary.txt" 2>&1
+# CUDA's own libraries (cudart, NCCL, and cuBLASLt, which anvil opens with dlopen) come
+# from the machine, not the bundle: the loader's paths and /usr/local/cuda, else the
+# pip wheels PyTorch brought (site-packages/nvidia/.../lib). libs.txt says what resolved.
+cuda_libs_found() {
+    ! { ldd "$gb/bin/anvil"; ldd "$gb/bin/test_gpu_ops"; } 2>&1 | grep -q 'not found' &&
+        { ldconfig -p 2>/dev/null | grep -q 'libcublasLt\.so\.13' ||
+          ls /usr/local/cuda/lib64/libcublasLt.so.13 >/dev/null 2>&1 ||
+          ( IFS=:; for d in ${LD_LIBRARY_PATH:-}; do [ -e "$d/libcublasLt.so.13" ] && exit 0; done
+            exit 1 ); }
+}
+if ! cuda_libs_found; then
+    wheel_libs=$(python3 -c '
+import glob, os, site
+dirs = set()
+for sp in site.getsitepackages() + [site.getusersitepackages()]:
+    for f in glob.glob(os.path.join(sp, "nvidia", "**", "lib*.so*"), recursive=True):
+        dirs.add(os.path.dirname(f))
+print(":".join(sorted(dirs)))' 2>/dev/null || true)
+    if [ -n "$wheel_libs" ]; then
+        export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$wheel_libs"
+        echo "CUDA libraries from the pip wheels: $wheel_libs" >> "$out/summary.txt"
+    fi
+fi
+{ echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"; ldd "$gb/bin/anvil"; ldconfig -p 2>/dev/null |
+    grep -E 'libcublasLt|libcudart|libnccl'; } > "$out/libs.txt" 2>&1
 part() {   # part NAME COMMAND...: run, log, note the exit code and time
     local name=$1 t0 rc
     shift
@@ -76,6 +106,8 @@ part() {   # part NAME COMMAND...: run, log, note the exit code and time
     tail -3 "$out/$name.log" | sed "s/^/  $name | /" >> "$out/summary.txt"
 }
 t_start=$(date +%s)
+# cuBLASLt opens (dlopen), anvil's start loads none (0.2 s): tests/unit/test_cuda_lt_load.c
+part lt_load timeout 30 "$gb/bin/test_cuda_lt_load" "$gb/bin/anvil"
 if [ "${NO_TESTS:-0}" != 1 ]; then
     part gpu_ops timeout 180 "$gb/bin/test_gpu_ops"
     part nccl timeout 60 "$gb/bin/mpirun" -n 1 "$gb/bin/test_nccl"
