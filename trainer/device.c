@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/fatal.h"
 #include "kernels/ops.h"
 #include "trainer/train_internal.h"
 
@@ -56,6 +57,8 @@ static int check_one_gpu_per_rank(int dev, int n) {
     MPI_Comm_size(node, &size);
     MPI_Comm_rank(node, &r);
     rank_gpu *all = size > 1 ? malloc((size_t)size * sizeof *all) : NULL;
+    if (size > 1 && all == NULL)       // the other ranks would wait in the allgather
+        anv_fatal(__FILE__, __LINE__, "check_one_gpu_per_rank", "out of memory");
     int rc = 0;
     if (all != NULL &&
         MPI_Allgather(&me, (int)sizeof me, MPI_BYTE, all, (int)sizeof me, MPI_BYTE, node) ==
@@ -92,7 +95,7 @@ const anv_backend *train_select_backend(device_kind d) {
     if (check_one_gpu_per_rank(d == DEVICE_KIND_AUTO && n == 0 ? -1 : dev, n) != 0)
         return NULL;
     if (d == DEVICE_KIND_AUTO && n == 0) return anv_backend_cpu();
-    const anv_backend *be = anv_backend_cuda(dev > 0 ? dev : 0);
+    const anv_backend *be = anv_backend_cuda(dev >= 0 ? dev : 0);   // no GPU: it says so
     if (!be && d == DEVICE_KIND_AUTO) return anv_backend_cpu();
     return be;
 }
