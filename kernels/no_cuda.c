@@ -19,3 +19,5 @@ int anv_cuda_device_id(int device, char *buf, size_t n) {
     if (n > 0) buf[0] = '\0';
     return -1;
 }
+
+const char *anv_cuda_describe(void) { return ""; }

@@ -292,6 +292,10 @@ int anv_cuda_device_count(void);
 // "0000:3b:00.0", into buf (n bytes, 13 at least), the same in every process on the
 // node whatever CUDA_VISIBLE_DEVICES says. Returns 0, or -1 (buf "") when unknown.
 int anv_cuda_device_id(int device, char *buf, size_t n);
+// One line on the GPU the cuda backend runs on (name, compute capability,
+// multiprocessors) and the driver, runtime and cuBLASLt versions; "" before
+// anv_backend_cuda has succeeded.
+const char *anv_cuda_describe(void);
 
 #ifdef __cplusplus
 }

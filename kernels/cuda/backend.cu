@@ -54,6 +54,7 @@ int cuda_smem_optin = 48 * 1024;
 static void *cuda_stage;                   // pinned, 2 halves of CUDA_STAGE_HALF_BYTES
 static cudaEvent_t cuda_stage_done[2];     // last copy that used each half
 static int cuda_device_index = -1;
+static char cuda_description[512];         // anv_cuda_describe: "" until the backend is up
 
 // ----------------------------------------------------------------------------
 // cuBLASLt, opened at start (cuda_common.cuh says why it is not linked)
@@ -476,6 +477,27 @@ static const anv_backend cuda_backend = {
     .stamp_free = cuda_stamp_free,
 };
 
+// Fills cuda_description: the GPU, and the versions of the driver, the runtime and
+// cuBLASLt, for the run's log (what a bug report or a benchmark figure needs to say).
+static void cuda_describe_device(int dev, int major, int minor, int sms) {
+    char name[256] = "?";
+    cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, dev) == cudaSuccess)
+        snprintf(name, sizeof name, "%s", prop.name);
+    int drv = 0, rt = 0;
+    if (cudaDriverGetVersion(&drv) != cudaSuccess) drv = 0;
+    if (cudaRuntimeGetVersion(&rt) != cudaSuccess) rt = 0;
+    (void)cudaGetLastError();
+    size_t lt = cuda_lt_fn.cublasLtGetVersion();   // major * 10000 + minor * 100 + patch
+    snprintf(cuda_description, sizeof cuda_description,
+             "GPU %d: %s (compute capability %d.%d, %d multiprocessors), CUDA driver %d.%d, "
+             "runtime %d.%d, cuBLASLt %zu.%zu.%zu", dev, name, major, minor, sms, drv / 1000,
+             drv % 1000 / 10, rt / 1000, rt % 1000 / 10, lt / 10000, lt / 100 % 100,
+             lt % 100);
+}
+
+extern "C" const char *anv_cuda_describe(void) { return cuda_description; }
+
 // ----------------------------------------------------------------------------
 // the entry point
 
@@ -545,6 +567,7 @@ extern "C" const anv_backend *anv_backend_cuda(int device) {
     cuda_cc = major * 10 + minor;
     cuda_smem_optin = optin;
     cuda_device_index = dev;
+    cuda_describe_device(dev, major, minor, sms);
     ready = 1;
     return &cuda_backend;
 

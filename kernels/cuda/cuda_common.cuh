@@ -68,7 +68,7 @@ static inline const char *cublasLt_status_text(cublasStatus_t st) {
 // `anvil tokenizer ...` included, for a library only a GPU run uses. Every call goes
 // through this table, under the function's own name: cuda_lt_fn.cublasLtMatmul(...).
 #define CUDA_LT_FNS(X)                                                                \
-    X(cublasLtCreate) X(cublasLtDestroy) X(cublasLtMatmul)                            \
+    X(cublasLtCreate) X(cublasLtDestroy) X(cublasLtGetVersion) X(cublasLtMatmul)      \
     X(cublasLtMatmulAlgoGetHeuristic) X(cublasLtMatmulDescCreate)                     \
     X(cublasLtMatmulDescDestroy) X(cublasLtMatmulDescSetAttribute)                    \
     X(cublasLtMatmulPreferenceCreate) X(cublasLtMatmulPreferenceDestroy)              \

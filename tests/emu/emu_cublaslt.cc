@@ -80,6 +80,8 @@ bool attr_value(const void *buf, size_t size, T *v) {
 
 }   // namespace
 
+size_t cublasLtGetVersion(void) { return (size_t)CUBLAS_VER_MAJOR * 10000; }   // 13.0.0
+
 cublasStatus_t cublasLtCreate(cublasLtHandle_t *handle) {
     *handle = (cublasLtHandle_t)1;    // a token: the emulation keeps no state
     return CUBLAS_STATUS_SUCCESS;

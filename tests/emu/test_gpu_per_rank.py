@@ -3,7 +3,9 @@
 refused at start, with one line that names them and the GPU, exit 2 (NCCL would fail
 in ncclCommInitRank with "Duplicate GPU", and each rank's memory plan counts the whole
 device); ranks that see different GPUs, by number or because each sees its own GPU as
-number 0 (CUDA_VISIBLE_DEVICES per rank, srun --gpus-per-task=1), train.
+number 0 (CUDA_VISIBLE_DEVICES per rank, srun --gpus-per-task=1), train, and rank 0
+says once which GPU it runs on (anv_cuda_describe: name, compute capability,
+multiprocessors, the driver, runtime and cuBLASLt versions).
 
 usage: python3 test_gpu_per_rank.py ANVIL_EMULATED   (the first python3 on the PATH;
 standard library only; mpiexec on the PATH, OMPI_ALLOW_RUN_AS_ROOT* set by meson)
@@ -41,6 +43,7 @@ def run(anvil, per_rank_env, args, run_dir):
     p = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"),
                        capture_output=True, text=True, timeout=300)
     lines = [ln for ln in p.stderr.splitlines() if ln.startswith("anvil: device cuda")]
+    run.stdout = p.stdout
     return p.returncode, lines, p.stderr
 
 
@@ -85,6 +88,11 @@ def main():
             trained = os.path.exists(os.path.join(d, "metrics.jsonl"))
             report(rc == 0 and not lines and trained,
                    f"{name}: trains (exit {rc}{'' if rc == 0 else ': ' + err[-300:]})")
+            # rank 0 says which GPU it runs on, with the driver / runtime / cuBLASLt versions
+            said = [ln for ln in run.stdout.splitlines() if ln.startswith("device (rank 0): ")]
+            want = ("device (rank 0): GPU 0: host emulation (tests/emu) (compute capability "
+                    "9.0, 16 multiprocessors), CUDA driver 13.0, runtime 13.0, cuBLASLt 13.0.0")
+            report(said == [want], f"{name}: one line on the GPU: {said}")
     print(f"gpu_per_rank: {'all passed' if not failures else f'{failures} failed'}")
     return 1 if failures else 0
 

@@ -28,7 +28,8 @@ static void check(int ok, const char *what) {
 
 // The names backend.cu resolves (cuda_common.cuh: CUDA_LT_FNS).
 static const char *const lt_names[] = {
-    "cublasLtCreate", "cublasLtDestroy", "cublasLtMatmul", "cublasLtMatmulAlgoGetHeuristic",
+    "cublasLtCreate", "cublasLtDestroy", "cublasLtGetVersion", "cublasLtMatmul",
+    "cublasLtMatmulAlgoGetHeuristic",
     "cublasLtMatmulDescCreate", "cublasLtMatmulDescDestroy",
     "cublasLtMatmulDescSetAttribute", "cublasLtMatmulPreferenceCreate",
     "cublasLtMatmulPreferenceDestroy", "cublasLtMatmulPreferenceSetAttribute",

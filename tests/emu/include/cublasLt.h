@@ -74,6 +74,7 @@ typedef struct cublasLtMatmulHeuristicResult_t {
 extern "C" {
 #endif
 cublasStatus_t cublasLtCreate(cublasLtHandle_t *handle);
+size_t cublasLtGetVersion(void);   // major * 10000 + minor * 100 + patch
 cublasStatus_t cublasLtDestroy(cublasLtHandle_t handle);
 cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *desc, cublasComputeType_t compute,
                                         cudaDataType_t scale);

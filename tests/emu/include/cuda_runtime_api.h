@@ -150,6 +150,15 @@ static inline cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int d
     }
     return cudaSuccess;
 }
+/* the toolkit the emulation stands in for */
+static inline cudaError_t cudaDriverGetVersion(int *v) {
+    *v = 13000;
+    return cudaSuccess;
+}
+static inline cudaError_t cudaRuntimeGetVersion(int *v) {
+    *v = 13000;
+    return cudaSuccess;
+}
 static inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int dev) {
     (void)dev;
     strcpy(p->name, "host emulation (tests/emu)");
