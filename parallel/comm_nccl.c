@@ -439,6 +439,11 @@ int comm_nccl_group_init(comm_group *g, void *mpi_comm) {
     return 0;
 }
 
+int comm_nccl_version(void) {
+    int v = 0;
+    return ncclGetVersion(&v) == ncclSuccess ? v : 0;
+}
+
 void comm_nccl_group_free(comm_group *g) {
     if (!g || !g->impl) return;
     impl_free(g->impl);
@@ -455,5 +460,7 @@ int comm_nccl_group_init(comm_group *g, void *mpi_comm) {
 }
 
 void comm_nccl_group_free(comm_group *g) { (void)g; }
+
+int comm_nccl_version(void) { return 0; }
 
 #endif

@@ -91,6 +91,9 @@ const comm_backend *comm_backend_mpi(void);
 // NCCL's error text).
 int comm_nccl_group_init(comm_group *g, void *mpi_comm);
 void comm_nccl_group_free(comm_group *g);   // on a zeroed or freed group: a no-op
+// The NCCL library's version, major * 10000 + minor * 100 + patch (2.28.9: 22809); 0
+// in a build without NCCL or when it does not say.
+int comm_nccl_version(void);
 
 // The grid of one job.
 typedef struct parallel_grid {

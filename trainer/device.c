@@ -135,8 +135,12 @@ int train_memory_plan(parallel_grid *g, const model_config *mc, const anv_backen
     const char *hook = getenv("ANVIL_TEST_DEVICE_MIB");
     if (hook && atol(hook) > 0) dev_free = dev_total = (size_t)atol(hook) << 20;
     char s[6][32];
-    if (lead && !be->host_memory && anv_cuda_describe()[0] != '\0')
-        printf("device (rank 0): %s\n", anv_cuda_describe());
+    if (lead && !be->host_memory && anv_cuda_describe()[0] != '\0') {
+        const int nv = comm_nccl_version();        // the groups talk over NCCL (train.c)
+        printf("device (rank 0): %s", anv_cuda_describe());
+        if (nv > 0) printf(", NCCL %d.%d.%d", nv / 10000, nv / 100 % 100, nv % 100);
+        printf("\n");
+    }
     if (lead) {
         printf("memory per rank (%s): parameters %s, gradients %s, optimizer %s%s, "
                "activations %s (B=%d, T=%d, %d set%s) = %s", be->name,

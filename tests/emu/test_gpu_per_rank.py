@@ -5,7 +5,7 @@ in ncclCommInitRank with "Duplicate GPU", and each rank's memory plan counts the
 device); ranks that see different GPUs, by number or because each sees its own GPU as
 number 0 (CUDA_VISIBLE_DEVICES per rank, srun --gpus-per-task=1), train, and rank 0
 says once which GPU it runs on (anv_cuda_describe: name, compute capability,
-multiprocessors, the driver, runtime and cuBLASLt versions).
+multiprocessors, the driver, runtime, cuBLASLt and NCCL versions).
 
 usage: python3 test_gpu_per_rank.py ANVIL_EMULATED   (the first python3 on the PATH;
 standard library only; mpiexec on the PATH, OMPI_ALLOW_RUN_AS_ROOT* set by meson)
@@ -91,7 +91,8 @@ def main():
             # rank 0 says which GPU it runs on, with the driver / runtime / cuBLASLt versions
             said = [ln for ln in run.stdout.splitlines() if ln.startswith("device (rank 0): ")]
             want = ("device (rank 0): GPU 0: host emulation (tests/emu) (compute capability "
-                    "9.0, 16 multiprocessors), CUDA driver 13.0, runtime 13.0, cuBLASLt 13.0.0")
+                    "9.0, 16 multiprocessors), CUDA driver 13.0, runtime 13.0, cuBLASLt 13.0.0, "
+                    "NCCL 2.28.9")
             report(said == [want], f"{name}: one line on the GPU: {said}")
     print(f"gpu_per_rank: {'all passed' if not failures else f'{failures} failed'}")
     return 1 if failures else 0

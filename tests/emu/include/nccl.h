@@ -36,6 +36,9 @@ typedef struct emu_nccl_comm *ncclComm_t;
 const char *ncclGetErrorString(ncclResult_t result);
 const char *ncclGetLastError(ncclComm_t comm);
 ncclResult_t ncclGetUniqueId(ncclUniqueId *id);
+/* the API of this NCCL version (the toolkit's, 2.28.9) */
+#define NCCL_VERSION_CODE 22809
+ncclResult_t ncclGetVersion(int *version);
 ncclResult_t ncclCommInitRank(ncclComm_t *comm, int nranks, ncclUniqueId id, int rank);
 ncclResult_t ncclCommDestroy(ncclComm_t comm);
 ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t *async_error);
