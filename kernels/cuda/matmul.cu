@@ -125,9 +125,9 @@ static void mm_pref_set(cublasLtMatmulPreference_t pref,
 }
 
 // Fills plan p for key (the bias / aux pointers are needed for the heuristic's view of
-// their alignment). When cuBLASLt has no algorithm for a GELU epilogue, p is kept as a
-// refused plan (said once), whose problem the caller computes without the epilogue;
-// with any other epilogue that is fatal.
+// their alignment). When cuBLASLt has no algorithm for an optional epilogue (GELU,
+// BGRADB: mm_optional_epilogue), p is kept as a refused plan (said once per kind), whose
+// problem the caller computes without the epilogue; with any other epilogue that is fatal.
 static void mm_plan_create(mm_plan *p, const mm_key *key, const void *bias,
                            const void *aux) {
     p->key = *key;

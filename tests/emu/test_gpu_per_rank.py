@@ -33,7 +33,8 @@ def report(ok, msg):
 
 
 def run(anvil, per_rank_env, args, run_dir):
-    """One mpiexec, a rank per entry of per_rank_env (MPMD, each rank its own env)."""
+    """One mpiexec, a rank per entry of per_rank_env (MPMD, each rank its own env): exit
+    code, the "anvil: device cuda" lines of stderr, stderr, stdout."""
     cmd = ["mpiexec", "--oversubscribe"]
     for i, env in enumerate(per_rank_env):
         if i:
@@ -43,8 +44,7 @@ def run(anvil, per_rank_env, args, run_dir):
     p = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"),
                        capture_output=True, text=True, timeout=300)
     lines = [ln for ln in p.stderr.splitlines() if ln.startswith("anvil: device cuda")]
-    run.stdout = p.stdout
-    return p.returncode, lines, p.stderr
+    return p.returncode, lines, p.stderr, p.stdout
 
 
 def main():
@@ -64,13 +64,13 @@ def main():
              (0, 1, "0000:03:00.0")),
         ]
         for name, envs, device, (a, b, gpu) in refused:
-            rc, lines, err = run(anvil, envs, common + [f"device={device}"],
+            rc, lines, err, _ = run(anvil, envs, common + [f"device={device}"],
                                  os.path.join(tmp, name.replace(" ", "_")))
             want = f"anvil: device cuda: ranks {a} and {b} run on the same GPU ({gpu})"
             report(rc == 2 and len(lines) == 1 and lines[0].startswith(want),
                    f"{name}: exit {rc} (2), one line: {lines[0] if lines else err[-300:]!r}")
         # 3 ranks, 2 GPUs: ranks 0 and 2 both take GPU 0
-        rc, lines, err = run(anvil, [{"EMU_DEVICE_COUNT": 2}] * 3,
+        rc, lines, err, _ = run(anvil, [{"EMU_DEVICE_COUNT": 2}] * 3,
                              common[:-1] + ["parallel.dp=3", "train.global_batch_tokens=192",
                                             "device=cuda"], os.path.join(tmp, "three"))
         report(rc == 2 and len(lines) == 1 and "ranks 0 and 2 run on the same GPU "
@@ -84,12 +84,12 @@ def main():
         ]
         for name, envs in allowed:
             d = os.path.join(tmp, name.replace(" ", "_"))
-            rc, lines, err = run(anvil, envs, common + ["device=cuda"], d)
+            rc, lines, err, out = run(anvil, envs, common + ["device=cuda"], d)
             trained = os.path.exists(os.path.join(d, "metrics.jsonl"))
             report(rc == 0 and not lines and trained,
                    f"{name}: trains (exit {rc}{'' if rc == 0 else ': ' + err[-300:]})")
             # rank 0 says which GPU it runs on, with the driver / runtime / cuBLASLt versions
-            said = [ln for ln in run.stdout.splitlines() if ln.startswith("device (rank 0): ")]
+            said = [ln for ln in out.splitlines() if ln.startswith("device (rank 0): ")]
             want = ("device (rank 0): GPU 0: host emulation (tests/emu) (compute capability "
                     "9.0, 16 multiprocessors), CUDA driver 13.0, runtime 13.0, cuBLASLt 13.0.0, "
                     "NCCL 2.28.9")
