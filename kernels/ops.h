@@ -85,6 +85,18 @@ typedef struct anv_adamw_args {
     int t;                       // 1-based update count (bias correction)
 } anv_adamw_args;
 
+// What matmul_tune did (one rank's figures).
+typedef struct anv_tune_report {
+    int problems;                // problems whose candidates were timed
+    int changed;                 // ... where one beat the library's first choice
+    int single;                  // problems with one candidate only (nothing to time)
+    int skipped;                 // problems whose operands did not fit the scratch
+    int candidates;              // candidate algorithms timed, all problems together
+    double first_ms;             // one call of each timed problem, its first choice
+    double best_ms;              // the same with the algorithms kept
+    double seconds;              // wall time of the whole call
+} anv_tune_report;
+
 typedef struct anv_backend {
     const char *name;            // "cpu" or "cuda"
     // Dense peak FLOP/s of the device in the act type (for MFU), 0 if unknown; the
@@ -266,6 +278,17 @@ typedef struct anv_backend {
     // (act_dtype fp32). All five buffers are indexed alike.
     void (*adamw_update)(anv_act *param, float *master, const float *grad, float *m,
                          float *v, const anv_seg *segs, int nseg, const anv_adamw_args *a);
+
+    // ---- matmul algorithms (train.matmul_algo; NULL: the backend has no choice, cpu) ---
+    // Times the candidate algorithms of every matmul problem met so far and not yet
+    // timed, and keeps the fastest of each from then on (and for a problem met again
+    // after its plan was dropped). The operands are placed in `scratch`: n regions of
+    // bytes[i] each, backend memory whose contents are DESTROYED (the trainer lends its
+    // activations and gradients between two steps); a problem whose operands do not fit
+    // keeps the library's first choice until a call with the room. Fills *rep; returns
+    // when the work it queued is done.
+    void (*matmul_tune)(void *const *scratch, const size_t *bytes, int n,
+                        anv_tune_report *rep);
 
     // ---- timing (run.profile_step; members NULL: the backend cannot time) --------------
     // A stamp marks the moment the work queued before it completes: a CUDA event

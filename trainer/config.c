@@ -34,6 +34,7 @@ _Static_assert(sizeof(rope_scaling) == sizeof(int), "enum size");
 _Static_assert(sizeof(lr_schedule) == sizeof(int), "enum size");
 _Static_assert(sizeof(data_order) == sizeof(int), "enum size");
 _Static_assert(sizeof(device_kind) == sizeof(int), "enum size");
+_Static_assert(sizeof(matmul_algo) == sizeof(int), "enum size");
 
 // ---------------------------------------------------------------------------------
 // The key table
@@ -44,6 +45,7 @@ static const char *const schedule_names[] = {"cosine", "linear", "constant", "ws
 static const char *const order_names[] = {"random", "sequential", NULL};
 static const char *const recompute_names[] = {"none", "selective", "full", NULL};
 static const char *const device_names[] = {"auto", "cpu", "cuda", NULL};
+static const char *const matmul_algo_names[] = {"auto", "heuristic", "timed", NULL};
 // in the order of ckpt_checksum (checkpoint/checkpoint.h)
 static const char *const checksum_names[] = {"crc32c", "sha256", NULL};
 
@@ -136,6 +138,10 @@ const config_key config_keys[] = {
     KBOOL("train.deterministic", train.deterministic, "false",
           "bit-identical results run to run on the GPU (no floating-point atomics: the "
           "embedding gradient and attention's dQ summed in a fixed order); slower"),
+    KENUM("train.matmul_algo", train.matmul_algo, "auto", matmul_algo_names,
+          "cuda: each matmul's cuBLASLt algorithm: heuristic (the library's first choice), "
+          "timed (its candidates timed after step 1, the fastest kept), auto (timed unless "
+          "train.deterministic)"),
 
     // optim.*
     KFLOAT("optim.beta1", optim.beta1, "0.9", 0, 1, KEY_HI_OPEN, "AdamW first-moment decay"),

@@ -54,6 +54,11 @@ typedef struct model_config {
 typedef enum recompute_mode {
     RECOMPUTE_MODE_NONE = 0, RECOMPUTE_MODE_SELECTIVE = 1, RECOMPUTE_MODE_FULL = 2
 } recompute_mode;
+// train.matmul_algo: how the cuda backend picks each matmul's cuBLASLt algorithm
+// (kernels/cuda/matmul.cu): AUTO is TIMED unless train.deterministic.
+typedef enum matmul_algo {
+    MATMUL_ALGO_AUTO = 0, MATMUL_ALGO_HEURISTIC = 1, MATMUL_ALGO_TIMED = 2
+} matmul_algo;
 
 typedef struct train_config {
     long steps;              // train.steps
@@ -74,6 +79,7 @@ typedef struct train_config {
     double peak_flops;       // train.peak_flops: per rank, for MFU (0: estimate)
     recompute_mode recompute;// train.recompute: none | selective | full
     int deterministic;       // train.deterministic: bit-reproducible on the GPU
+    matmul_algo matmul_algo; // train.matmul_algo: auto | heuristic | timed
 } train_config;
 
 // optim.*: AdamW.

@@ -5,6 +5,7 @@
 // everything a rank will allocate before anything is (model_memory), prints it and
 // refuses a layout that does not fit the device's free memory. Both are called once
 // by train.c at start.
+#include <math.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -161,4 +162,37 @@ int train_memory_plan(parallel_grid *g, const model_config *mc, const anv_backen
                 size_text(s[0], 32, total), size_text(s[1], 32, (double)MEMORY_MARGIN_BYTES),
                 size_text(s[2], 32, (double)dev_free));
     return train_agree_rc(g, fits ? 0 : 2);
+}
+
+// ---- between two steps ----------------------------------------------------------------
+
+void train_between_steps(const model *m, const anv_backend *be, const train_config *tc,
+                         int lead, int *tuned) {
+    const char *poison = getenv("ANVIL_TEST_POISON_SCRATCH");
+    const int timed = tc->matmul_algo == MATMUL_ALGO_TIMED ||
+                      (tc->matmul_algo == MATMUL_ALGO_AUTO && !tc->deterministic);
+    if (!*tuned && timed && be->matmul_tune != NULL) {
+        *tuned = 1;
+        watchdog_beat("timing matmul algorithms");
+        void *scratch[2] = {NULL, m->grads};
+        size_t bytes[2] = {0, m->n_alloc * sizeof(float)};
+        model_step_scratch(m, &scratch[0], &bytes[0]);
+        anv_tune_report r;
+        be->matmul_tune(scratch, bytes, 2, &r);
+        if (lead) {
+            const double gain = r.first_ms > 0 ? 100.0 * (1.0 - r.best_ms / r.first_ms) : 0.0;
+            printf("anvil: %s: matmul algorithms timed (train.matmul_algo) in %.1f s: %d of "
+                   "%d problems faster than cuBLASLt's first choice, one call of each "
+                   "%.3f -> %.3f ms (%.1f%% less); %d with one candidate, %d without room\n",
+                   be->name, r.seconds, r.changed, r.problems, r.first_ms, r.best_ms, gain,
+                   r.single, r.skipped);
+        }
+    }
+    if (poison != NULL && strcmp(poison, "1") == 0) {
+        void *p;
+        size_t n;
+        model_step_scratch(m, &p, &n);
+        be->scale((float *)p, NAN, n / sizeof(float));
+        be->scale(m->grads, NAN, m->n_alloc);
+    }
 }

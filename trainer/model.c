@@ -333,6 +333,11 @@ static void carve_acts(model *m, carver *c) {
     const size_t C = (size_t)m->C, QD = (size_t)m->NH * m->HS, KD = (size_t)m->KVH * m->HS;
     const size_t F = (size_t)m->F;
     const int gpt2 = m->cfg.family == MODEL_FAMILY_GPT2;
+    // first what lives across steps (the RoPE tables, filled once at init), then from
+    // step_off on what every step writes before reading (model_step_scratch)
+    m->rope_cos = gpt2 ? NULL : carve(c, (size_t)m->maxT * (m->HS / 2));
+    m->rope_sin = gpt2 ? NULL : carve(c, (size_t)m->maxT * (m->HS / 2));
+    m->step_off = c->used;
     // the activations train.recompute rebuilds, one set shared by every layer and slot
     memset(&m->rc, 0, sizeof m->rc);
     if (m->sh.recompute == RECOMPUTE_MODE_FULL && m->L > 0) {
@@ -343,8 +348,6 @@ static void carve_acts(model *m, carver *c) {
         m->rc.act = carve_a(c, N * F);
     }
     for (int s = 0; s < m->n_slots; s++) carve_slot(m, &m->slots[s], c);
-    m->rope_cos = gpt2 ? NULL : carve(c, (size_t)m->maxT * (m->HS / 2));
-    m->rope_sin = gpt2 ? NULL : carve(c, (size_t)m->maxT * (m->HS / 2));
     m->stats_all = m->sh.last && m->sh.tp > 1 ? carve(c, (size_t)m->sh.tp * N * 3) : NULL;
     m->d_res = carve_a(c, N * C);
     m->d_tmp = carve_a(c, N * C);
@@ -786,6 +789,11 @@ void model_backward_slot(model *m, int slot, float dloss) {
 }
 
 void model_backward(model *m, float dloss) { model_backward_slot(m, m->cur_slot, dloss); }
+
+void model_step_scratch(const model *m, void **p, size_t *bytes) {
+    *p = (char *)m->act_block + m->step_off;
+    *bytes = m->act_block_bytes - m->step_off;
+}
 
 void model_zero_grad(model *m) { m->be->zero(m->grads, m->n_alloc * sizeof(float)); }
 

@@ -181,6 +181,8 @@ typedef struct model {
     // activations
     void *act_block;            // the one allocation every activation is carved from
     size_t act_block_bytes;     // its size
+    size_t step_off;            // act_block's bytes before it: what lives across steps
+                                // (RoPE tables); from it on, what each step rewrites
     model_slot *slots;          // (sh.n_slots)
     int n_slots, cur_slot;      // cur_slot: the slot of the last forward
     layer_acts rc;              // what recompute rebuilds (one layer's worth, shared)
@@ -262,6 +264,10 @@ double model_forward(model *m, const int32_t *inputs, const int32_t *targets, in
 void model_backward(model *m, float dloss);
 
 void model_zero_grad(model *m);
+// The part of the activation block a step writes before it reads (everything but the
+// RoPE tables): between two steps it holds nothing the next step, an evaluation or a
+// sample needs, so it may serve as scratch (trainer/device.c, be->matmul_tune).
+void model_step_scratch(const model *m, void **p, size_t *bytes);
 
 // This rank's share of the global parameter count (counted tensors, vocabulary rows
 // below V only), and of the training FLOPs per token at sequence length T (6 per

@@ -479,6 +479,12 @@ static int setup(int argc, char **argv, anvil_config *cfg, tokenizer **tok, int 
         return 2;
     }
     *G = (int)(gb_tokens / T);
+    if (cfg->train.matmul_algo == MATMUL_ALGO_TIMED && cfg->train.deterministic) {
+        fprintf(stderr, "anvil: train.matmul_algo=timed conflicts with train.deterministic="
+                "true: timing may pick other algorithms run to run, which round differently "
+                "(use auto or heuristic)\n");
+        return 2;
+    }
     return 0;
 }
 
@@ -688,6 +694,7 @@ static int train_or_plan(int argc, char **argv, int plan_only) {
                    overlap ? &dp_hook : NULL};
     const pipeline_stage stage = stage_of(&sc, shard_of_rank.n_slots);
     const test_hooks hooks = test_hooks_read();
+    int tuned = 0;                    // train.matmul_algo has timed (train_between_steps)
     long step;
     for (step = step0; step < tc->steps; step++) {
         watchdog_beat("in a training step");
@@ -795,6 +802,7 @@ static int train_or_plan(int argc, char **argv, int plan_only) {
                 metrics_print_progress(stdout, &sm);
         }
         if (profiled) write_profile(&cfg, &grid, be, step + 1, lead);
+        train_between_steps(&m, be, tc, lead, &tuned);   // train.matmul_algo
 
         // Too many non-finite steps in a row: back to the last checkpoint, and on from
         // the data after the offending batches (not the same batches again).

@@ -42,6 +42,17 @@ const anv_backend *train_select_backend(device_kind d);
 int train_memory_plan(parallel_grid *g, const model_config *mc, const anv_backend *be, int B,
                       int T, const model_shard *sh, int zero, int lead);
 
+// Called by train.c after every step. The model's activations (but the RoPE tables:
+// model_step_scratch) and gradients then hold nothing the next step reads (it zeroes
+// the gradients and writes each activation before reading it; evaluation and sampling
+// only run forwards), so they can serve as scratch: after the first step this process runs (*tuned 0, then set), with
+// train.matmul_algo timed (auto: unless train.deterministic), the backend times its
+// matmul algorithms there (be->matmul_tune) and rank `lead` prints what it found.
+// ANVIL_TEST_POISON_SCRATCH=1 fills both with NaN after every step, so that a test
+// shows they are dead indeed. Not collective.
+void train_between_steps(const model *m, const anv_backend *be, const train_config *tc,
+                         int lead, int *tuned);
+
 // ---- watchdog (watchdog.c) -----------------------------------------------------------
 
 // Start the watchdog thread (timeout_s <= 0: none): after timeout_s seconds without a

@@ -168,6 +168,7 @@ static const anv_backend cpu_backend = {
     .add_f32 = cpu_add_f32,
     .adamw_update = cpu_adamw_update,
 
+    .matmul_tune = NULL,            // one sgemm, nothing to choose
     .stamp_new = cpu_stamp_new,
     .stamp_record = cpu_stamp_record,
     .stamp_ms = cpu_stamp_ms,

@@ -471,6 +471,7 @@ static const anv_backend cuda_backend = {
     .add_f32 = cuda_add_f32,
     .adamw_update = cuda_adamw_update,
 
+    .matmul_tune = cuda_matmul_tune,
     .stamp_new = cuda_stamp_new,
     .stamp_record = cuda_stamp_record,
     .stamp_ms = cuda_stamp_ms,

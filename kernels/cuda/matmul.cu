@@ -47,11 +47,25 @@
 // bias / aux pointers themselves are set before it runs), so an offset view into a
 // larger buffer never gets an algorithm that needs more alignment than it has.
 //
+// Choosing the algorithm. A plan starts with the heuristic's first choice. With
+// train.matmul_algo timed, the trainer calls cuda_matmul_tune after its first step:
+// every plan made so far has its heuristic's candidates (up to 8) run on operands of
+// the same shapes and alignments placed in scratch memory the trainer lends (its
+// activations and gradients, dead between two steps), each timed with events, and
+// keeps the fastest. The heuristic orders candidates by a model of the GPU, not by
+// measurement, and its first choice is not always the fastest for a given shape; the
+// timing says by how much, per problem, in the report the trainer prints. The kept
+// algorithms are also remembered by problem (mm_tuned), so a plan dropped from the
+// table and made again does not fall back to the first choice. Timing-chosen
+// algorithms can differ run to run (noise), and algorithms differ in rounding, so
+// train.deterministic keeps the heuristic's choice (trainer/train.c).
+//
 // Numerics vs the fp32 cpu reference: inputs are bf16 (relative rounding 2^-9), the
 // products accumulate in fp32, outputs round once to bf16 (dweight / dbias stay fp32).
 // Expect a normalized error of a few 1e-3 on out / dinp and ~1e-3 on dweight / dbias.
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "kernels/cuda/cuda_common.cuh"
 
@@ -79,6 +93,9 @@ typedef struct mm_plan {
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, d;      // d serves as C's layout too (C = D always)
     cublasLtMatmulAlgo_t algo;
+    float beta;                          // the last call's beta (0 or 1): what timing uses
+    int tuned;                           // its candidates were timed (or it has its kept
+                                         // algorithm from mm_tuned)
     int refused;                         // no algorithm for its optional epilogue: no
                                          // descriptors (mm_optional_epilogue)
 } mm_plan;
@@ -86,6 +103,17 @@ typedef struct mm_plan {
 static mm_plan mm_plans[MM_PLANS];
 static int mm_nplans;            // entries in use
 static int mm_evict;             // next entry to replace once the table is full
+
+// Algorithms kept by cuda_matmul_tune, by problem. Timing runs once per process, on the
+// problems of the trainer's first step (a few dozen), so the table does not fill; when
+// it does, further problems keep their choice only while their plan lives.
+#define MM_TUNED 256
+typedef struct mm_tuned {
+    mm_key key;
+    cublasLtMatmulAlgo_t algo;
+} mm_tuned;
+static mm_tuned mm_tuned_algos[MM_TUNED];
+static int mm_ntuned;
 
 // Largest power of two (at most 256, cuBLASLt's default assumption) dividing p.
 static int mm_align(const void *p) {
@@ -124,6 +152,40 @@ static void mm_pref_set(cublasLtMatmulPreference_t pref,
     CUBLAS_CHECK(cuda_lt_fn.cublasLtMatmulPreferenceSetAttribute(pref, attr, value, bytes));
 }
 
+// Stored shapes (column-major rows, cols; all packed, ld = rows): A is (k, m) when
+// transposed, else (m, k); B is (n, k) when transposed, else (k, n); D is (m, n).
+static void mm_stored_shapes(const mm_key *key, uint64_t *ar, uint64_t *ac, uint64_t *br,
+                             uint64_t *bc) {
+    *ar = (uint64_t)(key->transa == CUBLAS_OP_T ? key->k : key->m);
+    *ac = (uint64_t)(key->transa == CUBLAS_OP_T ? key->m : key->k);
+    *br = (uint64_t)(key->transb == CUBLAS_OP_T ? key->n : key->k);
+    *bc = (uint64_t)(key->transb == CUBLAS_OP_T ? key->k : key->n);
+}
+
+// Up to `want` algorithms for plan p's descriptors (filled in) into res, best first by
+// cuBLASLt's estimate, *found of them; the preference carries the workspace and the
+// key's alignments. Returns the heuristic's status.
+static cublasStatus_t mm_heuristic(const mm_plan *p, int want,
+                                   cublasLtMatmulHeuristicResult_t *res, int *found) {
+    const mm_key *key = &p->key;
+    cublasLtMatmulPreference_t pref;
+    CUBLAS_CHECK(cuda_lt_fn.cublasLtMatmulPreferenceCreate(&pref));
+    uint64_t ws = cuda_lt_workspace_bytes;
+    mm_pref_set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+    uint32_t al_a = (uint32_t)key->align_a, al_b = (uint32_t)key->align_b,
+             al_d = (uint32_t)key->align_d;
+    mm_pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a);
+    mm_pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b);
+    mm_pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d, sizeof al_d);
+    mm_pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d, sizeof al_d);
+    memset(res, 0, (size_t)want * sizeof *res);
+    *found = 0;
+    cublasStatus_t st = cuda_lt_fn.cublasLtMatmulAlgoGetHeuristic(
+        cuda_lt, p->desc, p->a, p->b, p->d, p->d, pref, want, res, found);
+    CUBLAS_CHECK(cuda_lt_fn.cublasLtMatmulPreferenceDestroy(pref));
+    return st;
+}
+
 // Fills plan p for key (the bias / aux pointers are needed for the heuristic's view of
 // their alignment). When cuBLASLt has no algorithm for an optional epilogue (GELU,
 // BGRADB: mm_optional_epilogue), p is kept as a refused plan (said once per kind), whose
@@ -132,6 +194,7 @@ static void mm_plan_create(mm_plan *p, const mm_key *key, const void *bias,
                            const void *aux) {
     p->key = *key;
     p->refused = 0;
+    p->tuned = 0;
     CUBLAS_CHECK(
         cuda_lt_fn.cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     int32_t ta = key->transa, tb = key->transb;
@@ -152,12 +215,8 @@ static void mm_plan_create(mm_plan *p, const mm_key *key, const void *bias,
         mm_desc_set(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux);
     }
 
-    // stored shapes: A is (k, m) when transposed, else (m, k); B is (n, k) when
-    // transposed, else (k, n); D is (m, n); all packed (ld = rows)
-    uint64_t ar = key->transa == CUBLAS_OP_T ? key->k : key->m;
-    uint64_t ac = key->transa == CUBLAS_OP_T ? key->m : key->k;
-    uint64_t br = key->transb == CUBLAS_OP_T ? key->n : key->k;
-    uint64_t bc = key->transb == CUBLAS_OP_T ? key->k : key->n;
+    uint64_t ar, ac, br, bc;
+    mm_stored_shapes(key, &ar, &ac, &br, &bc);
     CUBLAS_CHECK(
         cuda_lt_fn.cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, ar, ac, (int64_t)ar));
     CUBLAS_CHECK(
@@ -165,23 +224,9 @@ static void mm_plan_create(mm_plan *p, const mm_key *key, const void *bias,
     CUBLAS_CHECK(cuda_lt_fn.cublasLtMatrixLayoutCreate(&p->d, (cudaDataType_t)key->dtype_d,
                                                        key->m, key->n, key->m));
 
-    cublasLtMatmulPreference_t pref;
-    CUBLAS_CHECK(cuda_lt_fn.cublasLtMatmulPreferenceCreate(&pref));
-    uint64_t ws = cuda_lt_workspace_bytes;
-    mm_pref_set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
-    uint32_t al_a = (uint32_t)key->align_a, al_b = (uint32_t)key->align_b,
-             al_d = (uint32_t)key->align_d;
-    mm_pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a);
-    mm_pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b);
-    mm_pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d, sizeof al_d);
-    mm_pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d, sizeof al_d);
-
     cublasLtMatmulHeuristicResult_t res;
-    memset(&res, 0, sizeof res);
     int found = 0;
-    cublasStatus_t st = cuda_lt_fn.cublasLtMatmulAlgoGetHeuristic(
-        cuda_lt, p->desc, p->a, p->b, p->d, p->d, pref, 1, &res, &found);
-    CUBLAS_CHECK(cuda_lt_fn.cublasLtMatmulPreferenceDestroy(pref));
+    cublasStatus_t st = mm_heuristic(p, 1, &res, &found);
     if ((st == CUBLAS_STATUS_SUCCESS || st == CUBLAS_STATUS_NOT_SUPPORTED) && found == 0 &&
         mm_optional_epilogue(key->epilogue)) {
         mm_plan_destroy(p);
@@ -211,6 +256,13 @@ static void mm_plan_create(mm_plan *p, const mm_key *key, const void *bias,
         anv_fatal(__FILE__, __LINE__, "cublasLtMatmulAlgoGetHeuristic", text);
     }
     p->algo = res.algo;
+    for (int i = 0; i < mm_ntuned; i++) {
+        if (memcmp(&mm_tuned_algos[i].key, key, sizeof *key) == 0) {
+            p->algo = mm_tuned_algos[i].algo;
+            p->tuned = 1;
+            break;
+        }
+    }
 }
 
 // D (m,n) = A op B (+ epilogue) + beta * D, column-major as in the key, on the compute
@@ -262,6 +314,7 @@ static int mm_run(int transa, int transb, int m, int n, int k, cudaDataType_t dt
         if (aux != NULL)
             mm_desc_set(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux);
     }
+    p->beta = beta;
     const float alpha = 1.0f;
     CUBLAS_CHECK(cuda_lt_fn.cublasLtMatmul(cuda_lt, p->desc, &alpha, a, p->a, b, p->b, &beta, d,
                                            p->d, d, p->d, &p->algo, cuda_lt_workspace,
@@ -426,4 +479,177 @@ extern "C" void cuda_matmul_backward(anv_act *dinp, anv_grad_mode dinp_mode, flo
             cuda_gelu_backward_inplace(dinp, pre_gelu, (size_t)N * C);
         }
     }
+}
+
+// ----------------------------------------------------------------------------
+// timing the candidates (be->matmul_tune; see "Choosing the algorithm" above)
+
+// Candidates asked of the heuristic per problem: its estimate rarely ranks the fastest
+// below the first few, and each candidate costs MM_TUNE_REPS + 1 calls.
+#define MM_TUNE_CANDIDATES 8
+// Timed calls per candidate, after one untimed call (first-call costs); the fastest
+// counts, being the least disturbed by clock changes and other work.
+#define MM_TUNE_REPS 3
+// A candidate replaces the first choice only when faster by more than this fraction:
+// closer than that, timing noise could pick either, and a stable choice is worth more.
+#define MM_TUNE_MARGIN 0.02
+// Scratch regions used at most (the trainer lends two).
+#define MM_TUNE_REGIONS 4
+
+enum { MM_OP_A, MM_OP_B, MM_OP_D, MM_OP_BIAS, MM_OP_AUX, MM_OPS };
+
+// Bytes of each operand of plan p's problem (0: unused).
+static void mm_operand_bytes(const mm_key *key, size_t bytes[MM_OPS]) {
+    uint64_t ar, ac, br, bc;
+    mm_stored_shapes(key, &ar, &ac, &br, &bc);
+    const size_t dsz = key->dtype_d == CUDA_R_32F ? 4 : 2;
+    bytes[MM_OP_A] = (size_t)(ar * ac) * 2;
+    bytes[MM_OP_B] = (size_t)(br * bc) * 2;
+    bytes[MM_OP_D] = (size_t)key->m * (size_t)key->n * dsz;
+    bytes[MM_OP_BIAS] = key->align_bias == 0 ? 0
+                        : key->epilogue == CUBLASLT_EPILOGUE_BGRADB ? (size_t)key->n * dsz
+                                                                    : (size_t)key->m * 2;
+    bytes[MM_OP_AUX] = key->align_aux == 0 ? 0 : (size_t)key->aux_ld * (size_t)key->n * 2;
+}
+
+// Places the operands of key in the scratch regions (largest first, first fit), each at
+// an address whose alignment (mm_align) is exactly the key's, so the problem is the
+// same one: ptr[i] (NULL where unused). Returns 0, or -1 when they do not fit.
+static int mm_operands_place(const mm_key *key, void *const *scratch, const size_t *bytes,
+                             int n, void *ptr[MM_OPS]) {
+    size_t need[MM_OPS], used[MM_TUNE_REGIONS] = {0};
+    const int align[MM_OPS] = {key->align_a, key->align_b, key->align_d, key->align_bias,
+                               key->align_aux};
+    mm_operand_bytes(key, need);
+    int order[MM_OPS] = {0, 1, 2, 3, 4};
+    for (int i = 1; i < MM_OPS; i++)      // insertion sort, largest first
+        for (int j = i; j > 0 && need[order[j]] > need[order[j - 1]]; j--) {
+            int t = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = t;
+        }
+    for (int oi = 0; oi < MM_OPS; oi++) {
+        const int o = order[oi];
+        ptr[o] = NULL;
+        if (need[o] == 0) continue;
+        for (int r = 0; r < n && r < MM_TUNE_REGIONS && ptr[o] == NULL; r++) {
+            uintptr_t base = (uintptr_t)scratch[r], end = base + bytes[r];
+            uintptr_t at = (base + used[r] + 255) / 256 * 256;
+            if (align[o] < 256) at += (uintptr_t)align[o];   // lowest set bit: align
+            if (at > end || end - at < need[o]) continue;
+            ptr[o] = (void *)at;
+            used[r] = (size_t)(at + need[o] - base);
+        }
+        if (ptr[o] == NULL) return -1;
+        if (mm_align(ptr[o]) != align[o])   // a different problem would be timed
+            anv_fatal(__FILE__, __LINE__, "mm_operands_place", "alignment not reproduced");
+    }
+    return 0;
+}
+
+// One call of plan p's problem with `algo` on the operands op, queued on the compute
+// stream. Returns 0, or -1 when cuBLASLt refuses it (nothing queued).
+static int mm_call(const mm_plan *p, const cublasLtMatmulAlgo_t *algo, void *const *op) {
+    const float alpha = 1.0f;
+    cublasStatus_t st = cuda_lt_fn.cublasLtMatmul(
+        cuda_lt, p->desc, &alpha, op[MM_OP_A], p->a, op[MM_OP_B], p->b, &p->beta, op[MM_OP_D],
+        p->d, op[MM_OP_D], p->d, algo, cuda_lt_workspace, cuda_lt_workspace_bytes,
+        cuda_stream_compute);
+    return st == CUBLAS_STATUS_SUCCESS ? 0 : -1;
+}
+
+// Milliseconds of the fastest of MM_TUNE_REPS calls with algo, after one untimed call;
+// ev holds MM_TUNE_REPS + 1 events. Returns -1 when cuBLASLt refuses the algorithm.
+static double mm_time(const mm_plan *p, const cublasLtMatmulAlgo_t *algo, void *const *op,
+                      cudaEvent_t *ev) {
+    if (mm_call(p, algo, op) != 0) return -1.0;
+    CUDA_CHECK(cudaEventRecord(ev[0], cuda_stream_compute));
+    for (int r = 0; r < MM_TUNE_REPS; r++) {
+        if (mm_call(p, algo, op) != 0) return -1.0;
+        CUDA_CHECK(cudaEventRecord(ev[r + 1], cuda_stream_compute));
+    }
+    CUDA_CHECK(cudaEventSynchronize(ev[MM_TUNE_REPS]));
+    double best = -1.0;
+    for (int r = 0; r < MM_TUNE_REPS; r++) {
+        float ms = 0.0f;
+        CUDA_CHECK(cudaEventElapsedTime(&ms, ev[r], ev[r + 1]));
+        if (best < 0.0 || ms < best) best = ms;
+    }
+    return best;
+}
+
+// Times plan p's candidates on operands in scratch and keeps the fastest (see
+// MM_TUNE_MARGIN) in p and in mm_tuned; adds to *rep. A problem whose operands do not
+// fit the scratch stays untimed (a later call may have the room).
+static void mm_plan_tune(mm_plan *p, void *const *scratch, const size_t *bytes, int n,
+                         cudaEvent_t *ev, anv_tune_report *rep) {
+    void *op[MM_OPS];
+    if (mm_operands_place(&p->key, scratch, bytes, n, op) != 0) {
+        rep->skipped++;                   // left for a call with more room
+        return;
+    }
+    p->tuned = 1;                         // once, whatever the outcome
+    if (op[MM_OP_BIAS] != NULL)
+        mm_desc_set(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &op[MM_OP_BIAS],
+                    sizeof op[MM_OP_BIAS]);
+    if (op[MM_OP_AUX] != NULL)
+        mm_desc_set(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &op[MM_OP_AUX],
+                    sizeof op[MM_OP_AUX]);
+    cublasLtMatmulHeuristicResult_t res[MM_TUNE_CANDIDATES];
+    int found = 0;
+    if (mm_heuristic(p, MM_TUNE_CANDIDATES, res, &found) != CUBLAS_STATUS_SUCCESS ||
+        found <= 1) {
+        rep->single++;
+        return;
+    }
+    // the plan's algorithm (the heuristic's first choice) is the one to beat
+    const double first = mm_time(p, &p->algo, op, ev);
+    if (first < 0.0) anv_fatal(__FILE__, __LINE__, "cublasLtMatmul", "the planned algorithm "
+                               "was refused on operands of the same shapes and alignments");
+    double best = first;
+    int best_i = -1;
+    for (int i = 0; i < found && i < MM_TUNE_CANDIDATES; i++) {
+        if (res[i].state != CUBLAS_STATUS_SUCCESS ||
+            memcmp(&res[i].algo, &p->algo, sizeof p->algo) == 0)
+            continue;
+        const double t = mm_time(p, &res[i].algo, op, ev);
+        if (t < 0.0) continue;            // refused: not a candidate after all
+        rep->candidates++;
+        if (t < best) {
+            best = t;
+            best_i = i;
+        }
+    }
+    rep->candidates++;                    // the first choice
+    rep->problems++;
+    rep->first_ms += first;
+    if (best_i >= 0 && best < (1.0 - MM_TUNE_MARGIN) * first) {
+        p->algo = res[best_i].algo;
+        rep->changed++;
+        rep->best_ms += best;
+    } else {
+        rep->best_ms += first;
+    }
+    if (mm_ntuned < MM_TUNED) {
+        mm_tuned_algos[mm_ntuned].key = p->key;
+        mm_tuned_algos[mm_ntuned].algo = p->algo;
+        mm_ntuned++;
+    }
+}
+
+extern "C" void cuda_matmul_tune(void *const *scratch, const size_t *bytes, int n,
+                                 anv_tune_report *rep) {
+    memset(rep, 0, sizeof *rep);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    cudaEvent_t ev[MM_TUNE_REPS + 1];
+    for (int r = 0; r <= MM_TUNE_REPS; r++) CUDA_CHECK(cudaEventCreate(&ev[r]));
+    for (int i = 0; i < mm_nplans; i++) {
+        mm_plan *p = &mm_plans[i];
+        if (!p->refused && !p->tuned) mm_plan_tune(p, scratch, bytes, n, ev, rep);
+    }
+    CUDA_CHECK(cudaStreamSynchronize(cuda_stream_compute));
+    for (int r = 0; r <= MM_TUNE_REPS; r++) CUDA_CHECK(cudaEventDestroy(ev[r]));
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    rep->seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
 }

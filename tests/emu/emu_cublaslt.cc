@@ -16,12 +16,20 @@
 // (kernels/cuda/matmul.cu); the GPU suite checks that assumption on a GPU.
 // Bad arguments (a layout whose shape does not match the problem, an epilogue without
 // its pointer) return CUBLAS_STATUS_INVALID_VALUE, as the library does. The heuristic
-// returns one algorithm, or none for the GELU epilogues under EMU_LT_NO_GELU_EPILOGUE=1
-// and none for BGRADB under EMU_LT_NO_BGRAD_EPILOGUE=1.
+// returns EMU_LT_ALGOS algorithms (default 3, at most as many as asked; algorithm i has
+// data[0] = i), or none for the GELU epilogues under EMU_LT_NO_GELU_EPILOGUE=1 and none
+// for BGRADB under EMU_LT_NO_BGRAD_EPILOGUE=1. The algorithms compute alike (the same
+// bits); EMU_LT_SLOW_ALGO=i makes algorithm i take 20 ms longer per call (a first choice
+// that timing should replace), and EMU_LT_CALLS=FILE writes, at exit, one line
+// "algo I CALLS" per algorithm used, so a test can see which ones ran.
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <chrono>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 #include <cblas.h>
@@ -166,7 +174,7 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle,
                                               int *found) {
     (void)handle, (void)a, (void)b, (void)c, (void)d, (void)pref;
     if (requested < 1) return CUBLAS_STATUS_INVALID_VALUE;
-    memset(results, 0, sizeof *results);
+    memset(results, 0, (size_t)requested * sizeof *results);
     // EMU_LT_NO_GELU_EPILOGUE=1: a library with no algorithm for the GELU epilogues (the
     // caller must then compute GELU without them)
     const char *no_gelu = getenv("EMU_LT_NO_GELU_EPILOGUE");
@@ -183,9 +191,40 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle,
         *found = 0;
         return CUBLAS_STATUS_NOT_SUPPORTED;
     }
-    *found = 1;
+    const char *na = getenv("EMU_LT_ALGOS");
+    int n = na ? atoi(na) : 3;
+    if (n < 1) n = 1;
+    if (n > requested) n = requested;
+    for (int i = 0; i < n; i++) {
+        results[i].algo.data[0] = (uint64_t)i;
+        results[i].state = CUBLAS_STATUS_SUCCESS;
+        results[i].wavesCount = 1.0f;
+    }
+    *found = n;
     return CUBLAS_STATUS_SUCCESS;
 }
+
+namespace {
+// EMU_LT_CALLS: calls per algorithm, written at exit
+std::mutex calls_mu;
+std::vector<unsigned long> calls;
+void calls_write() {
+    const char *path = getenv("EMU_LT_CALLS");
+    FILE *f = path ? fopen(path, "w") : nullptr;
+    if (f == nullptr) return;
+    std::lock_guard<std::mutex> g(calls_mu);
+    for (size_t i = 0; i < calls.size(); i++)
+        if (calls[i] != 0) fprintf(f, "algo %zu %lu\n", i, calls[i]);
+    fclose(f);
+}
+void calls_count(uint64_t algo) {
+    if (getenv("EMU_LT_CALLS") == nullptr || algo > 1000) return;
+    std::lock_guard<std::mutex> g(calls_mu);
+    if (calls.empty()) atexit(calls_write);
+    if (calls.size() <= algo) calls.resize(algo + 1);
+    calls[algo]++;
+}
+}   // namespace
 
 namespace {
 void matmul_run(const emu_lt_desc *desc, const emu_lt_layout *al, const void *a,
@@ -200,7 +239,11 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
                               const void *c, cublasLtMatrixLayout_t cl, void *d,
                               cublasLtMatrixLayout_t dl, const cublasLtMatmulAlgo_t *algo,
                               void *workspace, size_t workspace_bytes, void *stream) {
-    (void)handle, (void)algo, (void)workspace, (void)workspace_bytes;
+    (void)handle, (void)workspace, (void)workspace_bytes;
+    if (algo == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
+    const uint64_t algo_i = algo->data[0];
+    const char *slow = getenv("EMU_LT_SLOW_ALGO");
+    const bool is_slow = slow != nullptr && *slow != '\0' && (uint64_t)atoi(slow) == algo_i;
     const float alpha = *(const float *)alpha_, beta = *(const float *)beta_;
     const bool ta = desc->transa == CUBLAS_OP_T, tb = desc->transb == CUBLAS_OP_T;
     const uint64_t m = dl->rows, n = dl->cols;
@@ -229,7 +272,9 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
     // layouts' values and alpha, beta as they are now (the caller may change them after)
     emu::enqueue((::emu_stream *)stream,
                  [dsc = *desc, A_ = *al, B_ = *bl, C_ = *cl, D_ = *dl, a, b, c, d, alpha, beta,
-                  ta, tb, m, n, k, epi, use_bias] {
+                  ta, tb, m, n, k, epi, use_bias, algo_i, is_slow] {
+                     calls_count(algo_i);
+                     if (is_slow) std::this_thread::sleep_for(std::chrono::milliseconds(20));
                      matmul_run(&dsc, &A_, a, &B_, b, &C_, c, &D_, d, alpha, beta, ta, tb, m,
                                 n, k, epi, use_bias);
                  });

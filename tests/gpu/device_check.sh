@@ -131,12 +131,14 @@ if [ "${NO_BENCH:-0}" != 1 ] && [ "$left" -gt 60 ]; then
     part bench timeout "$left" env ANVIL="$gb/bin/anvil" OUT="$out" \
         bash tests/bench/gpu_bench.sh ${BENCH_ARGS:-}
 fi
-# the GPU and the driver / runtime / cuBLASLt / NCCL versions anvil ran with, and any
-# epilogue cuBLASLt refused (said once per run), for the figures in docs/perf.md
+# the GPU and the driver / runtime / cuBLASLt / NCCL versions anvil ran with, any
+# epilogue cuBLASLt refused (said once per run) and what timing its candidate
+# algorithms found (train.matmul_algo), for the figures in docs/perf.md
 for f in "$out"/gpu_bench/*.anvil.log; do
     if [ -f "$f" ]; then
         grep -h -m1 '^device (rank 0): ' "$f" >> "$out/summary.txt" || true
         grep -h 'cuBLASLt has no algorithm' "$f" >> "$out/summary.txt" || true
+        grep -h 'matmul algorithms timed' "$f" >> "$out/summary.txt" || true
     fi
 done
 cat "$out/summary.txt"

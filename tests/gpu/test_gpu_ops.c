@@ -544,11 +544,14 @@ static void matmul_backward(const anv_backend *be, pair dinp, pair dw, pair db, 
                         on(w, be), on(pre, be), N, C, OC);
 }
 
+static const char *mm_tag = "";          // " tuned" once matmul_tune has run
+
 static void test_matmul(int N, int C, int OC, int bias, int gelu, int nulls) {
-    char cs[96];
-    snprintf(cs, sizeof cs, "(%d,%d,%d)%s%s%s%s%s", N, C, OC, bias ? " bias" : "",
+    char cs[112];
+    snprintf(cs, sizeof cs, "(%d,%d,%d)%s%s%s%s%s%s", N, C, OC, bias ? " bias" : "",
              gelu ? " gelu" : "", nulls & NO_DINP ? " dinp=NULL" : "",
-             nulls & NO_DWEIGHT ? " dweight=NULL" : "", nulls & NO_DBIAS ? " dbias=NULL" : "");
+             nulls & NO_DWEIGHT ? " dweight=NULL" : "", nulls & NO_DBIAS ? " dbias=NULL" : "",
+             mm_tag);
     size_t ni = (size_t)N * C, nw = (size_t)OC * C, no = (size_t)N * OC;
     float ws = 1.7f / sqrtf((float)C);            // out ~0.6 RMS: GELU's curved range
     pair inp = p_in(ACT, hrand(ni, -1, 1), ni);
@@ -773,6 +776,72 @@ static void test_adamw(void) {
     case_end("adamw_update");
 }
 
+// The cases of main's matmul group: shapes from 1 row to GPT-2's q, k, v (N, C, OC), each
+// with and without bias and GELU, and the NULL gradients the model passes.
+static void test_matmul_cases(void) {
+    static const int mm[][3] = {{1, 8, 8}, {7, 33, 65}, {100, 96, 200}, {256, 768, 2304}};
+    for (int si = 0; si < 4; si++) {
+        for (int bias = 1; bias >= 0; bias--) {
+            for (int gelu = 0; gelu < 2; gelu++) {
+                int nulls = 0;
+                if (si == 0 && bias && !gelu) nulls = NO_DBIAS;      // a frozen bias
+                if (si == 1 && bias && !gelu) nulls = NO_DINP;       // the first layer
+                if (si == 2 && !bias && !gelu) nulls = NO_DWEIGHT;   // a frozen weight
+                test_matmul(mm[si][0], mm[si][1], mm[si][2], bias, gelu, nulls);
+            }
+        }
+    }
+}
+
+static void tune_print(const char *what, const anv_tune_report *r) {
+    printf("matmul_tune, %s: %d problems timed (%d candidates), %d faster than cuBLASLt's "
+           "first choice (one call of each %.3f -> %.3f ms), %d with one candidate, %d "
+           "without room, %.2f s\n", what, r->problems, r->candidates, r->changed,
+           r->first_ms, r->best_ms, r->single, r->skipped, r->seconds);
+    report(r->best_ms <= r->first_ms && r->changed <= r->problems &&
+               r->candidates >= 2 * r->problems,
+           "matmul_tune, %s: the report is consistent (kept %.3f <= first %.3f ms, %d "
+           "changed, %d candidates for %d problems)", what, r->best_ms, r->first_ms,
+           r->changed, r->candidates, r->problems);
+}
+
+// be->matmul_tune (train.matmul_algo): the candidates of the problems the matmul cases
+// made are timed on operands placed in two guarded scratch tensors, and nothing is
+// written outside them. First with 64 + 256 KiB, room for the small cases only (the
+// others are left for later), then with 8 + 16 MiB, room for the rest (the largest:
+// 7 MiB of fp32 dweight); a third call finds nothing new. main then runs the cases
+// again on the algorithms kept, against the cpu.
+static void test_matmul_tune(void) {
+    if (gpu->matmul_tune == NULL) {
+        report(0, "matmul_tune: the cuda backend has none");
+        return;
+    }
+    anv_tune_report r1, r2, r3;
+    tensor *s0 = t_new(gpu, F32, (size_t)16 << 10), *s1 = t_new(gpu, F32, (size_t)64 << 10);
+    void *const small[2] = {s0->p, s1->p};
+    const size_t small_bytes[2] = {s0->n * s0->esize, s1->n * s1->esize};
+    gpu->matmul_tune(small, small_bytes, 2, &r1);
+    tune_print("64 + 256 KiB", &r1);
+    report(r1.problems + r1.single > 0 && r1.skipped > 0,
+           "matmul_tune, 64 + 256 KiB: the small problems considered (%d timed, %d with one "
+           "candidate), the large ones without room (%d)", r1.problems, r1.single,
+           r1.skipped);
+    s0 = t_new(gpu, F32, (size_t)2 << 20);
+    s1 = t_new(gpu, F32, (size_t)4 << 20);
+    void *const large[2] = {s0->p, s1->p};
+    const size_t large_bytes[2] = {s0->n * s0->esize, s1->n * s1->esize};
+    gpu->matmul_tune(large, large_bytes, 2, &r2);
+    tune_print("8 + 16 MiB", &r2);
+    report(r2.problems + r2.single == r1.skipped && r2.skipped == 0,
+           "matmul_tune, 8 + 16 MiB: the %d problems left considered now (%d timed, %d with "
+           "one candidate, %d without room)", r1.skipped, r2.problems, r2.single, r2.skipped);
+    gpu->matmul_tune(large, large_bytes, 2, &r3);
+    report(r3.problems + r3.single + r3.skipped == 0,
+           "matmul_tune: a third call finds nothing new to time");
+    case_end("matmul_tune (the scratch's guards)");
+    mm_tag = " tuned";
+}
+
 // ----------------------------------------------------------------------------------------
 
 // The environment's GPU_OPS_ONLY, a comma-separated list of groups (memory, encoder,
@@ -837,17 +906,10 @@ int main(void) {
         }
     }
 
-    static const int mm[][3] = {{1, 8, 8}, {7, 33, 65}, {100, 96, 200}, {256, 768, 2304}};
-    for (int si = 0; si < 4 && want("matmul"); si++) {
-        for (int bias = 1; bias >= 0; bias--) {
-            for (int gelu = 0; gelu < 2; gelu++) {
-                int nulls = 0;
-                if (si == 0 && bias && !gelu) nulls = NO_DBIAS;      // a frozen bias
-                if (si == 1 && bias && !gelu) nulls = NO_DINP;       // the first layer
-                if (si == 2 && !bias && !gelu) nulls = NO_DWEIGHT;   // a frozen weight
-                test_matmul(mm[si][0], mm[si][1], mm[si][2], bias, gelu, nulls);
-            }
-        }
+    if (want("matmul")) {
+        test_matmul_cases();
+        test_matmul_tune();
+        test_matmul_cases();      // on the algorithms the timing kept
     }
 
     // HS 8 and 16: the generic path; 32..128: tensor cores. Each with and without RoPE.
