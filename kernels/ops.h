@@ -33,6 +33,7 @@
 #define ANVIL_KERNELS_OPS_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -285,9 +286,10 @@ typedef struct anv_backend {
     // after its plan was dropped). The operands are placed in `scratch`: n regions of
     // bytes[i] each, backend memory whose contents are DESTROYED (the trainer lends its
     // activations and gradients between two steps); a problem whose operands do not fit
-    // keeps the library's first choice until a call with the room. Fills *rep; returns
-    // when the work it queued is done.
-    void (*matmul_tune)(void *const *scratch, const size_t *bytes, int n,
+    // keeps the library's first choice until a call with the room. Fills *rep; with
+    // `table` not NULL also writes there one line per problem (its shape, the times of
+    // the first choice and of the kept algorithm). Returns when its work is done.
+    void (*matmul_tune)(void *const *scratch, const size_t *bytes, int n, FILE *table,
                         anv_tune_report *rep);
 
     // ---- timing (run.profile_step; members NULL: the backend cannot time) --------------

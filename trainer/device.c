@@ -167,7 +167,7 @@ int train_memory_plan(parallel_grid *g, const model_config *mc, const anv_backen
 // ---- between two steps ----------------------------------------------------------------
 
 void train_between_steps(const model *m, const anv_backend *be, const train_config *tc,
-                         int lead, int *tuned) {
+                         const char *run_dir, int rank, int lead, int *tuned) {
     const char *poison = getenv("ANVIL_TEST_POISON_SCRATCH");
     const int timed = tc->matmul_algo == MATMUL_ALGO_TIMED ||
                       (tc->matmul_algo == MATMUL_ALGO_AUTO && !tc->deterministic);
@@ -177,15 +177,21 @@ void train_between_steps(const model *m, const anv_backend *be, const train_conf
         void *scratch[2] = {NULL, m->grads};
         size_t bytes[2] = {0, m->n_alloc * sizeof(float)};
         model_step_scratch(m, &scratch[0], &bytes[0]);
+        char path[4096];
+        snprintf(path, sizeof path, "%s/matmul_algos_rank%d.txt", run_dir, rank);
+        FILE *table = fopen(path, "w");
+        if (!table) fprintf(stderr, "anvil: train.matmul_algo: cannot write '%s'\n", path);
         anv_tune_report r;
-        be->matmul_tune(scratch, bytes, 2, &r);
+        be->matmul_tune(scratch, bytes, 2, table, &r);
+        if (table && fclose(table) != 0)
+            fprintf(stderr, "anvil: train.matmul_algo: writing '%s' failed\n", path);
         if (lead) {
             const double gain = r.first_ms > 0 ? 100.0 * (1.0 - r.best_ms / r.first_ms) : 0.0;
             printf("anvil: %s: matmul algorithms timed (train.matmul_algo) in %.1f s: %d of "
                    "%d problems faster than cuBLASLt's first choice, one call of each "
-                   "%.3f -> %.3f ms (%.1f%% less); %d with one candidate, %d without room\n",
-                   be->name, r.seconds, r.changed, r.problems, r.first_ms, r.best_ms, gain,
-                   r.single, r.skipped);
+                   "%.3f -> %.3f ms (%.1f%% less); %d with one candidate, %d without room "
+                   "(per problem: %s)\n", be->name, r.seconds, r.changed, r.problems,
+                   r.first_ms, r.best_ms, gain, r.single, r.skipped, path);
         }
     }
     if (poison != NULL && strcmp(poison, "1") == 0) {

@@ -802,7 +802,7 @@ static int train_or_plan(int argc, char **argv, int plan_only) {
                 metrics_print_progress(stdout, &sm);
         }
         if (profiled) write_profile(&cfg, &grid, be, step + 1, lead);
-        train_between_steps(&m, be, tc, lead, &tuned);   // train.matmul_algo
+        train_between_steps(&m, be, tc, cfg.run.dir, grid.rank, lead, &tuned);
 
         // Too many non-finite steps in a row: back to the last checkpoint, and on from
         // the data after the offending batches (not the same batches again).

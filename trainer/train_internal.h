@@ -47,11 +47,12 @@ int train_memory_plan(parallel_grid *g, const model_config *mc, const anv_backen
 // the gradients and writes each activation before reading it; evaluation and sampling
 // only run forwards), so they can serve as scratch: after the first step this process runs (*tuned 0, then set), with
 // train.matmul_algo timed (auto: unless train.deterministic), the backend times its
-// matmul algorithms there (be->matmul_tune) and rank `lead` prints what it found.
+// matmul algorithms there (be->matmul_tune), writes each problem's figures to
+// run_dir/matmul_algos_rank<rank>.txt, and rank `lead` prints the summary.
 // ANVIL_TEST_POISON_SCRATCH=1 fills both with NaN after every step, so that a test
 // shows they are dead indeed. Not collective.
 void train_between_steps(const model *m, const anv_backend *be, const train_config *tc,
-                         int lead, int *tuned);
+                         const char *run_dir, int rank, int lead, int *tuned);
 
 // ---- watchdog (watchdog.c) -----------------------------------------------------------
 

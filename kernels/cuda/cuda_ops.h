@@ -71,7 +71,8 @@ void cuda_matmul_forward(anv_act *out, anv_act *pre_gelu, const anv_act *inp,
 void cuda_matmul_backward(anv_act *dinp, anv_grad_mode dinp_mode, float *dweight,
                           float *dbias, const anv_act *dout, const anv_act *inp,
                           const anv_act *weight, const anv_act *pre_gelu, int N, int C, int OC);
-void cuda_matmul_tune(void *const *scratch, const size_t *bytes, int n, anv_tune_report *rep);
+void cuda_matmul_tune(void *const *scratch, const size_t *bytes, int n, FILE *table,
+                      anv_tune_report *rep);
 // attention.cu (RoPE inside, see ops.h)
 size_t cuda_attention_state_floats(int B, int T, int NH, int KVH, int HS, int rope);
 void cuda_attention_forward(anv_act *out, float *state, const anv_act *qkv,

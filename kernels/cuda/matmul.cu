@@ -578,11 +578,35 @@ static double mm_time(const mm_plan *p, const cublasLtMatmulAlgo_t *algo, void *
     return best;
 }
 
+// One line of the table for plan p's problem, in the ops' terms (as the profile names
+// them): forward N x C -> OC, dinp N x C <- OC, dweight N x C <- OC (the keys'
+// column-major products, the design comment at the top).
+static void mm_table_line(FILE *f, const mm_plan *p, int found, double first, double best,
+                          int kept) {
+    const mm_key *k = &p->key;
+    const char *op = k->transa == CUBLAS_OP_T ? "forward"
+                     : k->transb == CUBLAS_OP_T ? "dweight" : "dinp";
+    const int N = k->transa == CUBLAS_OP_T ? k->n : k->transb == CUBLAS_OP_T ? k->k : k->n;
+    const int C = k->transa == CUBLAS_OP_T ? k->k : k->m;
+    const int OC = k->transa == CUBLAS_OP_T ? k->m : k->transb == CUBLAS_OP_T ? k->n : k->k;
+    const char *epi = k->epilogue == CUBLASLT_EPILOGUE_BIAS            ? "bias"
+                      : k->epilogue == CUBLASLT_EPILOGUE_GELU_AUX        ? "gelu"
+                      : k->epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS   ? "bias+gelu"
+                      : k->epilogue == CUBLASLT_EPILOGUE_DGELU           ? "dgelu"
+                      : k->epilogue == CUBLASLT_EPILOGUE_BGRADB          ? "dbias"
+                                                                         : "-";
+    char what[96];
+    snprintf(what, sizeof what, "%s %dx%d %s %d", op, N, C, op[0] == 'f' ? "->" : "<-", OC);
+    fprintf(f, "%-34s %9s %5d %10.4f %10.4f %6.1f%% %s (alignment A/B/D %d/%d/%d)\n", what,
+            epi, found, first, best, first > 0 ? 100.0 * (1.0 - best / first) : 0.0,
+            kept ? "faster kept" : "first choice kept", k->align_a, k->align_b, k->align_d);
+}
+
 // Times plan p's candidates on operands in scratch and keeps the fastest (see
-// MM_TUNE_MARGIN) in p and in mm_tuned; adds to *rep. A problem whose operands do not
+// MM_TUNE_MARGIN) in p and in mm_tuned; adds to *rep and, if table, writes its line. A problem whose operands do not
 // fit the scratch stays untimed (a later call may have the room).
 static void mm_plan_tune(mm_plan *p, void *const *scratch, const size_t *bytes, int n,
-                         cudaEvent_t *ev, anv_tune_report *rep) {
+                         cudaEvent_t *ev, FILE *table, anv_tune_report *rep) {
     void *op[MM_OPS];
     if (mm_operands_place(&p->key, scratch, bytes, n, op) != 0) {
         rep->skipped++;                   // left for a call with more room
@@ -623,13 +647,13 @@ static void mm_plan_tune(mm_plan *p, void *const *scratch, const size_t *bytes, 
     rep->candidates++;                    // the first choice
     rep->problems++;
     rep->first_ms += first;
-    if (best_i >= 0 && best < (1.0 - MM_TUNE_MARGIN) * first) {
+    const int change = best_i >= 0 && best < (1.0 - MM_TUNE_MARGIN) * first;
+    if (change) {
         p->algo = res[best_i].algo;
         rep->changed++;
-        rep->best_ms += best;
-    } else {
-        rep->best_ms += first;
     }
+    rep->best_ms += change ? best : first;
+    if (table) mm_table_line(table, p, found, first, change ? best : first, change);
     if (mm_ntuned < MM_TUNED) {
         mm_tuned_algos[mm_ntuned].key = p->key;
         mm_tuned_algos[mm_ntuned].algo = p->algo;
@@ -638,15 +662,18 @@ static void mm_plan_tune(mm_plan *p, void *const *scratch, const size_t *bytes, 
 }
 
 extern "C" void cuda_matmul_tune(void *const *scratch, const size_t *bytes, int n,
-                                 anv_tune_report *rep) {
+                                 FILE *table, anv_tune_report *rep) {
     memset(rep, 0, sizeof *rep);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     cudaEvent_t ev[MM_TUNE_REPS + 1];
     for (int r = 0; r <= MM_TUNE_REPS; r++) CUDA_CHECK(cudaEventCreate(&ev[r]));
+    if (table)
+        fprintf(table, "%-34s %9s %5s %10s %10s %7s\n", "matmul (ops.h terms)", "epilogue",
+                "cands", "first ms", "kept ms", "gain");
     for (int i = 0; i < mm_nplans; i++) {
         mm_plan *p = &mm_plans[i];
-        if (!p->refused && !p->tuned) mm_plan_tune(p, scratch, bytes, n, ev, rep);
+        if (!p->refused && !p->tuned) mm_plan_tune(p, scratch, bytes, n, ev, table, rep);
     }
     CUDA_CHECK(cudaStreamSynchronize(cuda_stream_compute));
     for (int r = 0; r <= MM_TUNE_REPS; r++) CUDA_CHECK(cudaEventDestroy(ev[r]));

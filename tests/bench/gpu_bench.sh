@@ -212,6 +212,9 @@ bench() {
     run_watched "$logs/$name.anvil.log" "$rundir/metrics.jsonl" "$STEPS" \
         "$anvil" train "$config" "${over[@]}"
     [ -f "$rundir/metrics.jsonl" ] && cp "$rundir/metrics.jsonl" "$logs/$name.anvil.metrics.jsonl"
+    # train.matmul_algo's per-problem timings (the cuda backend, after step 1)
+    [ -f "$rundir/matmul_algos_rank0.txt" ] &&
+        cp "$rundir/matmul_algos_rank0.txt" "$logs/$name.anvil.matmul_algos.txt"
     rm -rf "$rundir"
     # shellcheck disable=SC2086  # TORCH_ARGS is a list of options
     run_watched "$logs/$name.torch.log" "" 0 \

@@ -9,7 +9,8 @@ The timing runs the candidates on the model's activations and gradients, lent as
 scratch between two steps (trainer/device.c), so what it must never do is change what
 training computes. The emulated heuristic offers 3 algorithms that compute the same
 bits (tests/emu/emu_cublaslt.cc), which makes that checkable exactly. For both families:
-- the default (auto: timed) against heuristic, 4 steps with an evaluation and a sample
+- the default (auto: timed) against heuristic, and its table of the problems timed
+  (run.dir/matmul_algos_rank0.txt), 4 steps with an evaluation and a sample
   every 2, and under ANVIL_TEST_POISON_SCRATCH=1 (the activations and gradients filled
   with NaN after every step, so that anything read across a step boundary shows): the
   same final weights, bytes for bytes, the same losses and validation losses;
@@ -69,6 +70,8 @@ def train(anvil, tmp, shards, name, preset, extra, env_extra, steps=4):
     m = re.search(r"matmul algorithms timed \(train\.matmul_algo\) in [0-9.]+ s: (\d+) of (\d+) "
                   r"problems faster .* (\d+) with one candidate, (\d+) without room", p.stdout)
     out["tune"] = tuple(int(g) for g in m.groups()) if m else None
+    table = os.path.join(d, "matmul_algos_rank0.txt")
+    out["table"] = open(table).read().splitlines() if os.path.exists(table) else None
     return out
 
 
@@ -101,6 +104,13 @@ def main():
                    f"(evaluation and sampling between): final weights "
                    f"{'identical' if same else 'DIFFER'} ({len(h['weights'])} bytes), losses "
                    f"{h['losses']} vs {t['losses']}, val {h['val']} vs {t['val']}")
+            tab = t["table"] or []
+            report(t["tune"] is not None and len(tab) == 1 + t["tune"][1] and
+                   h["table"] is None and
+                   sum(" faster kept " in l for l in tab) == t["tune"][0],
+                   f"{preset}: run.dir/matmul_algos_rank0.txt: a header and one line per timed "
+                   f"problem ({len(tab)} lines), none from the heuristic run; e.g. "
+                   f"{tab[1] if len(tab) > 1 else None!r}")
             report(set(h["calls"]) == {0},
                    f"{preset}: heuristic: only the first choice ran ({h['calls']})")
 

@@ -820,7 +820,7 @@ static void test_matmul_tune(void) {
     tensor *s0 = t_new(gpu, F32, (size_t)16 << 10), *s1 = t_new(gpu, F32, (size_t)64 << 10);
     void *const small[2] = {s0->p, s1->p};
     const size_t small_bytes[2] = {s0->n * s0->esize, s1->n * s1->esize};
-    gpu->matmul_tune(small, small_bytes, 2, &r1);
+    gpu->matmul_tune(small, small_bytes, 2, NULL, &r1);
     tune_print("64 + 256 KiB", &r1);
     report(r1.problems + r1.single > 0 && r1.skipped > 0,
            "matmul_tune, 64 + 256 KiB: the small problems considered (%d timed, %d with one "
@@ -830,12 +830,12 @@ static void test_matmul_tune(void) {
     s1 = t_new(gpu, F32, (size_t)4 << 20);
     void *const large[2] = {s0->p, s1->p};
     const size_t large_bytes[2] = {s0->n * s0->esize, s1->n * s1->esize};
-    gpu->matmul_tune(large, large_bytes, 2, &r2);
+    gpu->matmul_tune(large, large_bytes, 2, stdout, &r2);
     tune_print("8 + 16 MiB", &r2);
     report(r2.problems + r2.single == r1.skipped && r2.skipped == 0,
            "matmul_tune, 8 + 16 MiB: the %d problems left considered now (%d timed, %d with "
            "one candidate, %d without room)", r1.skipped, r2.problems, r2.single, r2.skipped);
-    gpu->matmul_tune(large, large_bytes, 2, &r3);
+    gpu->matmul_tune(large, large_bytes, 2, NULL, &r3);
     report(r3.problems + r3.single + r3.skipped == 0,
            "matmul_tune: a third call finds nothing new to time");
     case_end("matmul_tune (the scratch's guards)");
