@@ -16,9 +16,11 @@
 // (mma.sync.m16n8k16, fp32 accumulators, the register layouts of the PTX manual),
 // operands moved from shared memory with ldmatrix, tiles copied in with cp.async into
 // two buffers so the next tile arrives while the current one is computed. Tiles are
-// 64 x 64; a block has 4 warps, each owning 16 rows of the tile. Rows are padded by
-// 8 bf16 (16 bytes) in shared memory so that the 8 row addresses of one ldmatrix fall
-// into distinct banks.
+// 64 x 64; a block has 4 warps, each owning 16 rows of the tile (the forward for head
+// sizes 32 and 64: two query tiles per block, 16 rows of each per warp, so that each
+// K and V fragment read from shared memory feeds two MMAs; attn_fwd_mma's comment).
+// Rows are padded by 8 bf16 (16 bytes) in shared memory so that the 8 row addresses
+// of one ldmatrix fall into distinct banks.
 //   forward  (grid: query block x B*NH, heaviest query blocks first): Q fragments in
 //            registers; for each key block up to the diagonal, S = Q K^T into
 //            registers, mask (diagonal block only), online softmax, O += P V with P
@@ -35,10 +37,11 @@
 //               registers for the whole loop: one block owns them, so no atomics.
 //            3. dq (bf16) = the dQ accumulator.
 // dq, dk and dv are OVERWRITTEN (ops.h): nothing zeroes them first or reads them.
-// Generic path (any other HS, or unaligned pointers; the tiny test shapes): one warp
-// per query row (forward, dq) or key row (dk, dv), keys or queries visited in tiles of
-// 32 with the same online softmax and the same lse; CUDA cores, fp32. Its backward
-// recomputes p in both the dk/dv and the dq kernel, so it needs no atomics.
+// Generic path (attention_generic.cuh; any other HS, or unaligned pointers; the tiny
+// test shapes): one warp per query row (forward, dq) or key row (dk, dv), keys or
+// queries visited in tiles of 32 with the same online softmax and the same lse; CUDA
+// cores, fp32. Its backward recomputes p in both the dk/dv and the dq kernel, so it
+// needs no atomics.
 //
 // scratch (attention_scratch_floats): the dQ accumulator (B,T,NH,HS) then Dv (B,NH,T).
 //
@@ -65,15 +68,26 @@
 // from run to run, so dq is not bitwise reproducible on the tensor-core path.
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "kernels/cuda/attention_generic.cuh"
 #include "kernels/cuda/attention_tile.cuh"
 #include "kernels/cuda/cuda_common.cuh"
 
 #define ATT_LOG2E 1.4426950408889634f
 
 // ---- forward, tensor cores ----------------------------------------------------------
-template <int D, bool ROPE>
+// MT m-tiles per warp: a block takes MT query tiles of 64 rows (MT * 64 rows), warp w
+// owning rows w*16.. of each. MT = 2 (head sizes 32 and 64) loads each K and V fragment
+// from shared memory once for two MMAs instead of one, which halves the kernel's
+// shared-memory reads per FLOP (with one m-tile per warp, 4 warps each reading every
+// K and V fragment make ldmatrix, not the tensor cores, the bound); FlashAttention-2
+// does the same (128-row query blocks of 4 warps). Per row, the keys are visited in the
+// same order with the same arithmetic either way, so MT = 1 and MT = 2 give the same
+// bits (the op test checks it). MT = 1 for head sizes 96 and 128, whose accumulators
+// would not fit the registers twice.
+template <int D, bool ROPE, int MT>
 __global__ void __launch_bounds__(ATT_THREADS)
 attn_fwd_mma(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
              int ld, const float *rc, const float *rs, int B, int T, int NH, int KVH,
@@ -85,15 +99,16 @@ attn_fwd_mma(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
     constexpr int NT = ATT_TILE / 8;            // n-tiles of S
     constexpr int DT = D / 8;                   // n-tiles of O
     extern __shared__ __align__(16) unsigned char att_smem[];
-    bf16 *sQ = (bf16 *)att_smem;                // (64, LD)
-    bf16 *sK = sQ + ATT_TILE * LD;              // 2 x (64, LD)
+    bf16 *sQ = (bf16 *)att_smem;                // (MT * 64, LD)
+    bf16 *sK = sQ + MT * ATT_TILE * LD;         // 2 x (64, LD)
     bf16 *sV = sK + 2 * ATT_TILE * LD;          // 2 x (64, LD)
 
-    const int nq = (T + ATT_TILE - 1) / ATT_TILE;
+    const int nq = (T + MT * ATT_TILE - 1) / (MT * ATT_TILE);
+    const int nk = (T + ATT_TILE - 1) / ATT_TILE;
     const int bh = blockIdx.x % (B * NH);
     const int qb = nq - 1 - (int)(blockIdx.x / (B * NH));
     const int b = bh / NH, h = bh % NH, kvh = h / (NH / KVH);
-    const int q0 = qb * ATT_TILE;
+    const int q0 = qb * MT * ATT_TILE;
     const bf16 *qg = q + (size_t)b * T * ld + (size_t)h * D;     // (T, D) rows ld apart
     const bf16 *kg = k + (size_t)b * T * ld + (size_t)kvh * D;   // (T, D) rows ld apart
     const bf16 *vg = v + (size_t)b * T * ld + (size_t)kvh * D;   // (T, D) rows ld apart
@@ -102,89 +117,141 @@ attn_fwd_mma(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
     const int g = lane >> 2, t4 = lane & 3;
     const float sl2 = scale * ATT_LOG2E;        // exp(x*scale) = exp2(x*sl2)
 
-    load_tile<D>(sQ, qg, ld, q0, T);
+    #pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+        load_tile<D>(sQ + mt * ATT_TILE * LD, qg, ld, q0 + mt * ATT_TILE, T);
     load_tile<D>(sK, kg, ld, 0, T);
     load_tile<D>(sV, vg, ld, 0, T);
     cp_async_commit();
 
-    uint32_t qf[KT][4];
-    float o[DT][4];
-    for (int i = 0; i < DT; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
-    float m[2] = {-INFINITY, -INFINITY};        // running max (raw scores), rows g, g+8
-    float l[2] = {0.0f, 0.0f};                  // running sum, this thread's columns
+    uint32_t qf[MT * KT][4];                    // m-tile mt's k-chunk kk: qf[mt * KT + kk]
+    float o[MT][DT][4];
+    float m[MT][2], l[MT][2];                   // running max (raw scores), rows g, g+8;
+                                                // running sum, this thread's columns
+    #pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        #pragma unroll
+        for (int i = 0; i < DT; i++) o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.0f;
+        m[mt][0] = m[mt][1] = -INFINITY;
+        l[mt][0] = l[mt][1] = 0.0f;
+    }
 
-    const int nkv = qb + 1;                     // key tiles 0..qb (causal)
+    // key tiles 0 .. the last query tile's diagonal (causal), and none past T
+    const int nkv = MT * qb + MT < nk ? MT * qb + MT : nk;
     for (int j = 0; j < nkv; j++) {
-        kv_tile_begin<D, ROPE>(j, nkv, sQ, sK, sV, qf, kg, vg, ld, q0, T, rc, rs, warp, lane);
+        kv_tile_begin<D, ROPE, MT>(j, nkv, sQ, sK, sV, qf, kg, vg, ld, q0, T, rc, rs, warp,
+                                   lane);
         const bf16 *cK = sK + (j & 1) * ATT_TILE * LD;
         const bf16 *cV = sV + (j & 1) * ATT_TILE * LD;
+        // m-tile mt is query tile MT qb + mt: it sees key tile j up to its diagonal, and
+        // not at all when its rows start at or past T (block-uniform, so no divergence)
+        bool act[MT];
+        #pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+            act[mt] = j <= MT * qb + mt && (MT * qb + mt) * ATT_TILE < T;
 
-        // S = Q K^T (16 x 64 per warp)
-        float s[NT][4];
-        for (int i = 0; i < NT; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+        // S = Q K^T (16 x 64 per warp and m-tile), each K fragment loaded once
+        float s[MT][NT][4];
+        #pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+            #pragma unroll
+            for (int i = 0; i < NT; i++) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.0f;
+        #pragma unroll
         for (int kk = 0; kk < KT; kk++) {
+            #pragma unroll
             for (int np = 0; np < NT / 2; np++) {
                 uint32_t bb[4];
                 ldsm_x4(bb, ldsm_b_addr(cK, LD, np * 16, kk * 16, lane));
-                mma_bf16(s[2 * np], qf[kk], bb[0], bb[1]);
-                mma_bf16(s[2 * np + 1], qf[kk], bb[2], bb[3]);
-            }
-        }
-        if (j == qb) {                          // diagonal tile: key col > query row
-            for (int nt = 0; nt < NT; nt++)
-                for (int c = 0; c < 4; c++) {
-                    int col = nt * 8 + 2 * t4 + (c & 1);
-                    int row = warp * 16 + g + (c >> 1) * 8;
-                    if (col > row) s[nt][c] = -INFINITY;
+                #pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    if (!act[mt]) continue;
+                    mma_bf16(s[mt][2 * np], qf[mt * KT + kk], bb[0], bb[1]);
+                    mma_bf16(s[mt][2 * np + 1], qf[mt * KT + kk], bb[2], bb[3]);
                 }
-        }
-
-        // online softmax; rows g (c = 0,1) and g+8 (c = 2,3), a quad shares a row
-        for (int r = 0; r < 2; r++) {
-            float mx = m[r];
-            for (int nt = 0; nt < NT; nt++)
-                mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            float mu = mx == -INFINITY ? 0.0f : mx;         // a fully masked row stays 0
-            float alpha = exp2f((m[r] - mu) * sl2);         // m = -inf: 0
-            float msc = mu * sl2, sum = 0.0f;
-            m[r] = mx;
-            for (int nt = 0; nt < NT; nt++) {
-                float p0 = exp2f(fmaf(s[nt][2 * r], sl2, -msc));
-                float p1 = exp2f(fmaf(s[nt][2 * r + 1], sl2, -msc));
-                s[nt][2 * r] = p0;
-                s[nt][2 * r + 1] = p1;
-                sum += p0 + p1;
-            }
-            l[r] = l[r] * alpha + sum;
-            for (int i = 0; i < DT; i++) {
-                o[i][2 * r] *= alpha;
-                o[i][2 * r + 1] *= alpha;
             }
         }
+        #pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            if (!act[mt]) continue;
+            if (j == MT * qb + mt) {            // diagonal tile: key col > query row
+                #pragma unroll
+                for (int nt = 0; nt < NT; nt++)
+                    #pragma unroll
+                    for (int c = 0; c < 4; c++) {
+                        int col = nt * 8 + 2 * t4 + (c & 1);
+                        int row = warp * 16 + g + (c >> 1) * 8;
+                        if (col > row) s[mt][nt][c] = -INFINITY;
+                    }
+            }
+            // online softmax; rows g (c = 0,1) and g+8 (c = 2,3), a quad shares a row
+            #pragma unroll
+            for (int r = 0; r < 2; r++) {
+                float mx = m[mt][r];
+                #pragma unroll
+                for (int nt = 0; nt < NT; nt++)
+                    mx = fmaxf(mx, fmaxf(s[mt][nt][2 * r], s[mt][nt][2 * r + 1]));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                float mu = mx == -INFINITY ? 0.0f : mx;         // a fully masked row stays 0
+                float alpha = exp2f((m[mt][r] - mu) * sl2);     // m = -inf: 0
+                float msc = mu * sl2, sum = 0.0f;
+                m[mt][r] = mx;
+                #pragma unroll
+                for (int nt = 0; nt < NT; nt++) {
+                    float p0 = exp2f(fmaf(s[mt][nt][2 * r], sl2, -msc));
+                    float p1 = exp2f(fmaf(s[mt][nt][2 * r + 1], sl2, -msc));
+                    s[mt][nt][2 * r] = p0;
+                    s[mt][nt][2 * r + 1] = p1;
+                    sum += p0 + p1;
+                }
+                l[mt][r] = l[mt][r] * alpha + sum;
+                #pragma unroll
+                for (int i = 0; i < DT; i++) {
+                    o[mt][i][2 * r] *= alpha;
+                    o[mt][i][2 * r + 1] *= alpha;
+                }
+            }
+        }
 
-        // O += P V
+        // O += P V, each V fragment loaded once (the order of mma_a_rows)
+        #pragma unroll
         for (int kc = 0; kc < ATT_TILE / 16; kc++) {
-            uint32_t a[4];
-            acc_to_a(a, s, kc);
-            mma_a_rows<D>(o, a, cV, LD, kc * 16, lane);
+            uint32_t a[MT][4];
+            #pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+                if (act[mt]) acc_to_a(a[mt], s[mt], kc);
+            #pragma unroll
+            for (int dp = 0; dp < D / 16; dp++) {
+                uint32_t bb[4];
+                ldsm_x4_t(bb, ldsm_a_addr(cV, LD, kc * 16, dp * 16, lane));
+                #pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    if (!act[mt]) continue;
+                    mma_bf16(o[mt][2 * dp], a[mt], bb[0], bb[1]);
+                    mma_bf16(o[mt][2 * dp + 1], a[mt], bb[2], bb[3]);
+                }
+            }
         }
     }
 
-    for (int r = 0; r < 2; r++) {
-        float sum = l[r];
-        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-        int row = q0 + warp * 16 + g + r * 8;
-        if (row >= T) continue;
-        float inv = 1.0f / sum;
-        bf16 *orow = out + (((size_t)b * T + row) * NH + h) * D;     // (D)
-        for (int i = 0; i < DT; i++) {
-            *reinterpret_cast<__nv_bfloat162 *>(orow + i * 8 + 2 * t4) =
-                __floats2bfloat162_rn(o[i][2 * r] * inv, o[i][2 * r + 1] * inv);
+    #pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        #pragma unroll
+        for (int r = 0; r < 2; r++) {
+            float sum = l[mt][r];
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+            int row = q0 + mt * ATT_TILE + warp * 16 + g + r * 8;
+            if (row >= T) continue;
+            float inv = 1.0f / sum;
+            bf16 *orow = out + (((size_t)b * T + row) * NH + h) * D;     // (D)
+            #pragma unroll
+            for (int i = 0; i < DT; i++) {
+                *reinterpret_cast<__nv_bfloat162 *>(orow + i * 8 + 2 * t4) =
+                    __floats2bfloat162_rn(o[mt][i][2 * r] * inv, o[mt][i][2 * r + 1] * inv);
+            }
+            if (t4 == 0) lse[((size_t)b * NH + h) * T + row] = m[mt][r] * scale + logf(sum);
         }
-        if (t4 == 0) lse[((size_t)b * NH + h) * T + row] = m[r] * scale + logf(sum);
     }
 }
 
@@ -536,197 +603,6 @@ __global__ void attn_dq_set_rope(bf16 *dq, const float *acc, const float *rc, co
     }
 }
 
-// ---- generic path (any HS): one warp per row, CUDA cores ----------------------------
-#define GEN_WARPS 4            // warps per block of the generic kernels
-
-// Element d of a head row x (HS) at position t, rotated when rc is given (generic path).
-__device__ __forceinline__ float rope_elem(const bf16 *x, int d, int HS, int t, const float *rc,
-                                           const float *rs) {
-    float v = __bfloat162float(x[d]);
-    if (rc == nullptr) return v;
-    const int H2 = HS / 2, i = d < H2 ? d : d - H2;
-    const float c = rc[(size_t)t * H2 + i], sn = rs[(size_t)t * H2 + i];
-    return d < H2 ? v * c - __bfloat162float(x[d + H2]) * sn
-                  : v * c + __bfloat162float(x[d - H2]) * sn;
-}
-
-// Element d of a gradient row g (HS, shared) w.r.t. a rotated row, rotated back to the
-// unrotated row's (the transpose: d1 = g1 cos + g2 sin, d2 = g2 cos - g1 sin).
-__device__ __forceinline__ float rope_back_elem(const float *g, int d, int HS, int t,
-                                                const float *rc, const float *rs) {
-    if (rc == nullptr) return g[d];
-    const int H2 = HS / 2, i = d < H2 ? d : d - H2;
-    const float c = rc[(size_t)t * H2 + i], sn = rs[(size_t)t * H2 + i];
-    return d < H2 ? g[d] * c + g[d + H2] * sn : g[d] * c - g[d - H2] * sn;
-}
-
-// Forward for query row (b, t, h). Shared per warp: q*scale (HS), acc (HS), p (32).
-__global__ void attn_fwd_generic(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
-                                 const bf16 *v, size_t ld, const float *rc, const float *rs,
-                                 int B, int T, int NH, int KVH, int HS, float scale) {
-    extern __shared__ float gen_smem[];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    float *sq = gen_smem + (size_t)warp * (2 * HS + 32);
-    float *sacc = sq + HS, *sp = sacc + HS;
-    const size_t row = (size_t)blockIdx.x * GEN_WARPS + warp;    // as in out: (b, t, h)
-    if (row >= (size_t)B * T * NH) return;
-    const int h = (int)(row % NH), t = (int)((row / NH) % T), b = (int)(row / NH / T);
-    const int kvh = h / (NH / KVH);
-    const size_t kvs = ld;
-    const bf16 *kb = k + (size_t)b * T * ld + (size_t)kvh * HS;  // (T, HS) rows ld apart
-    const bf16 *vb = v + (size_t)b * T * ld + (size_t)kvh * HS;  // (T, HS) rows ld apart
-    const bf16 *qr = q + (row / NH) * ld + (size_t)h * HS;       // (HS)
-    for (int d = lane; d < HS; d += 32) {
-        sq[d] = rope_elem(qr, d, HS, t, rc, rs) * scale;
-        sacc[d] = 0.0f;
-    }
-    __syncwarp();
-    float m = -INFINITY, l = 0.0f;
-    for (int j0 = 0; j0 <= t; j0 += 32) {
-        int j = j0 + lane;
-        float s = -INFINITY;
-        if (j <= t) {
-            const bf16 *kr = kb + (size_t)j * kvs;
-            float dot = 0.0f;
-            for (int d = 0; d < HS; d++) dot += sq[d] * rope_elem(kr, d, HS, j, rc, rs);
-            s = dot;
-        }
-        float mn = fmaxf(m, warp_max(s));                 // finite: key j0 <= t is valid
-        float alpha = expf(m - mn);
-        float p = j <= t ? expf(s - mn) : 0.0f;
-        l = l * alpha + warp_sum(p);
-        m = mn;
-        sp[lane] = p;
-        __syncwarp();
-        int cnt = min(32, t - j0 + 1);
-        for (int d = lane; d < HS; d += 32) {
-            float a = sacc[d] * alpha;
-            for (int jj = 0; jj < cnt; jj++)
-                a += sp[jj] * __bfloat162float(vb[(size_t)(j0 + jj) * kvs + d]);
-            sacc[d] = a;
-        }
-        __syncwarp();
-    }
-    for (int d = lane; d < HS; d += 32) out[row * HS + d] = __float2bfloat16(sacc[d] / l);
-    if (lane == 0) lse[((size_t)b * NH + h) * T + t] = m + logf(l);
-}
-
-// dk, dv for key row (b, j, kvh) over every query head of its group. Shared per warp:
-// k (HS), v (HS), dk (HS), dv (HS), p (32), ds (32).
-__global__ void attn_bwd_dkdv_generic(bf16 *dk, bf16 *dv, const bf16 *dout,
-                                      const float *lse, const float *Dv, const bf16 *q,
-                                      const bf16 *k, const bf16 *v, size_t ld, const float *rc,
-                                      const float *rs, int B, int T, int NH, int KVH, int HS,
-                                      float scale) {
-    extern __shared__ float gen_smem[];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    float *sk = gen_smem + (size_t)warp * (4 * HS + 64);
-    float *sv = sk + HS, *sdk = sv + HS, *sdv = sdk + HS, *sp = sdv + HS, *sds = sp + 32;
-    const size_t row = (size_t)blockIdx.x * GEN_WARPS + warp;    // (b, j, kvh)
-    if (row >= (size_t)B * T * KVH) return;
-    const int kvh = (int)(row % KVH), j = (int)((row / KVH) % T), b = (int)(row / KVH / T);
-    const int group = NH / KVH;
-    const size_t qs = ld, os = (size_t)NH * HS;
-    const size_t kvo = (row / KVH) * ld + (size_t)kvh * HS;      // this key row in k, v
-    for (int d = lane; d < HS; d += 32) {
-        sk[d] = rope_elem(k + kvo, d, HS, j, rc, rs);
-        sv[d] = __bfloat162float(v[kvo + d]);
-        sdk[d] = sdv[d] = 0.0f;
-    }
-    __syncwarp();
-    for (int h = kvh * group; h < (kvh + 1) * group; h++) {
-        const bf16 *qb = q + (size_t)b * T * ld + (size_t)h * HS;   // (T, HS) rows ld apart
-        const bf16 *ob = dout + ((size_t)b * T * NH + h) * HS;      // (T, HS) rows os apart
-        const float *lr = lse + ((size_t)b * NH + h) * T;        // (T)
-        const float *dr = Dv + ((size_t)b * NH + h) * T;         // (T)
-        for (int t0 = j; t0 < T; t0 += 32) {
-            int t = t0 + lane;
-            float p = 0.0f, ds = 0.0f;
-            if (t < T) {
-                float sdot = 0.0f, pdot = 0.0f;
-                for (int d = 0; d < HS; d++) {
-                    sdot += rope_elem(qb + (size_t)t * qs, d, HS, t, rc, rs) * sk[d];
-                    pdot += __bfloat162float(ob[(size_t)t * os + d]) * sv[d];
-                }
-                p = expf(sdot * scale - lr[t]);
-                ds = p * (pdot - dr[t]);
-            }
-            sp[lane] = p;
-            sds[lane] = ds;
-            __syncwarp();
-            int cnt = min(32, T - t0);
-            for (int d = lane; d < HS; d += 32) {
-                float a = sdv[d], c = sdk[d];
-                for (int tt = 0; tt < cnt; tt++) {
-                    a += sp[tt] * __bfloat162float(ob[(size_t)(t0 + tt) * os + d]);
-                    c += sds[tt] * rope_elem(qb + (size_t)(t0 + tt) * qs, d, HS, t0 + tt, rc, rs);
-                }
-                sdv[d] = a;
-                sdk[d] = c;
-            }
-            __syncwarp();
-        }
-    }
-    __syncwarp();                               // every lane's sdk, for its RoPE partner
-    for (int d = lane; d < HS; d += 32) {
-        dk[kvo + d] = __float2bfloat16(rope_back_elem(sdk, d, HS, j, rc, rs) * scale);
-        dv[kvo + d] = __float2bfloat16(sdv[d]);
-    }
-}
-
-// dq for query row (b, t, h). Shared per warp: q (HS), dout (HS), acc (HS), ds (32).
-__global__ void attn_bwd_dq_generic(bf16 *dq, const bf16 *dout, const float *lse,
-                                    const float *Dv, const bf16 *q, const bf16 *k,
-                                    const bf16 *v, size_t ld, const float *rc, const float *rs,
-                                    int B, int T, int NH, int KVH, int HS, float scale) {
-    extern __shared__ float gen_smem[];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    float *sq = gen_smem + (size_t)warp * (3 * HS + 32);
-    float *so = sq + HS, *sacc = so + HS, *sds = sacc + HS;
-    const size_t row = (size_t)blockIdx.x * GEN_WARPS + warp;    // as in dout: (b, t, h)
-    if (row >= (size_t)B * T * NH) return;
-    const int h = (int)(row % NH), t = (int)((row / NH) % T), b = (int)(row / NH / T);
-    const int kvh = h / (NH / KVH);
-    const size_t kvs = ld;
-    const bf16 *kb = k + (size_t)b * T * ld + (size_t)kvh * HS;  // (T, HS) rows ld apart
-    const bf16 *vb = v + (size_t)b * T * ld + (size_t)kvh * HS;  // (T, HS) rows ld apart
-    const size_t qo = (row / NH) * ld + (size_t)h * HS;          // this query row in q, dq
-    const float lse_t = lse[((size_t)b * NH + h) * T + t];
-    const float d_t = Dv[((size_t)b * NH + h) * T + t];
-    for (int d = lane; d < HS; d += 32) {
-        sq[d] = rope_elem(q + qo, d, HS, t, rc, rs);
-        so[d] = __bfloat162float(dout[row * HS + d]);
-        sacc[d] = 0.0f;
-    }
-    __syncwarp();
-    for (int j0 = 0; j0 <= t; j0 += 32) {
-        int j = j0 + lane;
-        float ds = 0.0f;
-        if (j <= t) {
-            float sdot = 0.0f, pdot = 0.0f;
-            for (int d = 0; d < HS; d++) {
-                sdot += sq[d] * rope_elem(kb + (size_t)j * kvs, d, HS, j, rc, rs);
-                pdot += so[d] * __bfloat162float(vb[(size_t)j * kvs + d]);
-            }
-            float p = expf(sdot * scale - lse_t);
-            ds = p * (pdot - d_t);
-        }
-        sds[lane] = ds;
-        __syncwarp();
-        int cnt = min(32, t - j0 + 1);
-        for (int d = lane; d < HS; d += 32) {
-            float a = sacc[d];
-            for (int jj = 0; jj < cnt; jj++)
-                a += sds[jj] * rope_elem(kb + (size_t)(j0 + jj) * kvs, d, HS, j0 + jj, rc, rs);
-            sacc[d] = a;
-        }
-        __syncwarp();
-    }
-    __syncwarp();                               // every lane's sacc, for its RoPE partner
-    for (int d = lane; d < HS; d += 32)
-        dq[qo + d] = __float2bfloat16(rope_back_elem(sacc, d, HS, t, rc, rs) * scale);
-}
-
 // ---- host ---------------------------------------------------------------------------
 // Dynamic shared memory above the 48 KiB default must be asked for per kernel.
 template <typename K>
@@ -738,9 +614,19 @@ static void att_set_smem(K kernel, size_t bytes) {
 
 static int att_mma_ok(int HS) { return HS == 32 || HS == 64 || HS == 96 || HS == 128; }
 
-// Shared memory of the tensor-core kernels for head size D.
-static size_t fwd_mma_smem(int D) {
-    return (size_t)5 * ATT_TILE * (D + ATT_PAD) * sizeof(bf16);                // Q, 2K, 2V
+// Shared memory of the tensor-core kernels for head size D (the forward's MT: below).
+static size_t fwd_mma_smem(int D, int MT) {
+    return (size_t)(MT + 4) * ATT_TILE * (D + ATT_PAD) * sizeof(bf16);         // Q, 2K, 2V
+}
+
+// m-tiles per warp of the forward for head size HS: 2 for 32 and 64 (attn_fwd_mma's
+// comment), 1 for 96 and 128, and 1 for every head size when the environment has
+// ANVIL_CUDA_ATT_FWD_ROWS=64: 64-row query blocks, to compare the two on a GPU (the op
+// test checks they give the same bits).
+static int fwd_mma_mt(int HS) {
+    const char *e = getenv("ANVIL_CUDA_ATT_FWD_ROWS");
+    if (e != nullptr && strcmp(e, "64") == 0) return 1;
+    return HS <= 64 ? 2 : 1;
 }
 static size_t bwd_mma_smem(int D) {
     return (size_t)6 * ATT_TILE * (D + ATT_PAD) * sizeof(bf16)               // K V 2Q 2dO
@@ -768,16 +654,16 @@ static int att_fits(size_t smem, const char *what, int HS) {
     return 0;
 }
 
-template <int D, bool ROPE>
+template <int D, bool ROPE, int MT>
 static void fwd_mma_launch(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
                            const bf16 *v, size_t ld, const float *rc, const float *rs, int B,
                            int T, int NH, int KVH, float scale) {
-    const size_t smem = fwd_mma_smem(D);
-    const unsigned nq = (unsigned)((T + ATT_TILE - 1) / ATT_TILE);
-    att_set_smem(attn_fwd_mma<D, ROPE>, smem);
-    attn_fwd_mma<D, ROPE><<<nq * (unsigned)(B * NH), ATT_THREADS, smem,
-                            cuda_stream_compute>>>(out, lse, q, k, v, (int)ld, rc, rs, B, T, NH,
-                                                   KVH, scale);
+    const size_t smem = fwd_mma_smem(D, MT);
+    const unsigned nq = (unsigned)((T + MT * ATT_TILE - 1) / (MT * ATT_TILE));
+    att_set_smem(attn_fwd_mma<D, ROPE, MT>, smem);
+    attn_fwd_mma<D, ROPE, MT><<<nq * (unsigned)(B * NH), ATT_THREADS, smem,
+                                cuda_stream_compute>>>(out, lse, q, k, v, (int)ld, rc, rs, B,
+                                                       T, NH, KVH, scale);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -828,11 +714,13 @@ typedef void (*dq_fn)(bf16 *, const bf16 *, const float *, const float *, const 
                       const bf16 *, const bf16 *, size_t, const float *, const float *, int,
                       int, int, int, float);
 
-// The tensor-core kernels for head size HS (att_mma_ok), with or without RoPE.
+// The tensor-core kernels for head size HS (att_mma_ok), with or without RoPE; the
+// forward's with mt m-tiles per warp (fwd_mma_mt).
 template <bool ROPE>
-static fwd_fn fwd_pick(int HS) {
-    return HS == 32 ? fwd_mma_launch<32, ROPE> : HS == 64 ? fwd_mma_launch<64, ROPE>
-         : HS == 96 ? fwd_mma_launch<96, ROPE> : fwd_mma_launch<128, ROPE>;
+static fwd_fn fwd_pick(int HS, int mt) {
+    if (mt == 2) return HS == 32 ? fwd_mma_launch<32, ROPE, 2> : fwd_mma_launch<64, ROPE, 2>;
+    return HS == 32 ? fwd_mma_launch<32, ROPE, 1> : HS == 64 ? fwd_mma_launch<64, ROPE, 1>
+         : HS == 96 ? fwd_mma_launch<96, ROPE, 1> : fwd_mma_launch<128, ROPE, 1>;
 }
 template <bool ROPE>
 static bwd_fn bwd_pick(int HS) {
@@ -870,9 +758,10 @@ extern "C" void cuda_attention_forward(anv_act *out_, float *state, const anv_ac
     const float scale = 1.0f / sqrtf((float)HS);
     if (B <= 0 || T <= 0 || NH <= 0) return;
     // HS % 8 == 0 (att_mma_ok) keeps every row of q, k, v as aligned as qkv
+    const int mt = att_mma_ok(HS) ? fwd_mma_mt(HS) : 1;
     if (att_mma_ok(HS) && aligned16(out) && aligned16(q) &&
-        att_fits(fwd_mma_smem(HS), "forward", HS)) {
-        fwd_fn fn = rc ? fwd_pick<true>(HS) : fwd_pick<false>(HS);
+        att_fits(fwd_mma_smem(HS, mt), "forward", HS)) {
+        fwd_fn fn = rc ? fwd_pick<true>(HS, mt) : fwd_pick<false>(HS, mt);
         fn(out, state, q, k, v, ld, rc, rs, B, T, NH, KVH, scale);
         return;
     }

@@ -194,8 +194,9 @@ __device__ __forceinline__ void rope_back_acc(float (*acc)[4], int r, int t4, co
 // The start of key tile j in the query-tile kernels (attn_fwd_mma, attn_bwd_dq_mma): wait
 // for tile j (K and V double-buffered, tile 0 queued with Q before the loop), rotate it,
 // and Q at j = 0, when ROPE, take the warp's Q fragments at j = 0, and queue the copy of
-// tile j + 1 into the other buffers.
-template <int D, bool ROPE>
+// tile j + 1 into the other buffers. The Q tile has MT * 64 rows (MT m-tiles per warp:
+// rows mt * 64 + warp * 16 ..); m-tile mt's k-chunk kk lands in qf[mt * D/16 + kk].
+template <int D, bool ROPE, int MT = 1>
 __device__ __forceinline__ void kv_tile_begin(int j, int nkv, bf16 *sQ, bf16 *sK, bf16 *sV,
                                               uint32_t (*qf)[4], const bf16 *kg,
                                               const bf16 *vg, int ld, int q0, int T,
@@ -205,13 +206,17 @@ __device__ __forceinline__ void kv_tile_begin(int j, int nkv, bf16 *sQ, bf16 *sK
     cp_async_wait_all();
     __syncthreads();                            // tile j landed; tile j-1's buffers free
     if (ROPE) {
-        if (j == 0) rope_tile<D>(sQ, q0, T, rc, rs);
+        if (j == 0)
+            for (int mt = 0; mt < MT; mt++)
+                rope_tile<D>(sQ + mt * ATT_TILE * LD, q0 + mt * ATT_TILE, T, rc, rs);
         rope_tile<D>(sK + (j & 1) * ATT_TILE * LD, j * ATT_TILE, T, rc, rs);
         __syncthreads();                        // rotated tiles seen by every warp
     }
     if (j == 0) {
-        for (int kk = 0; kk < D / 16; kk++)
-            ldsm_x4(qf[kk], ldsm_a_addr(sQ, LD, warp * 16, kk * 16, lane));
+        for (int mt = 0; mt < MT; mt++)
+            for (int kk = 0; kk < D / 16; kk++)
+                ldsm_x4(qf[mt * (D / 16) + kk],
+                        ldsm_a_addr(sQ, LD, mt * ATT_TILE + warp * 16, kk * 16, lane));
     }
     if (j + 1 < nkv) {
         const int nb = ((j + 1) & 1) * ATT_TILE * LD, row0 = (j + 1) * ATT_TILE;

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/ops.h"
@@ -130,6 +131,21 @@ void test_attention(int B, int T, int NH, int KVH, int HS, int rope) {
                        rope ? TOL_ATTN_LSE_ROPE : TOL_ATTN_LSE);
     } else {
         report(0, "attention_state_floats %s = %zu, below B*NH*T = %zu", cs, sg, nl);
+    }
+    // the forward with 64-row query blocks (ANVIL_CUDA_ATT_FWD_ROWS=64; the default
+    // takes 128 rows for head sizes 32 and 64): each row visits the same keys with the
+    // same arithmetic, so the same bits, out and state
+    {
+        pair out64 = p_out(ACT, nq);
+        pair state64 = f32_sized(sg, 1);
+        setenv("ANVIL_CUDA_ATT_FWD_ROWS", "64", 1);
+        gpu->attention_forward(on(out64, gpu), on(state64, gpu), on(qkv, gpu), on(ct, gpu),
+                               on(st, gpu), B, T, NH, KVH, HS);
+        unsetenv("ANVIL_CUDA_ATT_FWD_ROWS");
+        compare_exact(nm("attention_forward out, 64-row query blocks: same bits %s", cs),
+                      t_get(out64.g), t_get(out.g), nq);
+        compare_exact(nm("attention_forward state, 64-row query blocks: same bits %s", cs),
+                      t_get(state64.g), t_get(state.g), sg);
     }
 
     // backward, each backend on its own forward's out and state; the scratch the op
