@@ -17,6 +17,8 @@
 #   model.log      20 steps, both families, GPU against CPU (tests/gpu/test_model_gpu.py)
 #   sdpa.log       tests/bench/sdpa_bench.py: PyTorch's fused attention kernels (flash,
 #                  cuDNN, memory-efficient) at the benchmark's shapes, unless NO_BENCH=1
+#   att.log        tests/bench/att_bench.c: anvil's attention kernels at the same shapes
+#                  (forward with 128- and 64-row query blocks), unless NO_BENCH=1
 #   bench.log      tests/bench/gpu_bench.sh (anvil vs the PyTorch baseline), unless
 #                  NO_BENCH=1; BENCH_ARGS are passed on (e.g. "--only gpt2")
 #   memcheck.log, racecheck.log   with SANITIZE=1: the op test under compute-sanitizer
@@ -46,11 +48,11 @@ if [ "$mode" = prepare ]; then
             -Dgpu_arch="${GPU_ARCH:-90}" -Dcpu_arch=x86-64-v3 >/dev/null
     fi
     ninja -C build-gpu anvil tests/gpu/test_gpu_ops tests/gpu/test_nccl \
-        tests/unit/test_cuda_lt_load >/dev/null
+        tests/gpu/att_bench tests/unit/test_cuda_lt_load >/dev/null
     rm -rf bundle build-gpu/bundle
     bash ../shared/tools/bundle-libs.sh build-gpu/bundle build-gpu/anvil \
         build-gpu/tests/gpu/test_gpu_ops build-gpu/tests/gpu/test_nccl \
-        build-gpu/tests/unit/test_cuda_lt_load >/dev/null
+        build-gpu/tests/gpu/att_bench build-gpu/tests/unit/test_cuda_lt_load >/dev/null
     # ~95 MB (OpenBLAS alone is 36), ~19 MB as xz: what travels is the archive
     mkdir -p bundle
     tar -cJf bundle/gpu.tar.xz -C build-gpu/bundle .
@@ -124,6 +126,9 @@ if [ "${NO_BENCH:-0}" != 1 ]; then
     # PyTorch's flash / cuDNN / memory-efficient attention at the benchmark's shapes, to
     # hold against the attention rows of anvil's profile below (~20 s)
     part sdpa timeout 120 python3 tests/bench/sdpa_bench.py --device cuda
+    # anvil's attention kernels at the same shapes, forward with 128- and 64-row query
+    # blocks, in the same FLOP convention (tests/bench/att_bench.c, ~10 s)
+    part att timeout 90 "$gb/bin/att_bench"
 fi
 left=$(( ${BUDGET_S:-540} - ($(date +%s) - t_start) ))
 if [ "${NO_BENCH:-0}" != 1 ] && [ "$left" -gt 60 ]; then
@@ -143,6 +148,7 @@ for f in "$out"/gpu_bench/*.anvil.log; do
 done
 cat "$out/summary.txt"
 if [ -f "$out/sdpa.log" ]; then cat "$out/sdpa.log"; fi
+if [ -f "$out/att.log" ]; then cat "$out/att.log"; fi
 # anvil's per-op tables (run.profile_step) from the benchmark, into the output's tail
 for f in "$out"/gpu_bench/*.anvil.log; do
     if [ -f "$f" ]; then grep -A 40 "^profile of step" "$f" | head -40 || true; fi
