@@ -498,7 +498,7 @@ extern "C" void cuda_matmul_backward(anv_act *dinp, anv_grad_mode dinp_mode, flo
 
 enum { MM_OP_A, MM_OP_B, MM_OP_D, MM_OP_BIAS, MM_OP_AUX, MM_OPS };
 
-// Bytes of each operand of plan p's problem (0: unused).
+// Bytes of each operand of key's problem (0: unused).
 static void mm_operand_bytes(const mm_key *key, size_t bytes[MM_OPS]) {
     uint64_t ar, ac, br, bc;
     mm_stored_shapes(key, &ar, &ac, &br, &bc);
