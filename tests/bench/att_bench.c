@@ -6,7 +6,9 @@
 // products of HS forward and 5 backward). Printed beside sdpa_bench.py's PyTorch
 // figures (tests/gpu/device_check.sh runs both), it says how far the mma.sync kernels
 // are from FlashAttention-2 / cuDNN, and what the 128-row forward gave. A benchmark,
-// not a test (att_bench_emulated only checks that it runs).
+// not a test (att_bench_emulated only checks that it runs); it does check one thing,
+// at these full sizes the op test does not reach: that the two forwards give the same
+// bits (exit 1 if not).
 //
 // usage: att_bench [--iters N] [--warmup N] [SHAPE ...]
 //   SHAPE: gpt2 (64 1024 12 12 64, no RoPE), llama (8 2048 32 8 64, RoPE), or
@@ -68,7 +70,22 @@ static void *filled(const anv_backend *be, size_t n, float lim, int act, unsigne
     return d;
 }
 
-static void bench(const anv_backend *be, const shape *s, int iters, int warmup) {
+// The forward's outputs on the host: out (nq) then state (ns), fp32.
+static float *fwd_result(const anv_backend *be, const anv_act *out, size_t nq,
+                         const float *state, size_t ns) {
+    float *h = malloc((nq + ns) * sizeof(float));
+    if (h == NULL) {
+        fprintf(stderr, "att_bench: out of host memory\n");
+        exit(1);
+    }
+    be->act_to_host_f32(h, out, nq);
+    be->copy_to_host(h + nq, state, ns * sizeof(float));
+    return h;
+}
+
+// Returns 0 when the forward with 128- and with 64-row query blocks gave the same bits
+// (out and state) at this shape, and the backward ran; 1 otherwise.
+static int bench(const anv_backend *be, const shape *s, int iters, int warmup) {
     const size_t rows = (size_t)s->B * s->T, ld = (size_t)(s->NH + 2 * s->KVH) * s->HS;
     const size_t nq = rows * s->NH * s->HS;
     unsigned seed = 12345;
@@ -76,8 +93,8 @@ static void bench(const anv_backend *be, const shape *s, int iters, int warmup) 
     anv_act *qkv = filled(be, rows * ld, 2.0f, 1, &seed);
     anv_act *dout = filled(be, nq, 1.0f, 1, &seed);
     anv_act *out = be->alloc(nq * be->act_bytes), *dqkv = be->alloc(rows * ld * be->act_bytes);
-    float *state = be->alloc(be->attention_state_floats(s->B, s->T, s->NH, s->KVH, s->HS,
-                                                        s->rope) * sizeof(float));
+    const size_t ns = be->attention_state_floats(s->B, s->T, s->NH, s->KVH, s->HS, s->rope);
+    float *state = be->alloc(ns * sizeof(float));
     float *scratch = be->alloc(be->attention_scratch_floats(s->B, s->T, s->NH, s->KVH,
                                                             s->HS, s->rope) * sizeof(float));
     float *rc = NULL, *rs = NULL;
@@ -90,6 +107,7 @@ static void bench(const anv_backend *be, const shape *s, int iters, int warmup) 
         fprintf(stderr, "att_bench: out of memory for %s\n", s->name);
         exit(1);
     }
+    float *res[2] = {NULL, NULL};
     for (int rows64 = 0; rows64 < 2; rows64++) {
         if (rows64) setenv("ANVIL_CUDA_ATT_FWD_ROWS", "64", 1);
         else unsetenv("ANVIL_CUDA_ATT_FWD_ROWS");
@@ -106,6 +124,7 @@ static void bench(const anv_backend *be, const shape *s, int iters, int warmup) 
             }
             be->stamp_record(b);
             ms[pass] = be->stamp_ms(a, b) / iters;
+            if (pass == 0) res[rows64] = fwd_result(be, out, nq, state, ns);
         }
         printf("%-6s B=%d T=%d NH=%d KVH=%d HS=%d rope=%d  forward rows %3s: %8.3f ms "
                "%7.1f TFLOP/s | backward: %8.3f ms %7.1f TFLOP/s\n", s->name, s->B, s->T,
@@ -113,6 +132,19 @@ static void bench(const anv_backend *be, const shape *s, int iters, int warmup) 
                flops(s, 2) / (ms[0] * 1e9), ms[1], flops(s, 5) / (ms[1] * 1e9));
     }
     unsetenv("ANVIL_CUDA_ATT_FWD_ROWS");
+    // the same bits either way (attn_fwd_mma's comment), here at full size; NaN counts
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < nq + ns; i++)
+        if (!(res[0][i] == res[1][i]) && bad++ == 0) first = i;
+    if (bad == 0)
+        printf("%-6s forward, 128- and 64-row query blocks: the same bits (out and lse, %zu "
+               "values)\n", s->name, nq + ns);
+    else
+        printf("%-6s forward, 128- and 64-row query blocks: %zu of %zu values DIFFER, first "
+               "[%zu] %.9g vs %.9g\n", s->name, bad, nq + ns, first, res[0][first],
+               res[1][first]);
+    free(res[0]);
+    free(res[1]);
     be->stamp_free(a);
     be->stamp_free(b);
     be->free(qkv);
@@ -123,6 +155,7 @@ static void bench(const anv_backend *be, const shape *s, int iters, int warmup) 
     be->free(scratch);
     be->free(rc);
     be->free(rs);
+    return bad != 0;
 }
 
 int main(int argc, char **argv) {
@@ -159,6 +192,7 @@ int main(int argc, char **argv) {
     if (be == NULL || be->stamp_new == NULL) return 77;
     printf("att_bench: %s; %d timed calls after %d untimed; TFLOP/s of the causal half "
            "(forward 2, backward 5 products)\n", anv_cuda_describe(), iters, warmup);
-    for (int i = 0; i < n; i++) bench(be, &shapes[i], iters, warmup);
-    return 0;
+    int bad = 0;
+    for (int i = 0; i < n; i++) bad += bench(be, &shapes[i], iters, warmup);
+    return bad ? 1 : 0;
 }
