@@ -167,8 +167,7 @@ int train_memory_plan(parallel_grid *g, const model_config *mc, const anv_backen
 // ---- between two steps ----------------------------------------------------------------
 
 void train_between_steps(const model *m, const anv_backend *be, const train_config *tc,
-                         const char *run_dir, int rank, int lead, int *tuned) {
-    const char *poison = getenv("ANVIL_TEST_POISON_SCRATCH");
+                         const char *run_dir, int rank, int lead, int poison, int *tuned) {
     const int timed = tc->matmul_algo == MATMUL_ALGO_TIMED ||
                       (tc->matmul_algo == MATMUL_ALGO_AUTO && !tc->deterministic);
     if (!*tuned && timed && be->matmul_tune != NULL) {
@@ -194,7 +193,7 @@ void train_between_steps(const model *m, const anv_backend *be, const train_conf
                    r.first_ms, r.best_ms, gain, r.single, r.skipped, path);
         }
     }
-    if (poison != NULL && strcmp(poison, "1") == 0) {
+    if (poison) {
         void *p;
         size_t n;
         model_step_scratch(m, &p, &n);

@@ -160,17 +160,21 @@ static uint64_t grid_bytes_sent(const parallel_grid *g) {
 // rank reads the same environment); ANVIL_TEST_HANG_AT_STEP=K makes the last rank hang
 // in step K (the watchdog test); ANVIL_TEST_NAN_BATCHES="3,4,5" poisons the gradient
 // computed from those global batches (1-based: batch k is data positions
-// [(k-1)G, kG)) on world rank 0, to exercise the skip and the rollback.
+// [(k-1)G, kG)) on world rank 0, to exercise the skip and the rollback;
+// ANVIL_TEST_POISON_SCRATCH=1 fills what train_between_steps lends with NaN after every
+// step.
 typedef struct test_hooks {
     long stop_after, hang_at;   // 0: none
     const char *nan_batches;    // NULL: none
+    int poison_scratch;         // 1: ANVIL_TEST_POISON_SCRATCH=1
 } test_hooks;
 
 static test_hooks test_hooks_read(void) {
     const char *stop = getenv("ANVIL_TEST_STOP_AFTER_STEP");
     const char *hang = getenv("ANVIL_TEST_HANG_AT_STEP");
+    const char *poison = getenv("ANVIL_TEST_POISON_SCRATCH");
     test_hooks h = {stop ? atol(stop) : 0, hang ? atol(hang) : 0,
-                    getenv("ANVIL_TEST_NAN_BATCHES")};
+                    getenv("ANVIL_TEST_NAN_BATCHES"), poison && strcmp(poison, "1") == 0};
     return h;
 }
 
@@ -802,7 +806,8 @@ static int train_or_plan(int argc, char **argv, int plan_only) {
                 metrics_print_progress(stdout, &sm);
         }
         if (profiled) write_profile(&cfg, &grid, be, step + 1, lead);
-        train_between_steps(&m, be, tc, cfg.run.dir, grid.rank, lead, &tuned);
+        train_between_steps(&m, be, tc, cfg.run.dir, grid.rank, lead, hooks.poison_scratch,
+                            &tuned);
 
         // Too many non-finite steps in a row: back to the last checkpoint, and on from
         // the data after the offending batches (not the same batches again).

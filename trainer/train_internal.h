@@ -45,14 +45,15 @@ int train_memory_plan(parallel_grid *g, const model_config *mc, const anv_backen
 // Called by train.c after every step. The model's activations (but the RoPE tables:
 // model_step_scratch) and gradients then hold nothing the next step reads (it zeroes
 // the gradients and writes each activation before reading it; evaluation and sampling
-// only run forwards), so they can serve as scratch: after the first step this process runs (*tuned 0, then set), with
-// train.matmul_algo timed (auto: unless train.deterministic), the backend times its
-// matmul algorithms there (be->matmul_tune), writes each problem's figures to
-// run_dir/matmul_algos_rank<rank>.txt, and rank `lead` prints the summary.
-// ANVIL_TEST_POISON_SCRATCH=1 fills both with NaN after every step, so that a test
-// shows they are dead indeed. Not collective.
+// only run forwards), so they can serve as scratch. After the first step this process
+// runs (*tuned 0, then set), with train.matmul_algo timed (auto: unless
+// train.deterministic), the backend times its matmul algorithms there
+// (be->matmul_tune), writes each problem's figures to
+// run_dir/matmul_algos_rank<rank>.txt, and rank `lead` prints the summary. poison (the
+// test hook ANVIL_TEST_POISON_SCRATCH=1) fills both with NaN after every step, so that
+// a test shows they are dead indeed. Not collective.
 void train_between_steps(const model *m, const anv_backend *be, const train_config *tc,
-                         const char *run_dir, int rank, int lead, int *tuned);
+                         const char *run_dir, int rank, int lead, int poison, int *tuned);
 
 // ---- watchdog (watchdog.c) -----------------------------------------------------------
 

@@ -265,6 +265,20 @@ static void mm_plan_create(mm_plan *p, const mm_key *key, const void *bias,
     }
 }
 
+// The operands of a problem, as mm_call and the timing's placement index them.
+enum { MM_OP_A, MM_OP_B, MM_OP_D, MM_OP_BIAS, MM_OP_AUX, MM_OPS };
+
+// One call of plan p's problem with `algo` on the operands op, queued on the compute
+// stream (D is C too: beta = p->beta, the last call's). Returns cuBLASLt's status.
+static cublasStatus_t mm_call(const mm_plan *p, const cublasLtMatmulAlgo_t *algo,
+                              void *const *op) {
+    const float alpha = 1.0f;
+    return cuda_lt_fn.cublasLtMatmul(
+        cuda_lt, p->desc, &alpha, op[MM_OP_A], p->a, op[MM_OP_B], p->b, &p->beta, op[MM_OP_D],
+        p->d, op[MM_OP_D], p->d, algo, cuda_lt_workspace, cuda_lt_workspace_bytes,
+        cuda_stream_compute);
+}
+
 // D (m,n) = A op B (+ epilogue) + beta * D, column-major as in the key, on the compute
 // stream. bias: (m) bf16, or with BGRADB the (n) fp32 gradient written; NULL if unused;
 // aux (aux_ld, n) bf16 or NULL, as the epilogue needs. Returns 0, or -1 (nothing
@@ -315,10 +329,8 @@ static int mm_run(int transa, int transb, int m, int n, int k, cudaDataType_t dt
             mm_desc_set(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux);
     }
     p->beta = beta;
-    const float alpha = 1.0f;
-    CUBLAS_CHECK(cuda_lt_fn.cublasLtMatmul(cuda_lt, p->desc, &alpha, a, p->a, b, p->b, &beta, d,
-                                           p->d, d, p->d, &p->algo, cuda_lt_workspace,
-                                           cuda_lt_workspace_bytes, cuda_stream_compute));
+    void *const op[MM_OPS] = {(void *)a, (void *)b, d, NULL, NULL};
+    CUBLAS_CHECK(mm_call(p, &p->algo, op));
     return 0;
 }
 
@@ -496,7 +508,6 @@ extern "C" void cuda_matmul_backward(anv_act *dinp, anv_grad_mode dinp_mode, flo
 // Scratch regions used at most (the trainer lends two).
 #define MM_TUNE_REGIONS 4
 
-enum { MM_OP_A, MM_OP_B, MM_OP_D, MM_OP_BIAS, MM_OP_AUX, MM_OPS };
 
 // Bytes of each operand of key's problem (0: unused).
 static void mm_operand_bytes(const mm_key *key, size_t bytes[MM_OPS]) {
@@ -547,25 +558,14 @@ static int mm_operands_place(const mm_key *key, void *const *scratch, const size
     return 0;
 }
 
-// One call of plan p's problem with `algo` on the operands op, queued on the compute
-// stream. Returns 0, or -1 when cuBLASLt refuses it (nothing queued).
-static int mm_call(const mm_plan *p, const cublasLtMatmulAlgo_t *algo, void *const *op) {
-    const float alpha = 1.0f;
-    cublasStatus_t st = cuda_lt_fn.cublasLtMatmul(
-        cuda_lt, p->desc, &alpha, op[MM_OP_A], p->a, op[MM_OP_B], p->b, &p->beta, op[MM_OP_D],
-        p->d, op[MM_OP_D], p->d, algo, cuda_lt_workspace, cuda_lt_workspace_bytes,
-        cuda_stream_compute);
-    return st == CUBLAS_STATUS_SUCCESS ? 0 : -1;
-}
-
 // Milliseconds of the fastest of MM_TUNE_REPS calls with algo, after one untimed call;
 // ev holds MM_TUNE_REPS + 1 events. Returns -1 when cuBLASLt refuses the algorithm.
 static double mm_time(const mm_plan *p, const cublasLtMatmulAlgo_t *algo, void *const *op,
                       cudaEvent_t *ev) {
-    if (mm_call(p, algo, op) != 0) return -1.0;
+    if (mm_call(p, algo, op) != CUBLAS_STATUS_SUCCESS) return -1.0;
     CUDA_CHECK(cudaEventRecord(ev[0], cuda_stream_compute));
     for (int r = 0; r < MM_TUNE_REPS; r++) {
-        if (mm_call(p, algo, op) != 0) return -1.0;
+        if (mm_call(p, algo, op) != CUBLAS_STATUS_SUCCESS) return -1.0;
         CUDA_CHECK(cudaEventRecord(ev[r + 1], cuda_stream_compute));
     }
     CUDA_CHECK(cudaEventSynchronize(ev[MM_TUNE_REPS]));
@@ -603,8 +603,9 @@ static void mm_table_line(FILE *f, const mm_plan *p, int found, double first, do
 }
 
 // Times plan p's candidates on operands in scratch and keeps the fastest (see
-// MM_TUNE_MARGIN) in p and in mm_tuned; adds to *rep and, if table, writes its line. A problem whose operands do not
-// fit the scratch stays untimed (a later call may have the room).
+// MM_TUNE_MARGIN) in p and in mm_tuned; adds to *rep and, if table, writes its line.
+// A problem whose operands do not fit the scratch stays untimed (a later call may have
+// the room).
 static void mm_plan_tune(mm_plan *p, void *const *scratch, const size_t *bytes, int n,
                          cudaEvent_t *ev, FILE *table, anv_tune_report *rep) {
     void *op[MM_OPS];
