@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""cu2emu.py IN.cu OUT.cc: a cuda backend source file as host C++ for tests/emu.
+"""cu2emu.py IN.cu OUT.cc: a cuda backend source file (or a test program written in CUDA,
+tests/gpu/test_ptx_layouts.cu) as host C++ for tests/emu.
 
 Six rewrites, nothing else changes (the kernels' code is compiled as written):
 - a launch `kernel<targs><<<grid, block, smem, stream>>>(args);` becomes
@@ -23,6 +24,8 @@ message if a launch cannot be parsed.
 import os
 import re
 import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def matching(src, i, open_ch, close_ch, step):
@@ -116,8 +119,8 @@ def convert(inp):
     except ValueError as err:
         sys.exit(f"cu2emu: {inp}: {err}")
 
-    def inline(m):
-        path = os.path.join(os.path.dirname(inp), m.group(1))
+    def inline(m):   # kernels/cuda/X.cuh, from the repository root (tests include them too)
+        path = os.path.join(ROOT, "kernels", "cuda", m.group(1))
         line = src.count("\n", 0, m.start()) + 2
         return convert(path) + f'\n#line {line} "{inp}"'
     src = re.sub(r'^#include "kernels/cuda/((?!cuda_common)\w+\.cuh)"', inline, src, flags=re.M)

@@ -11,6 +11,11 @@
 //     C/D 16x8 fp32 (4 floats): a0 = A[g][2t..2t+1], a1 = A[g+8][2t..], a2 =
 //     A[g][2t+8..], a3 = A[g+8][2t+8..]; b0 = B[2t..2t+1][g], b1 = B[2t+8..2t+9][g];
 //     c0, c1 = C[g][2t], C[g][2t+1]; c2, c3 = C[g+8][2t], C[g+8][2t+1].
+// The mma layouts agree with CuTe's MMA_Traits<SM80_16x8x16_F32BF16BF16F32_TN>, a
+// statement of them independent of the manual's figures: A ((4,8),(2,2,2)) : ((32,1),
+// (16,8,128)), B ((4,8),(2,2)) : ((16,1),(8,64)), C ((4,8),(2,2)) : ((32,1),(16,8)),
+// (thread, value) -> column-major index, thread = 4 g + t; tests/gpu/test_ptx_layouts.cu
+// (ptx_layouts_emulated) checks this file, and the attention helpers on it, against them.
 // The products are summed in fp32 in k order (the hardware's order and internal
 // precision are unspecified; the difference is far below the tests' bf16 bounds).
 // This file is included by the host C++ that tests/emu/cu2emu.py makes of attention.cu,

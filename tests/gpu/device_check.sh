@@ -12,6 +12,8 @@
 # they need (../shared/tools/bundle-libs.sh) into bundle/gpu.tar.xz (at most 64 MiB
 # travel). run unpacks it to /tmp, sources its env.sh, then writes under $OUT (or a
 # temp dir):
+#   ptx.log        the attention kernels' ldmatrix / mma fragment layouts against CuTe's
+#                  (tests/gpu/test_ptx_layouts.cu: if attention fails, is it the layouts?)
 #   gpu_ops.log    every cuda op against the cpu backend (tests/gpu/test_gpu_ops.c)
 #   nccl.log       the NCCL backend against MPI, one rank (tests/gpu/test_nccl.c)
 #   model.log      20 steps, both families, GPU against CPU (tests/gpu/test_model_gpu.py)
@@ -48,11 +50,12 @@ if [ "$mode" = prepare ]; then
             -Dgpu_arch="${GPU_ARCH:-90}" -Dcpu_arch=x86-64-v3 >/dev/null
     fi
     ninja -C build-gpu anvil tests/gpu/test_gpu_ops tests/gpu/test_nccl \
-        tests/gpu/att_bench tests/unit/test_cuda_lt_load >/dev/null
+        tests/gpu/test_ptx_layouts tests/gpu/att_bench tests/unit/test_cuda_lt_load >/dev/null
     rm -rf bundle build-gpu/bundle
     bash ../shared/tools/bundle-libs.sh build-gpu/bundle build-gpu/anvil \
         build-gpu/tests/gpu/test_gpu_ops build-gpu/tests/gpu/test_nccl \
-        build-gpu/tests/gpu/att_bench build-gpu/tests/unit/test_cuda_lt_load >/dev/null
+        build-gpu/tests/gpu/test_ptx_layouts build-gpu/tests/gpu/att_bench \
+        build-gpu/tests/unit/test_cuda_lt_load >/dev/null
     # ~95 MB (OpenBLAS alone is 36), ~19 MB as xz: what travels is the archive
     mkdir -p bundle
     tar -cJf bundle/gpu.tar.xz -C build-gpu/bundle .
@@ -111,6 +114,7 @@ t_start=$(date +%s)
 # cuBLASLt opens (dlopen), anvil's start loads none (0.2 s): tests/unit/test_cuda_lt_load.c
 part lt_load timeout 30 "$gb/bin/test_cuda_lt_load" "$gb/bin/anvil"
 if [ "${NO_TESTS:-0}" != 1 ]; then
+    part ptx timeout 30 "$gb/bin/test_ptx_layouts"
     part gpu_ops timeout 180 "$gb/bin/test_gpu_ops"
     part nccl timeout 60 "$gb/bin/mpirun" -n 1 "$gb/bin/test_nccl"
     part model timeout 240 python3 tests/gpu/test_model_gpu.py "$gb/bin/anvil"

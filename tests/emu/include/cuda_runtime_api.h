@@ -90,6 +90,14 @@ void emu_streams_progress(void);
 }
 #endif
 
+/* cudaMemcpy (test programs; the backend copies asynchronously): the copy queued on the
+ * legacy stream, returning once it and all earlier work of every stream is done (the
+ * legacy stream waits for the blocking streams, and a device-to-host copy for itself) */
+static inline cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind k) {
+    cudaError_t e = cudaMemcpyAsync(dst, src, n, k, NULL);
+    return e != cudaSuccess ? e : cudaDeviceSynchronize();
+}
+
 static inline cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
     emu_device_info(free_bytes, total_bytes);
     return cudaSuccess;
