@@ -2,6 +2,9 @@
 """tests/unit/test_tokenizer_hf.py: `anvil tokenizer` gives the ids Hugging Face
 `tokenizers` gives, token for token, and decodes them back to the text.
 
+Interpreter: the first python3 on the PATH (the pyenv 3.11 on the build machine), where
+launch/test.sh installs `tokenizers` 0.23.3 from PyPI; not Debian's /usr/bin/python3.
+
 Usage: python3 test_tokenizer_hf.py /path/to/anvil            (meson: unit suite)
        python3 test_tokenizer_hf.py /path/to/anvil --bench     (throughput, no checks)
 

@@ -4,6 +4,9 @@
 
     python3 test_tokenizer_train.py /path/to/anvil      (exit 0 pass, 1 fail or `tokenizers` missing: launch/test.sh installs it)
 
+Interpreter: the first python3 on the PATH (the pyenv 3.11 on the build machine), where
+launch/test.sh installs `tokenizers` 0.23.3; not Debian's /usr/bin/python3.
+
 The corpus is made locally: the fortune files in /usr/share/games/fortunes (documents
 separated by "%" lines), or, where they are missing, the Python standard library's
 sources. Every 20th document is held out. Checks, strongest first:
