@@ -18,10 +18,11 @@ shape is reported as such. Exit 0 unless nothing could be timed.
 """
 import argparse
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
+
+from torch_clock import clock   # tests/bench/torch_clock.py, beside this script
 
 SHAPES = {"gpt2": (64, 1024, 12, 12, 64), "llama": (8, 2048, 32, 8, 64)}
 
@@ -71,25 +72,6 @@ def supports_gqa():
         return True
     except (TypeError, RuntimeError):
         return False
-
-
-def clock(dev, fn, warmup, iters):
-    """Milliseconds per call of fn: CUDA events on a GPU, the wall clock on the cpu."""
-    for _ in range(warmup):
-        fn()
-    if dev == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        start.record()
-        for _ in range(iters):
-            fn()
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / iters
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    return (time.perf_counter() - t0) * 1e3 / iters
 
 
 def main():

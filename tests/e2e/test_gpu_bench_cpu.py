@@ -13,7 +13,7 @@ warm-up, the per-op profile of step 1, the baseline eager in fp32) with a device
 table has, for each model, an anvil row and a PyTorch row with tokens/s and ms/step,
 and the anvil / PyTorch ratio; anvil's log holds its profile table and both trainers
 ran the configured number of steps. And tests/bench/sdpa_bench.py runs (its unfused
-`math` way, the only one on the cpu).
+`math` way, the only one on the cpu), as does tests/bench/mm_bench.py on one small product.
 """
 import os
 import re
@@ -87,6 +87,14 @@ def main():
     row = [l for l in p.stdout.splitlines() if l.startswith("t B=2 T=64 heads 4/2 x 16")]
     report(p.returncode == 0 and any(" math " in l for l in row),
            f"sdpa_bench.py on the cpu: exit {p.returncode}, rows: {row or p.stderr[-300:]}")
+    # tests/bench/mm_bench.py (PyTorch's matmuls beside the profile's matmul rows), one
+    # small product on the cpu: the script runs and prints its row with the FLOP rates
+    p = subprocess.run([sys.executable, os.path.join(repo, "tests/bench/mm_bench.py"),
+                        "--device", "cpu", "--models", "t=64,32,48", "--iters", "1",
+                        "--warmup", "0"], capture_output=True, text=True, timeout=120)
+    row = [l for l in p.stdout.splitlines() if l.startswith("t t: matmul 64x32 -> 48")]
+    report(p.returncode == 0 and len(row) == 1 and len(row[0].split()) == 10,
+           f"mm_bench.py on the cpu: exit {p.returncode}, rows: {row or p.stderr[-300:]}")
     subprocess.run(["rm", "-rf", tmp])
     print("all checks passed" if failures == 0 else f"{failures} check(s) failed")
     sys.exit(1 if failures else 0)

@@ -21,6 +21,8 @@
 #                  cuDNN, memory-efficient) at the benchmark's shapes, unless NO_BENCH=1
 #   att.log        tests/bench/att_bench.c: anvil's attention kernels at the same shapes
 #                  (forward with 128- and 64-row query blocks), unless NO_BENCH=1
+#   mm.log         tests/bench/mm_bench.py: PyTorch's bf16 matmuls at every matmul shape
+#                  of both models, as the profile names them, unless NO_BENCH=1
 #   bench.log      tests/bench/gpu_bench.sh (anvil vs the PyTorch baseline), unless
 #                  NO_BENCH=1; BENCH_ARGS are passed on (e.g. "--only gpt2")
 #   memcheck.log, racecheck.log   with SANITIZE=1: the op test under compute-sanitizer
@@ -133,6 +135,9 @@ if [ "${NO_BENCH:-0}" != 1 ]; then
     # anvil's attention kernels at the same shapes, forward with 128- and 64-row query
     # blocks, in the same FLOP convention (tests/bench/att_bench.c, ~10 s)
     part att timeout 90 "$gb/bin/att_bench"
+    # PyTorch's matmuls at every matmul shape of both models, in the profile's rows, to
+    # hold against anvil's matmul rows (tests/bench/mm_bench.py, ~15 s)
+    part mm timeout 120 python3 tests/bench/mm_bench.py --device cuda
 fi
 left=$(( ${BUDGET_S:-540} - ($(date +%s) - t_start) ))
 if [ "${NO_BENCH:-0}" != 1 ] && [ "$left" -gt 60 ]; then
@@ -153,6 +158,7 @@ done
 cat "$out/summary.txt"
 if [ -f "$out/sdpa.log" ]; then cat "$out/sdpa.log"; fi
 if [ -f "$out/att.log" ]; then cat "$out/att.log"; fi
+if [ -f "$out/mm.log" ]; then cat "$out/mm.log"; fi
 # anvil's per-op tables (run.profile_step) from the benchmark, into the output's tail
 for f in "$out"/gpu_bench/*.anvil.log; do
     if [ -f "$f" ]; then grep -A 40 "^profile of step" "$f" | head -40 || true; fi
