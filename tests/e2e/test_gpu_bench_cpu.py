@@ -21,13 +21,8 @@ import subprocess
 import sys
 import tempfile
 
-failures = 0
-
-
-def report(ok, msg):
-    global failures
-    print(("ok   " if ok else "FAIL ") + msg)
-    failures += 0 if ok else 1
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
+from checks import report, summary  # noqa: E402
 
 
 def main():
@@ -96,8 +91,7 @@ def main():
     report(p.returncode == 0 and len(row) == 1 and len(row[0].split()) == 10,
            f"mm_bench.py on the cpu: exit {p.returncode}, rows: {row or p.stderr[-300:]}")
     subprocess.run(["rm", "-rf", tmp])
-    print("all checks passed" if failures == 0 else f"{failures} check(s) failed")
-    sys.exit(1 if failures else 0)
+    sys.exit(summary())
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
+from checks import report, summary  # noqa: E402
 from corpus import prepare_corpus  # noqa: E402
 
 FAMILIES = {
@@ -35,13 +36,6 @@ FAMILIES = {
     "llama": (["model.preset=llama-tiny", "model.n_kv_head=2"], 4),
 }
 M, B, T, STEPS, PROFILED = 2, 4, 32, 3, 2
-fails = 0
-
-
-def report(ok, what):
-    global fails
-    fails += not ok
-    print(f"{'ok  ' if ok else 'FAIL'} {what}", flush=True)
 
 
 def layers(anvil, args):
@@ -127,9 +121,7 @@ def main():
                            capture_output=True, text=True)
         report(p.returncode == 0 and "profile of step" not in p.stdout,
                f"run.profile_step past train.steps: exit {p.returncode}, no table")
-    print(f"profile{' (device=cuda)' if device else ''}: "
-          f"{'all passed' if not fails else f'{fails} failed'}")
-    return 1 if fails else 0
+    return summary(f"profile{' (device=cuda)' if device else ''}")
 
 
 if __name__ == "__main__":

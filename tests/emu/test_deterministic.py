@@ -19,35 +19,22 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
+from checks import report, summary  # noqa: E402
 from corpus import prepare_corpus  # noqa: E402
-
-failures = 0
-
-
-def report(ok, msg):
-    global failures
-    print(("ok   " if ok else "FAIL ") + msg)
-    failures += 0 if ok else 1
+from emu_tiny import tiny_cuda_args, tiny_results  # noqa: E402
 
 
 def train(anvil, tmp, shards, name, preset, det, seed):
     d = os.path.join(tmp, name)
-    args = [anvil, "train", f"model.preset={preset}", "model.vocab_size=257",
-            "model.d_model=64", "model.n_head=2", f"data.train={shards}", "data.val=",
-            "train.steps=4", "train.seq_len=256", "train.micro_batch=2",
-            "train.global_batch_tokens=1024", "train.sample_every=0", "train.eval_every=0",
-            f"train.deterministic={'true' if det else 'false'}", "device=cuda",
-            f"run.dir={d}", "checkpoint.final=false", f"run.final_weights={d}.weights"]
-    args.append("model.n_kv_head=" + ("1" if preset.startswith("llama") else "2"))
+    args = tiny_cuda_args(anvil, preset, shards, d, 4, 256, 1024) + [
+        "train.sample_every=0", "train.eval_every=0",
+        f"train.deterministic={'true' if det else 'false'}"]
     env = dict(os.environ, EMU_SCHEDULE="random", EMU_SEED=str(seed))
     p = subprocess.run(args, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
     if p.returncode != 0:
         return None, None, p.stderr.strip()[-400:]
-    with open(f"{d}.weights", "rb") as f:
-        weights = f.read()
-    with open(os.path.join(d, "metrics.jsonl")) as f:
-        losses = [l for l in f if '"loss"' in l]
-    return weights, [l.split('"loss": ')[1].split(",")[0] for l in losses], ""
+    weights, losses, _ = tiny_results(d)
+    return weights, losses, ""
 
 
 def main():
@@ -71,8 +58,7 @@ def main():
                 report(not same, f"{tag}: two block orders, final weights "
                        f"{'differ, as fp32 atomics make them' if not same else 'IDENTICAL (the check above proves nothing)'}")
     subprocess.run(["rm", "-rf", tmp])
-    print("all checks passed" if failures == 0 else f"{failures} check(s) failed")
-    sys.exit(1 if failures else 0)
+    sys.exit(summary())
 
 
 if __name__ == "__main__":

@@ -21,15 +21,8 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
+from checks import report, summary  # noqa: E402
 from corpus import prepare_corpus  # noqa: E402
-
-failures = 0
-
-
-def report(ok, msg):
-    global failures
-    print(("ok   " if ok else "FAIL ") + msg, flush=True)
-    failures += 0 if ok else 1
 
 
 def run(anvil, per_rank_env, args, run_dir):
@@ -94,8 +87,7 @@ def main():
                     "9.0, 16 multiprocessors), CUDA driver 13.0, runtime 13.0, cuBLASLt 13.0.0, "
                     "NCCL 2.28.9")
             report(said == [want], f"{name}: one line on the GPU: {said}")
-    print(f"gpu_per_rank: {'all passed' if not failures else f'{failures} failed'}")
-    return 1 if failures else 0
+    return summary("gpu_per_rank")
 
 
 if __name__ == "__main__":

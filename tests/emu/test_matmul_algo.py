@@ -29,25 +29,14 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
+from checks import report, summary  # noqa: E402
 from corpus import prepare_corpus  # noqa: E402
-
-failures = 0
-
-
-def report(ok, msg):
-    global failures
-    print(("ok   " if ok else "FAIL ") + msg)
-    failures += 0 if ok else 1
+from emu_tiny import tiny_cuda_args, tiny_results  # noqa: E402
 
 
 def train(anvil, tmp, shards, name, preset, extra, env_extra, steps=4):
     d = os.path.join(tmp, name)
-    args = [anvil, "train", f"model.preset={preset}", "model.vocab_size=257",
-            "model.d_model=64", "model.n_head=2", f"data.train={shards}", "data.val=",
-            f"train.steps={steps}", "train.seq_len=64", "train.micro_batch=2",
-            "train.global_batch_tokens=256", "train.log_every=1", "device=cuda",
-            f"run.dir={d}", "checkpoint.final=false", f"run.final_weights={d}.weights"]
-    args.append("model.n_kv_head=" + ("1" if preset.startswith("llama") else "2"))
+    args = tiny_cuda_args(anvil, preset, shards, d, steps, 64, 256) + ["train.log_every=1"]
     calls = f"{d}.calls"
     env = dict(os.environ, EMU_LT_CALLS=calls, **env_extra)
     p = subprocess.run(args + extra, cwd=tmp, env=env, capture_output=True, text=True, errors="replace",
@@ -55,13 +44,7 @@ def train(anvil, tmp, shards, name, preset, extra, env_extra, steps=4):
     out = {"rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr, "calls": {}}
     if p.returncode != 0:
         return out
-    with open(f"{d}.weights", "rb") as f:
-        out["weights"] = f.read()
-    with open(os.path.join(d, "metrics.jsonl")) as f:
-        lines = f.read().splitlines()
-    out["losses"] = [re.search(r'"loss": ([^,}]+)', l).group(1) for l in lines if '"loss"' in l]
-    out["val"] = [re.search(r'"val_loss": ([^,}]+)', l).group(1)
-                  for l in lines if '"val_loss"' in l]
+    out["weights"], out["losses"], out["val"] = tiny_results(d)
     if os.path.exists(calls):
         with open(calls) as f:
             for l in f:
@@ -154,8 +137,7 @@ def main():
                f"{preset}: timed with deterministic refused: exit {c['rc']}, "
                f"{c['stderr'].strip()!r}")
     subprocess.run(["rm", "-rf", tmp])
-    print("all checks passed" if failures == 0 else f"{failures} check(s) failed")
-    sys.exit(1 if failures else 0)
+    sys.exit(summary())
 
 
 if __name__ == "__main__":

@@ -26,20 +26,13 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
+from checks import report, summary  # noqa: E402
 from corpus import prepare_corpus  # noqa: E402
 
 WORKSPACE_MIB = 32.0        # CUDA_LT_WORKSPACE_BYTES, kernels/cuda/backend.cu
 SCRATCH_MIB = 0.25          # the scratch buffers: at most this + 1% of the plan
 SCRATCH_SHARE = 0.01
 ROUND_MIB = 0.05            # the plan prints 0.1 MiB (or 0.01 GiB) steps
-
-failures = 0
-
-
-def report(ok, msg):
-    global failures
-    print(("ok   " if ok else "FAIL ") + msg)
-    failures += 0 if ok else 1
 
 
 def mib(text):
@@ -97,8 +90,7 @@ def main():
     report(p.returncode == 0, f"a 2.64 GiB device (the plan + margin fit): exit {p.returncode}")
 
     subprocess.run(["rm", "-rf", tmp])
-    print(f"{'all checks passed' if failures == 0 else f'{failures} check(s) failed'}")
-    sys.exit(1 if failures else 0)
+    sys.exit(summary())
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
+from checks import report, summary  # noqa: E402
 from corpus import prepare_corpus  # noqa: E402
 
 GPT2 = ["model.preset=gpt2-tiny"]
@@ -52,14 +53,6 @@ CASES = [  # name, ranks, overrides, resume from step 2
                                 "parallel.bucket_mb=0.001", "train.recompute=full"], False),
 ]
 MODES = ["sync", "lazy", "mixed"]
-
-failures = 0
-
-
-def report(ok, msg):
-    global failures
-    print(("ok   " if ok else "FAIL ") + msg, flush=True)
-    failures += 0 if ok else 1
 
 
 def train(anvil, ranks, args, run_dir, mode):
@@ -111,8 +104,7 @@ def main():
                     report(res is not None and got is not None and res[0] == got[0],
                            f"{name}, {mode}: resumed from step 2, final weights "
                            f"{res[0][:12] if res else err} as uninterrupted")
-    print(f"streams: {'all passed' if not failures else f'{failures} failed'}")
-    return 1 if failures else 0
+    return summary("streams")
 
 
 if __name__ == "__main__":

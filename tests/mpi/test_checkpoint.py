@@ -52,6 +52,7 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
+from checks import report, summary  # noqa: E402
 from corpus import prepare_corpus  # noqa: E402
 from tensorfile import read_tensorfile  # noqa: E402
 
@@ -71,19 +72,12 @@ RESHARD = [("pp2", 2, ["parallel.pp=2"]),
            ("dp2+zero1", 2, ["parallel.dp=2", "parallel.zero=1"])]
 STATE_ATTRS = ["step", "tokens", "samples", "adamw_t", "sample_rng", "skipped_steps"]
 
-fails = 0
 COMMON = []         # data, batch and optimizer arguments, train.steps=STEPS (main fills)
 CONST = []          # the same with a constant learning rate and no train.steps
 
 
 class RunError(Exception):
     """A launch that did not end as expected; the message holds the command and output."""
-
-
-def report(ok, what):
-    global fails
-    fails += not ok
-    print(f"{'ok  ' if ok else 'FAIL'} {what}", flush=True)
 
 
 def launch_cmd(anvil, ranks, args):
@@ -606,8 +600,7 @@ def main():
             except RunError as e:
                 report(False, f"{fam}: {e}")
         if cuda:
-            print(f"checkpoint (device=cuda): {'all passed' if not fails else f'{fails} failed'}")
-            return 1 if fails else 0
+            return summary("checkpoint (device=cuda)")
 
         # 4: stop signals to every rank, and to one rank only
         for sig, which in ((signal.SIGUSR1, "all"), (signal.SIGTERM, 3)):
@@ -657,8 +650,7 @@ def main():
             master_weights(anvil, tmp)
         except RunError as e:
             report(False, f"master weights: {e}")
-    print(f"checkpoint: {'all passed' if not fails else f'{fails} failed'}")
-    return 1 if fails else 0
+    return summary("checkpoint")
 
 
 if __name__ == "__main__":
